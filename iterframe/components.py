@@ -1,0 +1,174 @@
+"""The five component interfaces of the iterative loop.
+
+A run is composed of one *generator*, one *reward*, a chain of *filters*, one *tokenizer* and any number of
+*loggers*. Each component is a class with a ``name``, a one-line ``description`` and an ``Options`` dataclass
+whose fields (with ``metadata={"help": ...}``) are the options settable from the CLI and YAML. Plugins hand
+these classes to the host through the ``register_*`` hooks (see :mod:`iterframe.hookspecs`).
+
+Lifecycle of every component: ``Component(options)`` -> ``setup(context)`` once per run -> kind-specific calls
+-> ``close()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import IterativeSFTTrainer
+
+__all__ = [
+    "COMPONENT_KINDS",
+    "Component",
+    "Completion",
+    "Filter",
+    "Generator",
+    "Logger",
+    "Prompt",
+    "Reward",
+    "RunContext",
+    "Sample",
+    "SampleTokenizer",
+]
+
+#: A prompt is either plain text or a list of chat messages (``{"role": ..., "content": ...}``).
+Prompt = Union[str, list[dict[str, str]]]
+
+#: The kinds of component, in the order the loop uses them.
+COMPONENT_KINDS = ("generator", "reward", "filter", "tokenizer", "logger")
+
+
+@dataclasses.dataclass
+class Completion:
+    """One generated completion of a prompt.
+
+    Args:
+        text: the completion text, without the prompt.
+        num_tokens: number of generated tokens, when the generator knows it.
+        finish_reason: ``"stop"`` (eos or a stop string) or ``"length"`` (hit ``max_new_tokens``), when known.
+    """
+
+    text: str
+    num_tokens: Optional[int] = None
+    finish_reason: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Sample:
+    """A (prompt, completion) pair as it flows through one iteration.
+
+    Args:
+        iteration: 0-based iteration that generated the sample.
+        prompt_id: index of the prompt in the run's prompt set.
+        prompt: the prompt, text or chat messages.
+        completion: the generated completion text.
+        reference: the prompt's reference answer, if the dataset has one.
+        reward: the reward's score; ``nan`` until scored (and for samples whose score was not finite).
+        kept: whether the filter chain kept the sample for training.
+        dropped_by: name of the filter that dropped it (``None`` while kept or not yet filtered).
+        info: free-form metadata (generator name, token counts, finish reason, ...).
+    """
+
+    iteration: int
+    prompt_id: int
+    prompt: Prompt
+    completion: str
+    reference: Any = None
+    reward: float = math.nan
+    kept: bool = False
+    dropped_by: Optional[str] = None
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What a component may use from the run it belongs to.
+
+    Args:
+        trainer: the :class:`~iterframe.IterativeSFTTrainer` being trained (``trainer.model`` is the live model).
+        tokenizer: the Hugging Face tokenizer (``trainer.processing_class``).
+        output_dir: the run's output directory.
+        seed: the run's seed.
+        config: the resolved run configuration, as a plain dict.
+    """
+
+    trainer: Optional["IterativeSFTTrainer"]
+    tokenizer: Any
+    output_dir: Optional[str] = None
+    seed: int = 0
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def model(self):
+        """The live (unwrapped) model being trained."""
+        return None if self.trainer is None else self.trainer.model
+
+
+class Component(ABC):
+    """Base of every component: a name, a description, typed options and a setup/close lifecycle."""
+
+    #: Registry name, e.g. ``"hf"`` or ``"top-fraction"``.
+    name: ClassVar[str] = ""
+    #: One line shown by ``iterframe plugins``.
+    description: ClassVar[str] = ""
+
+    @dataclasses.dataclass
+    class Options:
+        """No options."""
+
+    def __init__(self, options: Optional[Any] = None):
+        self.options = options if options is not None else self.Options()
+
+    def setup(self, context: RunContext) -> None:
+        """Called once before the first iteration."""
+
+    def close(self) -> None:
+        """Called once when the run ends (also after an error)."""
+
+
+class Generator(Component):
+    """Turns prompts into completions with the current model."""
+
+    @abstractmethod
+    def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
+        """Return ``num_samples`` completions for every prompt, in prompt order."""
+
+    def update_weights(self, model) -> None:
+        """Called after each training step; generators with their own copy of the weights sync them here."""
+
+
+class Reward(Component):
+    """Scores samples; higher is better."""
+
+    @abstractmethod
+    def score(self, samples: list[Sample]) -> list[float]:
+        """Return one float per sample (``prompt``, ``completion`` and ``reference`` are set)."""
+
+
+class Filter(Component):
+    """Selects samples to train on. Sees every scored sample of the iteration that earlier filters kept."""
+
+    @abstractmethod
+    def select(self, samples: list[Sample]) -> list[bool]:
+        """Return one bool per sample: ``True`` keeps it."""
+
+
+class SampleTokenizer(Component):
+    """Turns kept samples into ``step()`` inputs (the ``tokenizer`` component kind)."""
+
+    @abstractmethod
+    def tokenize(self, samples: list[Sample]) -> dict[str, list[list[int]]]:
+        """Return ``{"input_ids": ..., "attention_mask": ..., "labels": ...}``, one list per sample."""
+
+
+class Logger(Component):
+    """Receives per-iteration metrics and sample tables."""
+
+    @abstractmethod
+    def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
+        """Record one iteration's metrics."""
+
+    def log_samples(self, samples: list[Sample], iteration: int) -> None:
+        """Record one iteration's samples (all of them, kept or not)."""

@@ -1,0 +1,115 @@
+"""``IterativeSFTConfig``: ``transformers.TrainingArguments`` plus the options of ``IterativeSFTTrainer.step``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Optional, Union
+
+import torch
+from transformers import TrainingArguments
+
+__all__ = ["IterativeSFTConfig", "TRUNCATION_MODES", "resolve_torch_dtype"]
+
+TRUNCATION_MODES = ("keep_end", "keep_start")
+
+
+def _bf16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_torch_dtype(value: Any, field_name: str = "model_init_kwargs['dtype']"):
+    """Turn a dtype given as a string (``"bfloat16"``, ``"torch.float16"``, ``"auto"``) into a ``torch.dtype``."""
+    if value is None or value == "auto" or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str):
+        dtype = getattr(torch, value.removeprefix("torch."), None)
+        if isinstance(dtype, torch.dtype):
+            return dtype
+    raise ValueError(
+        f"{field_name}={value!r} is not a torch dtype. Use 'auto' or a name such as 'float32', 'bfloat16' or "
+        "'float16'."
+    )
+
+
+@dataclasses.dataclass
+class IterativeSFTConfig(TrainingArguments):
+    """Training arguments of :class:`~iterframe.IterativeSFTTrainer`.
+
+    Everything of ``transformers.TrainingArguments`` applies; the fields below are added or have another default.
+    With ``max_steps=-1`` (the default) the learning rate follows a constant schedule after
+    ``warmup_steps``; with ``max_steps > 0`` it follows ``lr_scheduler_type`` over ``max_steps`` updates.
+    """
+
+    model_init_kwargs: Optional[Union[dict, str]] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `from_pretrained` when the trainer is given a model id or path, e.g. "
+            '\'{"dtype": "bfloat16", "device_map": "auto"}\'. A JSON string is accepted.'
+        },
+    )
+    max_length: Optional[int] = dataclasses.field(
+        default=None,
+        metadata={"help": "Longest sequence trained, in tokens; longer ones are truncated (see truncation_mode)."},
+    )
+    truncation_mode: str = dataclasses.field(
+        default="keep_end",
+        metadata={
+            "help": "Which tokens survive truncation: 'keep_end' keeps the last max_length tokens, 'keep_start' "
+            "the first.",
+            "choices": list(TRUNCATION_MODES),
+        },
+    )
+    optimize_device_cache: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "Run the garbage collector and empty the accelerator cache after every step()."},
+    )
+    pad_to_multiple_of: Optional[int] = dataclasses.field(
+        default=None,
+        metadata={"help": "Pad each micro-batch to a multiple of this many tokens (8 suits tensor cores)."},
+    )
+    # Different defaults from TrainingArguments.
+    logging_steps: float = dataclasses.field(
+        default=10, metadata={"help": "Log every this many optimizer updates (a float < 1 is a ratio)."}
+    )
+    report_to: Union[None, str, list[str]] = dataclasses.field(
+        default="none",
+        metadata={"help": "Integrations to report logs to ('wandb', 'tensorboard', 'all', 'none')."},
+    )
+    bf16: Optional[bool] = dataclasses.field(
+        default=None,
+        metadata={"help": "bfloat16 mixed precision. Default: on when a CUDA device supports bf16 and fp16 is off."},
+    )
+
+    def __post_init__(self):
+        if self.truncation_mode not in TRUNCATION_MODES:
+            raise ValueError(
+                f"truncation_mode={self.truncation_mode!r} is not supported; use one of {list(TRUNCATION_MODES)}."
+            )
+        if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):
+            raise ValueError(f"max_length={self.max_length!r} must be a positive integer or None.")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of={self.pad_to_multiple_of!r} must be a positive integer or None.")
+        self.model_init_kwargs = self._parse_model_init_kwargs(self.model_init_kwargs)
+        if self.bf16 is None:
+            self.bf16 = not self.fp16 and _bf16_supported()
+        super().__post_init__()
+
+    @staticmethod
+    def _parse_model_init_kwargs(value) -> Optional[dict]:
+        if value is None or isinstance(value, dict):
+            kwargs = dict(value) if value is not None else None
+        elif isinstance(value, str):
+            try:
+                kwargs = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"model_init_kwargs is not valid JSON ({error}): {value!r}") from None
+            if not isinstance(kwargs, dict):
+                raise ValueError(f"model_init_kwargs must be a JSON object, got {value!r}.")
+        else:
+            raise TypeError(f"model_init_kwargs must be a dict or a JSON string, got {type(value).__name__}.")
+        if kwargs:
+            for key in ("dtype", "torch_dtype"):
+                if key in kwargs:
+                    kwargs[key] = resolve_torch_dtype(kwargs[key], f"model_init_kwargs[{key!r}]")
+        return kwargs

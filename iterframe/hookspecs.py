@@ -1,0 +1,100 @@
+"""Every hook iterframe calls. Plugins implement them with ``@iterframe.hookimpl``; all calls use keywords.
+
+Registration hooks are called once when the plugin manager builds its component registry; lifecycle hooks are
+called by the loop (:mod:`iterframe.loop`) around each stage of an iteration.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("iterframe")
+hookimpl = pluggy.HookimplMarker("iterframe")
+
+
+# --- registration hooks -------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_generators(register):
+    """Contribute generator classes: call ``register(GeneratorClass, aliases=())`` once per class.
+
+    The class subclasses :class:`iterframe.components.Generator`. Returns nothing.
+    """
+
+
+@hookspec
+def register_rewards(register):
+    """Contribute reward classes: call ``register(RewardClass, aliases=())`` once per class. Returns nothing."""
+
+
+@hookspec
+def register_filters(register):
+    """Contribute filter classes: call ``register(FilterClass, aliases=())`` once per class. Returns nothing."""
+
+
+@hookspec
+def register_tokenizers(register):
+    """Contribute sample-tokenizer classes: call ``register(TokenizerClass, aliases=())``. Returns nothing."""
+
+
+@hookspec
+def register_loggers(register):
+    """Contribute logger classes: call ``register(LoggerClass, aliases=())`` once per class. Returns nothing."""
+
+
+# --- lifecycle hooks ----------------------------------------------------------------------------------------
+
+
+@hookspec
+def on_run_start(context):
+    """The run is about to start its first iteration (also after ``--resume``). Returns nothing."""
+
+
+@hookspec
+def on_iteration_start(context, iteration, prompts):
+    """An iteration starts with these prompts (a list the hook may not change). Returns nothing."""
+
+
+@hookspec
+def on_samples_generated(context, iteration, samples):
+    """Completions exist but are not scored yet. The hook may edit samples' fields in place. Returns nothing."""
+
+
+@hookspec
+def on_samples_scored(context, iteration, samples):
+    """Samples carry rewards, before the filter chain.
+
+    Returns ``None`` (keep all) or a list of bools, one per sample: ``False`` drops the sample before the
+    filters run (it is still recorded in the iteration's samples table, with ``dropped_by`` naming the plugin).
+    """
+
+
+@hookspec
+def before_step(context, iteration, batch):
+    """Kept samples were tokenized into ``batch`` (``input_ids``/``attention_mask``/``labels``), about to be
+    trained. The hook may edit the batch in place. Returns nothing."""
+
+
+@hookspec
+def after_step(context, iteration, stats):
+    """``trainer.step()`` returned ``stats``. Returns ``None`` or a dict of extra metrics for the iteration."""
+
+
+@hookspec
+def on_iteration_end(context, iteration, metrics):
+    """The iteration finished; ``metrics`` is its row of ``metrics.jsonl``.
+
+    Returns ``None`` or a dict of extra metrics, merged into the row before it is written.
+    """
+
+
+@hookspec
+def on_checkpoint_saved(context, iteration, path):
+    """A checkpoint of the run was written to ``path``. Returns nothing."""
+
+
+@hookspec
+def on_run_end(context, metrics, error):
+    """The run ended: ``metrics`` holds the last iteration's row (or ``None``), ``error`` the exception that
+    stopped it (or ``None``). Returns nothing."""

@@ -1,0 +1,442 @@
+"""``IterativeSFTTrainer``: supervised fine-tuning one ``step()`` at a time, on data made between steps."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    DefaultFlowCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerState,
+    TrainingArguments,
+    get_constant_schedule_with_warmup,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import batching
+from .config import TRUNCATION_MODES, IterativeSFTConfig
+from .model_card import write_model_card
+
+__all__ = ["IterativeSFTTrainer"]
+
+_DEPRECATED_KWARGS = ("max_length", "truncation_mode", "optimize_device_cache")
+
+
+def _config_from_training_arguments(args: TrainingArguments) -> IterativeSFTConfig:
+    values = {}
+    for name in TrainingArguments.__dataclass_fields__:
+        field = TrainingArguments.__dataclass_fields__[name]
+        if field.init and hasattr(args, name):
+            values[name] = getattr(args, name)
+    return IterativeSFTConfig(**values)
+
+
+def _empty_device_cache() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif hasattr(torch, "xpu") and torch.xpu.is_available():
+        torch.xpu.empty_cache()
+    elif torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+class IterativeSFTTrainer(Trainer):
+    """Trains a causal or encoder-decoder language model one ``step()`` at a time.
+
+    Args:
+        model: a model id or local directory (loaded with ``args.model_init_kwargs``), or a ``PreTrainedModel``.
+        args: an :class:`IterativeSFTConfig`; a plain ``TrainingArguments`` is converted; ``None`` makes a default
+            one whose ``output_dir`` is named after the model.
+        data_collator: collator for ``eval_dataset`` (``step()`` collates its own inputs).
+        eval_dataset: tokenized evaluation data (``input_ids`` [+ ``attention_mask``] [+ ``labels``]).
+        processing_class: the tokenizer; ``None`` loads it from the model's id or path. A tokenizer without a pad
+            token pads with its eos token.
+        optimizers: ``(optimizer, lr_scheduler)``; ``None`` entries are created from ``args``.
+        preprocess_logits_for_metrics, compute_metrics: as in ``transformers.Trainer`` (evaluation only).
+        max_length, truncation_mode, optimize_device_cache: deprecated; set them in ``args``.
+    """
+
+    _tag_names = ["iterframe", "iterative-sft"]
+
+    def __init__(
+        self,
+        model: Union[str, PreTrainedModel],
+        args: Optional[Union[IterativeSFTConfig, TrainingArguments]] = None,
+        data_collator: Optional[Callable] = None,
+        eval_dataset=None,
+        processing_class=None,
+        optimizers: tuple = (None, None),
+        preprocess_logits_for_metrics: Optional[Callable] = None,
+        compute_metrics: Optional[Callable] = None,
+        max_length: Optional[int] = None,
+        truncation_mode: Optional[str] = None,
+        optimize_device_cache: Optional[bool] = None,
+    ):
+        model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
+        args = self._resolve_args(args, model_id)
+        self._forward_deprecated_kwargs(
+            args, max_length=max_length, truncation_mode=truncation_mode, optimize_device_cache=optimize_device_cache
+        )
+        if isinstance(model, str):
+            model = self._load_model(model, args.model_init_kwargs or {})
+        elif args.model_init_kwargs:
+            warnings.warn(
+                "model_init_kwargs is set in the config but the model is already instantiated; it is ignored.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if processing_class is None:
+            if not model_id:
+                raise ValueError("processing_class is required when the model has no id or path to load it from.")
+            processing_class = AutoTokenizer.from_pretrained(model_id)
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+        self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.base_model_id = model_id
+        if data_collator is None:
+            pad_id = self._pad_token_id(tokenizer)
+
+            def data_collator(features):
+                return batching.collate_features(features, pad_id, is_encoder_decoder=self.is_encoder_decoder)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            optimizers=optimizers,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            compute_metrics=compute_metrics,
+        )
+        self.remove_callback(DefaultFlowCallback)  # step() decides log/eval/save itself (see _after_update)
+        self.remove_callback(ProgressCallback)  # the caller of step() owns progress display
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+        self.create_optimizer_and_scheduler(num_training_steps=max(self.args.max_steps, 0))
+        self.model_wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.state = TrainerState(
+            is_local_process_zero=self.is_local_process_zero(),
+            is_world_process_zero=self.is_world_process_zero(),
+            stateful_callbacks=[cb for cb in self.callback_handler.callbacks + [self.control] if hasattr(cb, "state")],
+        )
+        self.state.max_steps = max(self.args.max_steps, 0)
+        self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
+        self._train_begun = False
+
+    # --- construction helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_args(args, model_id: Optional[str]) -> IterativeSFTConfig:
+        if args is None:
+            name = (model_id or "model").rstrip("/").split("/")[-1]
+            return IterativeSFTConfig(output_dir=f"{name}-IterativeSFT")
+        if isinstance(args, IterativeSFTConfig):
+            return args
+        if isinstance(args, TrainingArguments):
+            return _config_from_training_arguments(args)
+        raise TypeError(f"args must be an IterativeSFTConfig or TrainingArguments, got {type(args).__name__}.")
+
+    @staticmethod
+    def _forward_deprecated_kwargs(args: IterativeSFTConfig, **kwargs) -> None:
+        for name, value in kwargs.items():
+            if value is None:
+                continue
+            warnings.warn(
+                f"Passing {name} to IterativeSFTTrainer is deprecated; set IterativeSFTConfig({name}=...) instead.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            if name == "truncation_mode" and value not in TRUNCATION_MODES:
+                raise ValueError(f"truncation_mode={value!r} is not supported; use one of {list(TRUNCATION_MODES)}.")
+            if name == "max_length" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"max_length={value!r} must be a positive integer or None.")
+            setattr(args, name, value)
+
+    @staticmethod
+    def _load_model(model_id: str, init_kwargs: dict) -> PreTrainedModel:
+        init_kwargs = dict(init_kwargs)
+        if "torch_dtype" in init_kwargs and "dtype" not in init_kwargs:
+            init_kwargs["dtype"] = init_kwargs.pop("torch_dtype")
+        config = AutoConfig.from_pretrained(model_id, trust_remote_code=init_kwargs.get("trust_remote_code", False))
+        model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        return model_class.from_pretrained(model_id, **init_kwargs)
+
+    @staticmethod
+    def _pad_token_id(tokenizer) -> int:
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        if pad_id is None:
+            pad_id = getattr(tokenizer, "eos_token_id", None)
+        return 0 if pad_id is None else int(pad_id)
+
+    # --- optimizer / scheduler ------------------------------------------------------------------------------
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """``lr_scheduler_type`` over ``max_steps`` updates; constant after warmup when ``max_steps`` is -1."""
+        if self.lr_scheduler is None and self.args.max_steps <= 0:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            warmup = self.args.get_warmup_steps(0) if self.args.warmup_steps else 0
+            self.lr_scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps=num_training_steps, optimizer=optimizer)
+
+    # --- step -----------------------------------------------------------------------------------------------
+
+    def step(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        labels=None,
+        texts: Optional[list[str]] = None,
+        texts_labels: Optional[list[str]] = None,
+    ) -> dict[str, Any]:
+        """Train once on every given sample, in length-grouped micro-batches, and return the call's statistics.
+
+        Give either tensors (``input_ids`` [+ ``attention_mask``] [+ ``labels``]) or strings (``texts``
+        [+ ``texts_labels``]). Inputs are validated before anything changes. Returns a dict with ``loss``
+        (token-weighted mean), ``learning_rate``, ``grad_norm``, ``num_samples``, ``num_tokens`` (label tokens
+        trained), ``num_updates``, ``global_step``, ``tokens_per_second`` and ``padding_fraction``.
+        """
+        start = time.perf_counter()
+        samples = self._prepare_samples(input_ids, attention_mask, labels, texts, texts_labels)
+        micro_batches = self._micro_batches(samples)
+        stats = self._train_micro_batches(micro_batches)
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        if self.args.optimize_device_cache:
+            _empty_device_cache()
+        input_tokens = sum(batch.num_input_tokens for batch in micro_batches)
+        padded_tokens = sum(batch.input_ids.numel() for batch in micro_batches)
+        stats.update(
+            num_samples=len(samples),
+            global_step=self.state.global_step,
+            tokens_per_second=stats["num_tokens"] / elapsed,
+            input_tokens_per_second=input_tokens / elapsed,
+            num_input_tokens=input_tokens,
+            padding_fraction=1.0 - input_tokens / padded_tokens,
+        )
+        return stats
+
+    def _prepare_samples(self, input_ids, attention_mask, labels, texts, texts_labels):
+        tensors_given = any(value is not None for value in (input_ids, attention_mask, labels))
+        if texts is None and texts_labels is not None:
+            raise ValueError("texts_labels was given without texts; pass texts=[...] as well.")
+        if texts is not None:
+            if tensors_given:
+                warnings.warn(
+                    "Both tensors and texts were passed to step(); the texts are used and the tensors ignored.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            samples = batching.samples_from_texts(
+                self.processing_class, texts, texts_labels, is_encoder_decoder=self.is_encoder_decoder
+            )
+        elif input_ids is not None:
+            samples = batching.samples_from_tensors(
+                input_ids,
+                attention_mask,
+                labels,
+                is_encoder_decoder=self.is_encoder_decoder,
+                vocab_size=self._vocab_size(),
+            )
+        elif tensors_given:
+            raise ValueError("step() got attention_mask or labels without input_ids; pass input_ids as well.")
+        else:
+            raise ValueError("step() needs inputs: pass input_ids=[...] (token ids) or texts=[...] (strings).")
+        return batching.truncate(samples, self.args.max_length, self.args.truncation_mode)
+
+    def _vocab_size(self) -> Optional[int]:
+        embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+            return int(embeddings.num_embeddings)
+        return getattr(self.model.config, "vocab_size", None)
+
+    def _micro_batches(self, samples):
+        generator = torch.Generator().manual_seed(self.args.seed + self.state.global_step)
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        return batching.build_micro_batches(
+            samples,
+            self.args.per_device_train_batch_size,
+            self._pad_token_id(tokenizer),
+            is_encoder_decoder=self.is_encoder_decoder,
+            pad_to_multiple_of=self.args.pad_to_multiple_of,
+            generator=generator,
+        )
+
+    def _global_count(self, count: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return count
+        tensor = torch.tensor([count], device=self.accelerator.device, dtype=torch.long)
+        return int(self.accelerator.reduce(tensor, reduction="sum").item())
+
+    def _loss_sum(self, batch: batching.MicroBatch) -> torch.Tensor:
+        """Summed token cross-entropy of one micro-batch (mean is taken over the whole update)."""
+        if self.is_encoder_decoder:
+            outputs = self.model_wrapped(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+            )
+            logits, targets = outputs.logits, batch.labels
+        else:
+            outputs = self.model_wrapped(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            logits, targets = outputs.logits[:, :-1, :], batch.labels[:, 1:]
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)),
+            targets.reshape(-1),
+            ignore_index=batching.IGNORE_INDEX,
+            reduction="sum",
+        )
+
+    def _train_micro_batches(self, micro_batches: list[batching.MicroBatch]) -> dict[str, Any]:
+        if not self._train_begun:
+            self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
+            self._train_begun = True
+        model = self.model_wrapped
+        model.train()
+        accumulation = max(1, self.args.gradient_accumulation_steps)
+        groups = [micro_batches[i : i + accumulation] for i in range(0, len(micro_batches), accumulation)]
+        loss_sum, num_tokens, num_updates, grad_norm = 0.0, 0, 0, None
+        for group in groups:
+            group_tokens = self._global_count(sum(batch.num_loss_tokens for batch in group))
+            if group_tokens == 0:
+                warnings.warn("A group of micro-batches has no label tokens (all -100); it is skipped.", stacklevel=4)
+                continue
+            scale = self.accelerator.num_processes / group_tokens
+            update_loss, update_tokens = 0.0, 0
+            for position, batch in enumerate(group):
+                batch = batch.to(self.accelerator.device)
+                last = position == len(group) - 1
+                sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+                with sync, self.compute_loss_context_manager():
+                    batch_loss = self._loss_sum(batch)
+                    self.accelerator.backward(batch_loss * scale)
+                update_loss += float(batch_loss.detach())
+                update_tokens += batch.num_loss_tokens
+            grad_norm = self._optimizer_update()
+            loss_sum, num_tokens, num_updates = loss_sum + update_loss, num_tokens + update_tokens, num_updates + 1
+            self._after_update(update_loss, update_tokens, grad_norm)
+        return {
+            "loss": loss_sum / num_tokens if num_tokens else math.nan,
+            "learning_rate": self._get_learning_rate(),
+            "grad_norm": grad_norm,
+            "num_tokens": num_tokens,
+            "num_updates": num_updates,
+        }
+
+    def _optimizer_update(self) -> Optional[float]:
+        grad_norm = None
+        if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
+            norm = self.accelerator.clip_grad_norm_(self.model_wrapped.parameters(), self.args.max_grad_norm)
+            grad_norm = float(norm.item() if hasattr(norm, "item") else norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.global_step += 1
+        return grad_norm
+
+    def _after_update(self, update_loss: float, update_tokens: int, grad_norm: Optional[float]) -> None:
+        """Log, evaluate and save as ``logging_steps``, ``eval_steps`` and ``save_steps`` ask."""
+        pending = self._pending_logs
+        pending["loss_sum"] += update_loss
+        pending["tokens"] += update_tokens
+        self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
+        control, args = self.control, self.args
+        control.should_log |= self._due(args.logging_strategy, args.logging_steps) or (
+            self.state.global_step == 1 and args.logging_first_step
+        )
+        control.should_evaluate |= self._due(args.eval_strategy, args.eval_steps or args.logging_steps)
+        control.should_save |= self._due(args.save_strategy, args.save_steps)
+        if self.control.should_log:
+            self.control.should_log = False
+            loss = pending["loss_sum"] / pending["tokens"] if pending["tokens"] else math.nan
+            self.log({"loss": round(loss, 6), "grad_norm": grad_norm, "learning_rate": self._get_learning_rate()})
+            pending["loss_sum"], pending["tokens"] = 0.0, 0
+        if self.control.should_evaluate:
+            self.control.should_evaluate = False
+            if self.eval_dataset is not None:
+                self.evaluate()
+        if self.control.should_save:
+            self.control.should_save = False
+            self.save_checkpoint()
+
+    def _due(self, strategy, interval) -> bool:
+        """Whether an ``*_strategy="steps"`` action with ``*_steps=interval`` is due at this update."""
+        if str(getattr(strategy, "value", strategy)) != "steps" or not interval:
+            return False
+        if interval < 1:  # a ratio of max_steps, as in TrainingArguments
+            interval = max(1, math.ceil(interval * max(self.args.max_steps, 1)))
+        return self.state.global_step % int(interval) == 0
+
+    def _get_learning_rate(self) -> float:
+        return float(self.lr_scheduler.get_last_lr()[0])
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> str:
+        """Write ``checkpoint-<global_step>`` (weights, tokenizer, optimizer, scheduler, RNG, state, model card).
+
+        Honours ``save_total_limit``. Returns the checkpoint's path.
+        """
+        self._save_checkpoint(self.model, trial=None)
+        path = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+        if self.args.should_save:
+            self.create_model_card(output_dir=path)
+        return path
+
+    def load_checkpoint(self, path: Optional[str] = None) -> str:
+        """Restore weights, optimizer, scheduler, RNG and trainer state from a checkpoint folder.
+
+        Args:
+            path: a ``checkpoint-N`` folder; ``None`` takes the newest one in ``output_dir``.
+        """
+        path = path or get_last_checkpoint(self.args.output_dir)
+        if path is None or not os.path.isdir(path):
+            raise FileNotFoundError(f"No checkpoint to resume from in {self.args.output_dir!r}.")
+        self._load_from_checkpoint(path)
+        self._load_optimizer_and_scheduler(path)
+        self._load_rng_state(path)
+        self.state = TrainerState.load_from_json(os.path.join(path, "trainer_state.json"))
+        return path
+
+    # --- model card -----------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        model_name: Optional[str] = None,
+        dataset_name: Optional[str] = None,
+        tags: Union[str, list[str], None] = None,
+        output_dir: Optional[str] = None,
+    ) -> str:
+        """Write ``README.md`` (a Hugging Face model card) into ``output_dir`` and return its path.
+
+        Args:
+            model_name: name of the trained model (default: the output directory's name).
+            dataset_name: name of the dataset used for training.
+            tags: extra tags; ``iterframe`` and ``iterative-sft`` are always present.
+            output_dir: where to write it (default: ``args.output_dir``).
+        """
+        output_dir = output_dir or self.args.output_dir
+        extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
+        return write_model_card(
+            output_dir,
+            base_model=self.base_model_id,
+            model_name=model_name or os.path.basename(os.path.abspath(output_dir)),
+            dataset_name=dataset_name,
+            tags=list(dict.fromkeys(self._tag_names + extra_tags)),
+            global_step=self.state.global_step,
+        )
