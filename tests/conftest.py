@@ -28,11 +28,21 @@ def tiny_llama_path(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_path(tmp_path_factory) -> str:
-    """A Qwen2-style causal LM whose tokenizer has no pad token (pad falls back to eos)."""
-    from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
+    """A Qwen2-style causal LM with a locally trained BPE tokenizer, saved to a temp dir."""
+    from iterframe.testing import build_tiny_causal_lm
 
     path = str(tmp_path_factory.mktemp("models") / "tiny-qwen2")
-    build_tiny_causal_lm(path, train_bpe_tokenizer(pad=False), architecture="qwen2")
+    build_tiny_causal_lm(path, architecture="qwen2")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_nopad_llama_path(tmp_path_factory) -> str:
+    """A Llama-style causal LM whose tokenizer has no pad token (so pad falls back to eos)."""
+    from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
+
+    path = str(tmp_path_factory.mktemp("models") / "tiny-nopad-llama")
+    build_tiny_causal_lm(path, train_bpe_tokenizer(pad=False), architecture="llama")
     return path
 
 
