@@ -1,0 +1,198 @@
+"""``iterframe report``: a plot and a summary table of a run's ``metrics.jsonl``.
+
+Works on a finished, running or killed run: it reads whatever iterations have finished, and skips (with a note)
+a line that is not complete JSON, such as the last line of a file a crash cut short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+from typing import Any, Optional
+
+import yaml
+
+from .artifacts import METRICS_FILE, atomic_write_bytes
+
+__all__ = ["REPORT_FILE", "Report", "load_run_metrics", "plot_metrics", "summary_table", "write_report"]
+
+REPORT_FILE = "report.png"
+CONFIG_FILE = "config.yaml"
+
+#: (metric key, label) of the reward curves, in plot order.
+REWARD_CURVES = (("reward/mean", "all samples"), ("reward/kept_mean", "kept samples"), ("eval/reward", "eval"))
+#: (header, metric key, format) of the summary table's columns.
+TABLE_COLUMNS = (
+    ("iter", "iteration", "{:d}"),
+    ("reward", "reward/mean", "{:.3f}"),
+    ("kept reward", "reward/kept_mean", "{:.3f}"),
+    ("eval reward", "eval/reward", "{:.3f}"),
+    ("keep rate", "keep_rate", "{:.1%}"),
+    ("kept", "num_kept", "{:d}"),
+    ("generated", "num_generated", "{:d}"),
+    ("loss", "train/loss", "{:.4f}"),
+    ("time (s)", "time/total_s", "{:.1f}"),
+)
+
+
+class ReportError(ValueError):
+    """The output directory holds no run to report on."""
+
+
+@dataclasses.dataclass
+class Report:
+    """What ``write_report`` produced: the table text, the plot's path and notes on skipped lines."""
+
+    text: str
+    plot_path: str
+    notes: list[str]
+
+
+def _number(value: Any) -> float:
+    """A metric as a float for plotting; missing or non-numeric values are NaN (a gap in the curve)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def load_run_metrics(output_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of ``OUTPUT_DIR/metrics.jsonl`` sorted by iteration, and notes about lines that were skipped.
+
+    Raises:
+        ReportError: the folder or its ``metrics.jsonl`` does not exist.
+    """
+    if not os.path.isdir(output_dir):
+        raise ReportError(f"{output_dir!r} is not a folder; pass the --output-dir of an `iterframe run`.")
+    path = os.path.join(output_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        raise ReportError(f"{output_dir!r} has no {METRICS_FILE}: no iteration of a run has finished there yet.")
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    rows, notes = [], []
+    last_line = max((number for number, line in enumerate(lines, start=1) if line.strip()), default=0)
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+            reason = "is cut short (the run stopped while writing it)" if line_number == last_line else "is damaged"
+            notes.append(f"Skipped line {line_number} of {path}: it {reason}.")
+            continue
+        rows.append(row)
+    rows.sort(key=lambda row: row["iteration"])
+    return [_with_total_time(row) for row in rows], notes
+
+
+def _with_total_time(row: dict[str, Any]) -> dict[str, Any]:
+    times = [_number(value) for key, value in row.items() if key.startswith("time/") and key != "time/total_s"]
+    finite = [value for value in times if math.isfinite(value)]
+    if "time/total_s" in row or not finite:
+        return row
+    return {**row, "time/total_s": sum(finite)}
+
+
+def _planned_iterations(output_dir: str) -> Optional[int]:
+    """``loop.iterations`` from the run's saved ``config.yaml``, when it is there and readable."""
+    try:
+        with open(os.path.join(output_dir, CONFIG_FILE), encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):
+        return None
+    iterations = (config or {}).get("loop", {}).get("iterations") if isinstance(config, dict) else None
+    return iterations if isinstance(iterations, int) else None
+
+
+def plot_metrics(rows: list[dict[str, Any]], path: str) -> str:
+    """Draw reward (all / kept / eval), keep rate and loss per iteration into a PNG at ``path``."""
+    from matplotlib.figure import Figure  # a Figure without pyplot renders with Agg and touches no global state
+
+    iterations = [row["iteration"] for row in rows]
+    figure = Figure(figsize=(12, 3.6), layout="constrained")
+    reward_axes, keep_axes, loss_axes = figure.subplots(1, 3)
+    for key, label in REWARD_CURVES:
+        values = [_number(row.get(key)) for row in rows]
+        if any(math.isfinite(value) for value in values):
+            reward_axes.plot(iterations, values, marker="o", label=label)
+    reward_axes.set_title("reward")
+    reward_axes.legend(loc="best")
+    keep_axes.plot(iterations, [_number(row.get("keep_rate")) for row in rows], marker="o", color="tab:green")
+    keep_axes.set_title("keep rate")
+    keep_axes.set_ylim(-0.05, 1.05)
+    loss_axes.plot(iterations, [_number(row.get("train/loss")) for row in rows], marker="o", color="tab:red")
+    loss_axes.set_title("train loss")
+    for axes in (reward_axes, keep_axes, loss_axes):
+        axes.set_xlabel("iteration")
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    if fmt == "{:d}":
+        value = int(value)
+    return fmt.format(value)
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table, one line per iteration (``-`` where a metric is missing)."""
+    cells = [[header for header, _, _ in TABLE_COLUMNS]]
+    cells += [[_cell(row.get(key), fmt) for _, key, fmt in TABLE_COLUMNS] for row in rows]
+    widths = [max(len(line[column]) for line in cells) for column in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _trend(rows: list[dict[str, Any]]) -> Optional[str]:
+    """``eval/reward`` (else ``reward/mean``) at its first and last finished iteration."""
+    for key in ("eval/reward", "reward/mean"):
+        points = [(row["iteration"], _number(row.get(key))) for row in rows]
+        points = [(iteration, value) for iteration, value in points if math.isfinite(value)]
+        if points:
+            (first_iteration, first), (last_iteration, last) = points[0], points[-1]
+            return (
+                f"{key}: {first:.3f} (iteration {first_iteration}) -> {last:.3f} (iteration {last_iteration}), "
+                f"change {last - first:+.3f}"
+            )
+    return None
+
+
+def write_report(output_dir: str, plot_path: Optional[str] = None) -> Report:
+    """Plot ``OUTPUT_DIR/metrics.jsonl`` to ``plot_path`` (default ``OUTPUT_DIR/report.png``) and build the table.
+
+    Raises:
+        ReportError: no folder, no ``metrics.jsonl``, or no finished iteration in it.
+    """
+    rows, notes = load_run_metrics(output_dir)
+    if not rows:
+        raise ReportError(
+            f"{os.path.join(output_dir, METRICS_FILE)} holds no finished iteration yet; run the report again later."
+        )
+    plot_path = plot_path or os.path.join(output_dir, REPORT_FILE)
+    plot_metrics(rows, plot_path)
+    planned = _planned_iterations(output_dir)
+    finished = len(rows)
+    status = f"{finished} finished iteration{'s' if finished != 1 else ''}"
+    if planned is not None:
+        status = f"{finished} of {planned} iterations finished"
+        if finished < planned:
+            status += " (running or stopped; `iterframe run --resume` continues a stopped run)"
+    lines = [f"Run {output_dir}: {status}", "", summary_table(rows), ""]
+    trend = _trend(rows)
+    if trend:
+        lines.append(trend)
+    lines.append(f"Plot: {plot_path}")
+    return Report(text="\n".join(lines), plot_path=plot_path, notes=notes)

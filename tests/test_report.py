@@ -1,0 +1,137 @@
+"""``iterframe report``: plot and summary table from metrics.jsonl of finished, running and killed runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from iterframe.artifacts import write_metrics_row
+from iterframe.cli import cli
+from iterframe.report import load_run_metrics, summary_table, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(iteration: int, **overrides) -> dict:
+    row = {
+        "iteration": iteration,
+        "reward/mean": 0.1 * (iteration + 1),
+        "reward/max": 1.0,
+        "reward/kept_mean": 0.9,
+        "keep_rate": 0.25,
+        "num_generated": 8,
+        "num_kept": 2,
+        "train/loss": 2.5 - iteration,
+        "train/tokens": 40,
+        "eval/reward": 0.2 + 0.3 * iteration,
+        "time/generate_s": 1.0,
+        "time/score_s": 0.5,
+        "time/train_s": 2.0,
+    }
+    row.update(overrides)
+    return row
+
+
+def _finished_run(tmp_path, iterations: int = 3, planned: int | None = None) -> str:
+    output_dir = str(tmp_path / "run")
+    os.makedirs(output_dir)
+    for iteration in range(iterations):
+        write_metrics_row(os.path.join(output_dir, "metrics.jsonl"), _row(iteration))
+    with open(os.path.join(output_dir, "config.yaml"), "w") as handle:
+        yaml.safe_dump({"loop": {"iterations": planned or iterations}}, handle)
+    return output_dir
+
+
+def test_report_writes_png_and_prints_one_table_line_per_iteration(tmp_path):
+    output_dir = _finished_run(tmp_path, iterations=3)
+    result = CliRunner().invoke(cli, ["report", output_dir])
+    assert result.exit_code == 0, result.output
+    with open(os.path.join(output_dir, "report.png"), "rb") as handle:
+        assert handle.read(8) == PNG_MAGIC
+    table_lines = [line for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    assert [line.split()[0] for line in table_lines] == ["0", "1", "2"]
+    assert "3 of 3 iterations finished" in result.output
+    assert "eval/reward: 0.200 (iteration 0) -> 0.800 (iteration 2), change +0.600" in result.output
+
+
+def test_report_on_killed_run_skips_truncated_last_line_with_note(tmp_path):
+    output_dir = _finished_run(tmp_path, iterations=2, planned=5)
+    with open(os.path.join(output_dir, "metrics.jsonl"), "a") as handle:
+        handle.write(json.dumps(_row(2))[:25])
+    result = CliRunner().invoke(cli, ["report", output_dir])
+    assert result.exit_code == 0, result.output
+    assert "Skipped line 3" in result.output and "cut short" in result.output
+    assert "2 of 5 iterations finished" in result.output
+    assert "--resume" in result.output
+    assert os.path.getsize(os.path.join(output_dir, "report.png")) > 0
+
+
+def test_load_run_metrics_sorts_rows_and_skips_damaged_middle_line(tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    lines = [json.dumps(_row(1)), "{not json", json.dumps(_row(0)), ""]
+    (output_dir / "metrics.jsonl").write_text("\n".join(lines))
+    rows, notes = load_run_metrics(str(output_dir))
+    assert [row["iteration"] for row in rows] == [0, 1]
+    assert len(notes) == 1 and "line 2" in notes[0] and "damaged" in notes[0]
+
+
+def test_summary_table_shows_dash_for_missing_metrics_and_total_time(tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    row = _row(0)
+    del row["eval/reward"]
+    row["train/loss"] = None
+    (output_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    rows, _ = load_run_metrics(str(output_dir))
+    header, _, line = summary_table(rows).splitlines()
+    values = dict(zip([h.strip() for h in header.split("  ") if h.strip()], line.split()))
+    assert values["eval reward"] == "-"
+    assert values["loss"] == "-"
+    assert values["keep rate"] == "25.0%"
+    assert values["time (s)"] == "3.5"
+
+
+def test_report_plot_option_writes_elsewhere(tmp_path):
+    output_dir = _finished_run(tmp_path, iterations=1)
+    plot_path = str(tmp_path / "plots" / "mine.png")
+    report = write_report(output_dir, plot_path)
+    assert report.plot_path == plot_path
+    assert os.path.isfile(plot_path)
+    assert not os.path.exists(os.path.join(output_dir, "report.png"))
+
+
+def test_report_without_eval_reports_reward_trend(tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    for iteration in range(2):
+        row = _row(iteration)
+        del row["eval/reward"]
+        write_metrics_row(str(output_dir / "metrics.jsonl"), row)
+    report = write_report(str(output_dir))
+    assert "reward/mean: 0.100 (iteration 0) -> 0.200 (iteration 1)" in report.text
+    assert "2 finished iterations" in report.text
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "is not a folder"),
+        ("no-metrics", "has no metrics.jsonl"),
+        ("empty-metrics", "holds no finished iteration"),
+    ],
+)
+def test_report_errors_name_the_problem(tmp_path, setup, message):
+    output_dir = tmp_path / "run"
+    if setup != "missing":
+        output_dir.mkdir()
+    if setup == "empty-metrics":
+        (output_dir / "metrics.jsonl").write_text('{"iteration": 0, "reward/me')
+    result = CliRunner().invoke(cli, ["report", str(output_dir)])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (output_dir / "report.png").exists()
