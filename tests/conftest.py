@@ -14,6 +14,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Built-in plugins only: a test loads installed entry points only when that is what it is about.
+os.environ.setdefault("ITERFRAME_LOAD_PLUGINS", "")
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +56,72 @@ def tiny_t5_path(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("models") / "tiny-t5")
     build_tiny_seq2seq_lm(path)
     return path
+
+
+@pytest.fixture
+def plugin_manager():
+    """A fresh plugin manager built from the current environment; dropped again after the test."""
+    from iterframe.plugins import get_plugin_manager, reset_plugin_manager
+
+    reset_plugin_manager()
+    try:
+        yield get_plugin_manager()
+    finally:
+        reset_plugin_manager()
+
+
+@pytest.fixture
+def register_plugin(plugin_manager):
+    """``register_plugin(plugin, name)`` registers a test plugin; every one is unregistered after the test."""
+    from iterframe.plugins import register, unregister
+
+    registered = []
+
+    def add(plugin, name=None):
+        registered.append(register(plugin, name=name))
+        return registered[-1]
+
+    try:
+        yield add
+    finally:
+        for name in reversed(registered):
+            if plugin_manager.get_plugin(name) is not None:
+                unregister(name)
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """``fake_distribution(name, entry_points, files)`` makes an installed-looking distribution: ``files``
+    (relative path -> text) and a ``NAME-VERSION.dist-info`` whose ``entry_points.txt`` declares
+    ``entry_points`` (entry-point name -> ``module[:attr]``) in the ``iterframe`` group, on ``sys.path``.
+    Modules imported from it are forgotten and the plugin manager reset after the test."""
+    import importlib
+    import sys
+
+    from iterframe.plugins import reset_plugin_manager
+
+    roots = []
+
+    def make(name, entry_points, files=None, version="1.0.0"):
+        root = tmp_path / f"site-{len(roots)}"
+        dist_info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+        dist_info.mkdir(parents=True)
+        (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        lines = ["[iterframe]"] + [f"{key} = {value}" for key, value in entry_points.items()]
+        (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        for relative, text in (files or {}).items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(text)
+        roots.append(str(root))
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        reset_plugin_manager()
+        return root
+
+    try:
+        yield make
+    finally:
+        for module_name, module in list(sys.modules.items()):
+            if any(str(getattr(module, "__file__", "") or "").startswith(root) for root in roots):
+                del sys.modules[module_name]
+        reset_plugin_manager()
