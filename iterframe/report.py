@@ -81,7 +81,9 @@ def load_run_metrics(output_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
         except json.JSONDecodeError:
             row = None
         if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
-            reason = "is cut short (the run stopped while writing it)" if line_number == last_line else "is damaged"
+            reason = (
+                "is cut short (the run stopped while writing it)" if line_number == last_line else "is damaged"
+            )
             notes.append(f"Skipped line {line_number} of {path}: it {reason}.")
             continue
         rows.append(row)
@@ -179,7 +181,7 @@ def write_report(output_dir: str, plot_path: Optional[str] = None) -> Report:
     rows, notes = load_run_metrics(output_dir)
     if not rows:
         raise ReportError(
-            f"{os.path.join(output_dir, METRICS_FILE)} holds no finished iteration yet; run the report again later."
+            f"{os.path.join(output_dir, METRICS_FILE)} holds no finished iteration yet; try again later."
         )
     plot_path = plot_path or os.path.join(output_dir, REPORT_FILE)
     plot_metrics(rows, plot_path)
