@@ -17,7 +17,15 @@ import yaml
 
 from .artifacts import METRICS_FILE, atomic_write_bytes
 
-__all__ = ["REPORT_FILE", "Report", "load_run_metrics", "plot_metrics", "summary_table", "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "Report",
+    "load_run_metrics",
+    "plot_metrics",
+    "trend_line",
+    "summary_table",
+    "write_report",
+]
 
 REPORT_FILE = "report.png"
 CONFIG_FILE = "config.yaml"
@@ -158,7 +166,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _trend(rows: list[dict[str, Any]]) -> Optional[str]:
+def trend_line(rows: list[dict[str, Any]]) -> Optional[str]:
     """``eval/reward`` (else ``reward/mean``) at its first and last finished iteration."""
     for key in ("eval/reward", "reward/mean"):
         points = [(row["iteration"], _number(row.get(key))) for row in rows]
@@ -193,7 +201,7 @@ def write_report(output_dir: str, plot_path: Optional[str] = None) -> Report:
         if finished < planned:
             status += " (running or stopped; `iterframe run --resume` continues a stopped run)"
     lines = [f"Run {output_dir}: {status}", "", summary_table(rows), ""]
-    trend = _trend(rows)
+    trend = trend_line(rows)
     if trend:
         lines.append(trend)
     lines.append(f"Plot: {plot_path}")
