@@ -1,0 +1,188 @@
+"""Built-in filters. Each sees every sample of the iteration that earlier filters kept and returns keep flags.
+
+Samples whose reward is not finite (``nan``) are never kept by the reward-based filters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from typing import Optional
+
+from ..components import Filter, Sample
+from ..hookspecs import hookimpl
+
+__all__ = [
+    "BestOfNFilter",
+    "DedupFilter",
+    "DropUniformFilter",
+    "LengthFilter",
+    "ThresholdFilter",
+    "TopFractionFilter",
+    "normalise_text",
+]
+
+
+def _scored(sample: Sample) -> bool:
+    return isinstance(sample.reward, (int, float)) and math.isfinite(sample.reward)
+
+
+def _by_prompt(samples: list[Sample]) -> dict[int, list[int]]:
+    """Sample positions grouped by ``prompt_id``, in first-seen order."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for position, sample in enumerate(samples):
+        groups[sample.prompt_id].append(position)
+    return groups
+
+
+def _best_positions(samples: list[Sample], positions: list[int], count: int) -> set[int]:
+    """The ``count`` highest-reward scored positions; ties go to the earlier sample."""
+    ranked = sorted(
+        (position for position in positions if _scored(samples[position])), key=lambda p: -samples[p].reward
+    )
+    return set(ranked[:count])
+
+
+def normalise_text(text: str) -> str:
+    """Case-folded, with runs of whitespace collapsed to one space and the ends stripped."""
+    return " ".join(text.split()).casefold()
+
+
+class ThresholdFilter(Filter):
+    """Keeps samples whose reward is at least ``min_reward`` (ReST-EM, expert iteration)."""
+
+    name = "threshold"
+    description = "Keep samples whose reward is >= min_reward."
+
+    @dataclasses.dataclass
+    class Options:
+        min_reward: float = dataclasses.field(default=0.5, metadata={"help": "Smallest reward kept."})
+
+    def select(self, samples: list[Sample]) -> list[bool]:
+        return [_scored(sample) and sample.reward >= self.options.min_reward for sample in samples]
+
+
+class TopFractionFilter(Filter):
+    """Keeps the best ``ceil(fraction * n)`` samples of the whole iteration (RAFT)."""
+
+    name = "top-fraction"
+    description = "Keep the best fraction of all the iteration's samples (global ranking, as in RAFT)."
+
+    @dataclasses.dataclass
+    class Options:
+        fraction: float = dataclasses.field(
+            default=0.25, metadata={"help": "Share kept, in (0, 1]: the best ceil(fraction * n) samples."}
+        )
+
+        def __post_init__(self):
+            if not 0 < self.fraction <= 1:
+                raise ValueError(f"fraction must be in (0, 1], got {self.fraction}.")
+
+    def select(self, samples: list[Sample]) -> list[bool]:
+        count = math.ceil(self.options.fraction * len(samples))
+        best = _best_positions(samples, list(range(len(samples))), count)
+        return [position in best for position in range(len(samples))]
+
+
+class BestOfNFilter(Filter):
+    """Keeps the ``k`` best samples of each prompt (best-of-n distillation)."""
+
+    name = "best-of-n"
+    description = "Keep the k highest-reward samples of each prompt."
+
+    @dataclasses.dataclass
+    class Options:
+        k: int = dataclasses.field(default=1, metadata={"help": "Samples kept per prompt."})
+
+        def __post_init__(self):
+            if self.k < 1:
+                raise ValueError(f"k must be >= 1, got {self.k}.")
+
+    def select(self, samples: list[Sample]) -> list[bool]:
+        best: set[int] = set()
+        for positions in _by_prompt(samples).values():
+            best |= _best_positions(samples, positions, self.options.k)
+        return [position in best for position in range(len(samples))]
+
+
+class DedupFilter(Filter):
+    """Drops completions whose normalised text was already kept (per prompt, or across the iteration)."""
+
+    name = "dedup"
+    description = "Drop repeated completions (compared case-folded with whitespace collapsed); the first is kept."
+
+    @dataclasses.dataclass
+    class Options:
+        per_prompt: bool = dataclasses.field(
+            default=True, metadata={"help": "Compare within each prompt (true) or across all prompts (false)."}
+        )
+
+    def select(self, samples: list[Sample]) -> list[bool]:
+        seen = set()
+        keep = []
+        for sample in samples:
+            key = (sample.prompt_id if self.options.per_prompt else None, normalise_text(sample.completion))
+            keep.append(key not in seen)
+            seen.add(key)
+        return keep
+
+
+class LengthFilter(Filter):
+    """Keeps completions whose length in characters lies within bounds."""
+
+    name = "length"
+    description = "Keep completions with min_chars <= len(completion) <= max_chars."
+
+    @dataclasses.dataclass
+    class Options:
+        min_chars: int = dataclasses.field(default=1, metadata={"help": "Shortest completion kept."})
+        max_chars: Optional[int] = dataclasses.field(
+            default=None, metadata={"help": "Longest completion kept (none: no upper bound)."}
+        )
+
+        def __post_init__(self):
+            if self.min_chars < 0:
+                raise ValueError(f"min_chars must be >= 0, got {self.min_chars}.")
+            if self.max_chars is not None and self.max_chars < self.min_chars:
+                raise ValueError(f"max_chars ({self.max_chars}) is below min_chars ({self.min_chars}).")
+
+    def select(self, samples: list[Sample]) -> list[bool]:
+        upper = math.inf if self.options.max_chars is None else self.options.max_chars
+        return [self.options.min_chars <= len(sample.completion) <= upper for sample in samples]
+
+
+class DropUniformFilter(Filter):
+    """Drops every sample of a prompt whose samples all scored the same: they carry no signal about what is
+    better. A prompt with a single scored sample counts as uniform; unscored samples are never kept."""
+
+    name = "drop-uniform"
+    description = "Drop prompts whose samples all got the same reward (all right or all wrong)."
+
+    @dataclasses.dataclass
+    class Options:
+        tolerance: float = dataclasses.field(
+            default=0.0, metadata={"help": "Rewards within this distance of each other count as the same."}
+        )
+
+    def select(self, samples: list[Sample]) -> list[bool]:
+        keep = [False] * len(samples)
+        for positions in _by_prompt(samples).values():
+            rewards = [samples[position].reward for position in positions if _scored(samples[position])]
+            if rewards and max(rewards) - min(rewards) > self.options.tolerance:
+                for position in positions:
+                    keep[position] = _scored(samples[position])
+        return keep
+
+
+@hookimpl
+def register_filters(register):
+    for filter_class in (
+        ThresholdFilter,
+        TopFractionFilter,
+        BestOfNFilter,
+        DedupFilter,
+        LengthFilter,
+        DropUniformFilter,
+    ):
+        register(filter_class)

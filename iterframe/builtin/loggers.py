@@ -1,0 +1,251 @@
+"""Built-in loggers: ``console`` (a summary table per iteration), ``jsonl`` (``metrics.jsonl``), ``wandb`` and
+``tensorboard``. Heavy libraries are imported in ``setup()``, only when the logger is used."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from numbers import Real
+from typing import Any, Optional
+
+from ..artifacts import METRICS_FILE, write_metrics_row
+from ..components import Logger, RunContext, Sample
+from ..hookspecs import hookimpl
+
+__all__ = [
+    "ConsoleLogger",
+    "JsonlLogger",
+    "TensorBoardLogger",
+    "WandbLogger",
+    "SAMPLE_TABLE_COLUMNS",
+    "sample_table",
+]
+
+#: Columns of the per-iteration samples table (wandb, tensorboard, console).
+SAMPLE_TABLE_COLUMNS = (
+    "iteration",
+    "prompt_id",
+    "prompt",
+    "completion",
+    "reference",
+    "reward",
+    "kept",
+    "dropped_by",
+)
+
+
+def _text(value: Any) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def sample_table(samples: list[Sample], limit: Optional[int] = None) -> list[list[Any]]:
+    """Rows of :data:`SAMPLE_TABLE_COLUMNS` for ``samples`` (chat prompts and non-text references as JSON)."""
+    rows = []
+    for sample in samples[:limit] if limit is not None else samples:
+        reward = float(sample.reward) if isinstance(sample.reward, Real) else None
+        rows.append(
+            [
+                sample.iteration,
+                sample.prompt_id,
+                _text(sample.prompt),
+                sample.completion,
+                _text(sample.reference),
+                reward,
+                bool(sample.kept),
+                sample.dropped_by,
+            ]
+        )
+    return rows
+
+
+def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, Real]:
+    """The metrics a chart can show: finite numbers (booleans as 0/1)."""
+    return {
+        key: int(value) if isinstance(value, bool) else value
+        for key, value in metrics.items()
+        if isinstance(value, Real) and math.isfinite(value)
+    }
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _shorten(text: Optional[str], width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class ConsoleLogger(Logger):
+    """Prints each iteration's metrics as a two-column table, and optionally its best kept samples."""
+
+    name = "console"
+    description = "Print a summary table of each iteration's metrics (and, optionally, its best samples)."
+
+    @dataclasses.dataclass
+    class Options:
+        metrics: list[str] = dataclasses.field(
+            default_factory=list, metadata={"help": "Metrics to show, in order (default: all)."}
+        )
+        samples: int = dataclasses.field(default=0, metadata={"help": "Best kept samples to print per iteration."})
+
+    def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
+        keys = [key for key in self.options.metrics if key in metrics] if self.options.metrics else list(metrics)
+        rows = [(key, _format_value(metrics[key])) for key in keys if key != "iteration"]
+        width = max([len("metric")] + [len(key) for key, _ in rows])
+        lines = [f"iteration {iteration}", f"  {'metric':<{width}}  value", f"  {'-' * width}  -----"]
+        lines += [f"  {key:<{width}}  {value}" for key, value in rows]
+        print("\n".join(lines), file=sys.stdout, flush=True)
+
+    def log_samples(self, samples: list[Sample], iteration: int) -> None:
+        if self.options.samples <= 0:
+            return
+        kept = sorted((sample for sample in samples if sample.kept), key=lambda sample: -sample.reward)
+        lines = [f"iteration {iteration}: best kept samples"]
+        for sample in kept[: self.options.samples]:
+            prompt, completion = _shorten(_text(sample.prompt), 40), _shorten(sample.completion, 60)
+            lines.append(f"  [{sample.reward:.4g}] {prompt} => {completion}")
+        print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+class JsonlLogger(Logger):
+    """Writes each iteration's metrics as one row of ``OUTPUT_DIR/metrics.jsonl`` (atomically, never twice)."""
+
+    name = "jsonl"
+    description = "Write one row per iteration to OUTPUT_DIR/metrics.jsonl (atomic; a rerun row replaces the old)."
+
+    @dataclasses.dataclass
+    class Options:
+        path: Optional[str] = dataclasses.field(
+            default=None, metadata={"help": "File to write (default: OUTPUT_DIR/metrics.jsonl)."}
+        )
+
+    def setup(self, context: RunContext) -> None:
+        if self.options.path is None and context.output_dir is None:
+            raise ValueError("The jsonl logger needs the run's output_dir or a path option.")
+        self.path = self.options.path or os.path.join(context.output_dir, METRICS_FILE)
+
+    def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
+        row = dict(metrics)
+        row.setdefault("iteration", iteration)
+        write_metrics_row(self.path, row)
+
+
+class WandbLogger(Logger):
+    """Logs metrics and a per-iteration samples table to Weights & Biases (``WANDB_MODE=offline`` works)."""
+
+    name = "wandb"
+    description = "Log metrics and a samples table per iteration to Weights & Biases (online or offline)."
+
+    @dataclasses.dataclass
+    class Options:
+        project: str = dataclasses.field(default="iterframe", metadata={"help": "W&B project."})
+        entity: Optional[str] = dataclasses.field(default=None, metadata={"help": "W&B entity (team or user)."})
+        run_name: Optional[str] = dataclasses.field(default=None, metadata={"help": "Run name shown in W&B."})
+        mode: Optional[str] = dataclasses.field(
+            default=None, metadata={"help": "online, offline or disabled (default: WANDB_MODE, else online)."}
+        )
+        tags: list[str] = dataclasses.field(default_factory=list, metadata={"help": "Tags of the W&B run."})
+        dir: Optional[str] = dataclasses.field(
+            default=None, metadata={"help": "Where W&B writes its files (default: the run's output_dir)."}
+        )
+        max_samples: int = dataclasses.field(
+            default=256, metadata={"help": "Rows of the samples table per iteration (0: no table)."}
+        )
+
+        def __post_init__(self):
+            if self.mode not in (None, "online", "offline", "disabled"):
+                raise ValueError(f"mode must be online, offline or disabled, got {self.mode!r}.")
+
+    def setup(self, context: RunContext) -> None:
+        import wandb
+
+        self.wandb = wandb
+        directory = self.options.dir or context.output_dir
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self.run = wandb.init(
+            project=self.options.project,
+            entity=self.options.entity,
+            name=self.options.run_name,
+            mode=self.options.mode,
+            tags=list(self.options.tags) or None,
+            dir=directory,
+            config=context.config,
+            reinit="create_new",
+        )
+
+    def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
+        self.run.log(_numeric_metrics(metrics), step=iteration)
+
+    def log_samples(self, samples: list[Sample], iteration: int) -> None:
+        if self.options.max_samples <= 0:
+            return
+        table = self.wandb.Table(
+            columns=list(SAMPLE_TABLE_COLUMNS), data=sample_table(samples, self.options.max_samples)
+        )
+        self.run.log({"samples": table}, step=iteration)
+
+    def close(self) -> None:
+        if getattr(self, "run", None) is not None:
+            self.run.finish()
+            self.run = None
+
+
+class TensorBoardLogger(Logger):
+    """Writes metrics as scalars and each iteration's samples as a text table to TensorBoard event files."""
+
+    name = "tensorboard"
+    description = "Write metrics as scalars and samples as a text table for TensorBoard."
+
+    @dataclasses.dataclass
+    class Options:
+        log_dir: Optional[str] = dataclasses.field(
+            default=None, metadata={"help": "Event file directory (default: OUTPUT_DIR/tensorboard)."}
+        )
+        max_samples: int = dataclasses.field(
+            default=32, metadata={"help": "Rows of the samples text table per iteration (0: none)."}
+        )
+
+    def setup(self, context: RunContext) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.options.log_dir is None and context.output_dir is None:
+            raise ValueError("The tensorboard logger needs the run's output_dir or a log_dir option.")
+        self.log_dir = self.options.log_dir or os.path.join(context.output_dir, "tensorboard")
+        self.writer = SummaryWriter(log_dir=self.log_dir)
+
+    def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
+        for key, value in _numeric_metrics(metrics).items():
+            if key != "iteration":
+                self.writer.add_scalar(key, value, global_step=iteration)
+        self.writer.flush()
+
+    def log_samples(self, samples: list[Sample], iteration: int) -> None:
+        if self.options.max_samples <= 0:
+            return
+        header = "| " + " | ".join(SAMPLE_TABLE_COLUMNS) + " |"
+        lines = [header, "|" + "---|" * len(SAMPLE_TABLE_COLUMNS)]
+        for row in sample_table(samples, self.options.max_samples):
+            cells = [_shorten("" if cell is None else str(cell), 200).replace("|", "\\|") for cell in row]
+            lines.append("| " + " | ".join(cells) + " |")
+        self.writer.add_text("samples", "\n".join(lines), global_step=iteration)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+            self.writer = None
+
+
+@hookimpl
+def register_loggers(register):
+    for logger_class in (ConsoleLogger, JsonlLogger, WandbLogger, TensorBoardLogger):
+        register(logger_class)

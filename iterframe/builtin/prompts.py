@@ -1,0 +1,44 @@
+"""Prompts as the model sees them: plain text as is, chat messages through the tokenizer's chat template."""
+
+from __future__ import annotations
+
+from ..components import Prompt
+
+__all__ = ["check_messages", "encode_prompt", "is_chat", "render_prompt"]
+
+
+def is_chat(prompt: Prompt) -> bool:
+    """Whether ``prompt`` is a list of chat messages rather than text."""
+    return isinstance(prompt, (list, tuple))
+
+
+def check_messages(messages, where: str) -> list[dict[str, str]]:
+    """Return ``messages`` if each is a ``{"role": ..., "content": ...}`` dict, else raise naming ``where``."""
+    for index, message in enumerate(messages):
+        if not (isinstance(message, dict) and "role" in message and "content" in message):
+            raise ValueError(
+                f"{where}: message {index} is {message!r}; chat messages are dicts with 'role' and 'content'."
+            )
+    return list(messages)
+
+
+def render_prompt(tokenizer, prompt: Prompt, where: str = "prompt") -> str:
+    """The prompt's text: text prompts unchanged, chat prompts rendered with the chat template (with the
+    generation prompt, so the model continues as the assistant)."""
+    if isinstance(prompt, str):
+        return prompt
+    if not is_chat(prompt):
+        raise TypeError(f"{where} is a {type(prompt).__name__}; a prompt is text or a list of chat messages.")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"{where} is a list of chat messages but the tokenizer has no chat template; set "
+            "tokenizer.chat_template or give text prompts."
+        )
+    messages = check_messages(prompt, where)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer, prompt: Prompt, where: str = "prompt") -> list[int]:
+    """Token ids of the prompt: special tokens (bos) added to text prompts; a chat template adds its own."""
+    text = render_prompt(tokenizer, prompt, where)
+    return list(tokenizer(text, add_special_tokens=not is_chat(prompt))["input_ids"])

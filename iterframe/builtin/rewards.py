@@ -1,0 +1,168 @@
+"""Built-in rewards: ``python`` (any ``module:function``) and ``answer-match`` (verify a final answer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import math
+import os
+import re
+from collections.abc import Callable
+from numbers import Real
+from typing import Optional
+
+from ..components import Reward, RunContext, Sample
+from ..hookspecs import hookimpl
+
+__all__ = ["AnswerMatchReward", "PythonReward", "extract_final_number", "load_callable"]
+
+
+def _import_module(module_ref: str, spec: str):
+    if module_ref.endswith(".py"):
+        if not os.path.isfile(module_ref):
+            raise ValueError(f"function={spec!r}: file {module_ref!r} does not exist.")
+        module_name = "iterframe_user_reward_" + re.sub(r"\W", "_", os.path.abspath(module_ref))
+        file_spec = importlib.util.spec_from_file_location(module_name, module_ref)
+        module = importlib.util.module_from_spec(file_spec)
+        file_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(module_ref)
+    except ImportError as error:
+        raise ValueError(f"function={spec!r}: cannot import module {module_ref!r} ({error}).") from error
+
+
+def load_callable(spec: str) -> Callable:
+    """Resolve ``"package.module:attr"`` (or ``"path/to/file.py:attr"``; ``attr`` may be dotted) to a callable."""
+    module_ref, separator, attribute_path = spec.rpartition(":")
+    if not separator or not module_ref or not attribute_path:
+        raise ValueError(f"function={spec!r} must look like 'package.module:function' or 'file.py:function'.")
+    target = _import_module(module_ref, spec)
+    for attribute in attribute_path.split("."):
+        if not hasattr(target, attribute):
+            raise ValueError(f"function={spec!r}: {module_ref!r} has no attribute {attribute_path!r}.")
+        target = getattr(target, attribute)
+    if not callable(target):
+        raise ValueError(f"function={spec!r} is a {type(target).__name__}, not a callable.")
+    return target
+
+
+def _check_scores(scores, count: int, source: str) -> list[float]:
+    if isinstance(scores, (str, bytes)) or not hasattr(scores, "__len__"):
+        raise TypeError(f"{source} returned {type(scores).__name__}; it must return a list of {count} floats.")
+    if len(scores) != count:
+        raise ValueError(f"{source} returned {len(scores)} scores for {count} samples; return one per sample.")
+    checked = []
+    for index, score in enumerate(scores):
+        if isinstance(score, bool) or not isinstance(score, Real):
+            raise TypeError(f"{source} returned {score!r} for sample {index}; scores must be numbers.")
+        checked.append(float(score))
+    return checked
+
+
+class PythonReward(Reward):
+    """Scores with any Python callable: ``fn(prompts, completions, references) -> list[float]``."""
+
+    name = "python"
+    description = "Score with any callable 'module:function' taking (prompts, completions, references) lists."
+
+    @dataclasses.dataclass
+    class Options:
+        function: str = dataclasses.field(
+            metadata={
+                "help": "The callable, as 'package.module:function' or 'path/to/file.py:function'. It receives "
+                "prompts, completions and references (lists of equal length) and returns one float each."
+            }
+        )
+
+    def setup(self, context: RunContext) -> None:
+        self.function = load_callable(self.options.function)
+
+    def score(self, samples: list[Sample]) -> list[float]:
+        if not hasattr(self, "function"):
+            self.function = load_callable(self.options.function)
+        scores = self.function(
+            [sample.prompt for sample in samples],
+            [sample.completion for sample in samples],
+            [sample.reference for sample in samples],
+        )
+        return _check_scores(scores, len(samples), f"reward function {self.options.function!r}")
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def extract_final_number(text: str) -> Optional[float]:
+    """The last number in ``text`` (``"1,234"``, ``"-3.5"``, ``"$12."`` count), or ``None`` when there is none."""
+    matches = _NUMBER.findall(text)
+    if not matches:
+        return None
+    return float(matches[-1].replace(",", ""))
+
+
+class AnswerMatchReward(Reward):
+    """1.0 when the completion's answer equals the sample's reference, else 0.0."""
+
+    name = "answer-match"
+    description = "1.0 if the completion's final number (or a regex group) equals the reference, else 0.0."
+
+    @dataclasses.dataclass
+    class Options:
+        pattern: Optional[str] = dataclasses.field(
+            default=None,
+            metadata={
+                "help": "Regex for the answer; its last match (group 1 if it has groups) is compared as text with "
+                "the reference. Default: compare the final number of completion and reference numerically."
+            },
+        )
+        ignore_case: bool = dataclasses.field(
+            default=False, metadata={"help": "With pattern: compare answer and reference case-insensitively."}
+        )
+
+        def __post_init__(self):
+            if self.pattern is not None:
+                try:
+                    re.compile(self.pattern)
+                except re.error as error:
+                    raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {error}.") from None
+
+    def _extract_text(self, text: str) -> Optional[str]:
+        matches = list(re.finditer(self.options.pattern, text))
+        if not matches:
+            return None
+        last = matches[-1]
+        return (last.group(1) if last.re.groups else last.group(0)).strip()
+
+    def _matches(self, completion: str, reference) -> bool:
+        if self.options.pattern is None:
+            expected = float(reference) if isinstance(reference, Real) else extract_final_number(str(reference))
+            if expected is None:
+                raise ValueError(
+                    f"answer-match: the reference {reference!r} holds no number; set pattern= to compare text "
+                    "answers."
+                )
+            answer = extract_final_number(completion)
+            return answer is not None and math.isclose(answer, expected, rel_tol=0.0, abs_tol=1e-9)
+        answer = self._extract_text(completion)
+        expected = str(reference).strip()
+        if answer is None:
+            return False
+        return answer.casefold() == expected.casefold() if self.options.ignore_case else answer == expected
+
+    def score(self, samples: list[Sample]) -> list[float]:
+        scores = []
+        for sample in samples:
+            if sample.reference is None:
+                raise ValueError(
+                    f"answer-match needs a reference answer, but the sample of prompt {sample.prompt_id} has "
+                    "none; give the dataset a reference column or use another reward."
+                )
+            scores.append(1.0 if self._matches(sample.completion, sample.reference) else 0.0)
+        return scores
+
+
+@hookimpl
+def register_rewards(register):
+    register(PythonReward)
+    register(AnswerMatchReward)

@@ -1,0 +1,157 @@
+"""``iterframe plugins``: list installed plugins and what they provide; ``iterframe plugins show NAME``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from ..components import COMPONENT_KINDS
+from ..options import did_you_mean
+from ..plugins import (
+    ComponentInfo,
+    PluginInfo,
+    UnknownComponentError,
+    get_component_class,
+    list_components,
+    list_plugins,
+)
+
+
+def _plugin_json(info: PluginInfo) -> dict:
+    return {
+        "name": info.name,
+        "version": info.version,
+        "distribution": info.distribution,
+        "builtin": info.builtin,
+        "hooks": info.hooks,
+        "provides": info.provides,
+        "error": info.error,
+    }
+
+
+def _format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = []
+    for row in [header, ["-" * width for width in widths], *rows]:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _provides_text(provides: dict[str, list[str]]) -> str:
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in provides.items()) or "-"
+
+
+def _plugins_table(plugins: list[PluginInfo]) -> str:
+    rows = []
+    for info in plugins:
+        if info.error is not None:
+            rows.append([info.name, info.version or "-", f"FAILED TO LOAD: {info.error}", "-"])
+        else:
+            rows.append(
+                [info.name, info.version or "-", _provides_text(info.provides), ", ".join(info.hooks) or "-"]
+            )
+    return _format_table(["NAME", "VERSION", "PROVIDES", "HOOKS"], rows)
+
+
+@click.group(name="plugins", invoke_without_command=True)
+@click.option("--all", "include_builtins", is_flag=True, help="Include the built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of plugins instead of a table.")
+@click.option(
+    "--kind",
+    type=click.Choice(COMPONENT_KINDS),
+    default=None,
+    help="Only plugins that provide components of this kind.",
+)
+@click.pass_context
+def command(ctx: click.Context, include_builtins: bool, as_json: bool, kind: str | None):
+    """List installed plugins: name, version, the components they provide and the hooks they implement.
+
+    Plugins that failed to load are listed with their error. `iterframe plugins show NAME` describes a
+    component and its options.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    plugins = list_plugins(include_builtins=include_builtins)
+    if kind is not None:
+        plugins = [
+            dataclasses.replace(info, provides={kind: info.provides[kind]})
+            for info in plugins
+            if kind in info.provides
+        ]
+    if as_json:
+        click.echo(json.dumps([_plugin_json(info) for info in plugins], indent=2))
+    elif plugins:
+        click.echo(_plugins_table(plugins))
+    else:
+        what = f"providing a {kind}" if kind else "installed"
+        click.echo(f"No third-party plugins {what}. `iterframe plugins --all` includes the built-ins.")
+
+
+def _component_json(info: ComponentInfo) -> dict:
+    return {
+        "kind": info.kind,
+        "name": info.name,
+        "aliases": list(info.aliases),
+        "description": info.description,
+        "plugin": info.plugin,
+        "distribution": info.distribution,
+        "version": info.version,
+        "options": [
+            {
+                "name": option.name,
+                "type": option.type,
+                "required": option.required,
+                "default": None if option.required else option.default,
+                "help": option.help,
+            }
+            for option in info.options
+        ],
+    }
+
+
+def _default_text(value) -> str:
+    """A default as it would be typed on the command line (``none`` for ``None``)."""
+    return "none" if value is None else json.dumps(value, default=str)
+
+
+def _component_text(info: ComponentInfo) -> str:
+    source = info.distribution or info.plugin
+    version = f" {info.version}" if info.version else ""
+    aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
+    lines = [f"{info.kind} {info.name!r}{aliases} from {source}{version}", f"  {info.description}", ""]
+    if not info.options:
+        lines.append("No options.")
+    else:
+        lines.append("Options:")
+        for option in info.options:
+            default = "required" if option.required else f"default: {_default_text(option.default)}"
+            lines.append(f"  {option.name} ({option.type}, {default})")
+            if option.help:
+                lines.append(f"      {option.help}")
+    return "\n".join(lines)
+
+
+@command.command("show")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(COMPONENT_KINDS), default=None, help="Kind of the component.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def show(name: str, kind: str | None, as_json: bool):
+    """Describe the component NAME (of every kind that has one): description, plugin and options."""
+    if kind is not None:
+        try:
+            get_component_class(kind, name)
+        except UnknownComponentError as error:
+            raise click.ClickException(str(error)) from None
+    matches = [info for info in list_components(kind) if name == info.name or name in info.aliases]
+    if not matches:
+        names = sorted({info.name for info in list_components()})
+        raise click.ClickException(
+            f"No component is named {name!r}.{did_you_mean(name, names)} Run `iterframe plugins --all` to see the "
+            "components of every plugin."
+        )
+    if as_json:
+        click.echo(json.dumps([_component_json(info) for info in matches], indent=2))
+    else:
+        click.echo("\n\n".join(_component_text(info) for info in matches))
