@@ -1,0 +1,55 @@
+"""The numbers of one iteration's metrics row: reward statistics of its samples and ``train/*`` of its steps."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from .components import Sample
+
+__all__ = ["reward_metrics", "training_metrics"]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def reward_metrics(samples: list[Sample], num_failed: int) -> dict[str, Any]:
+    """``num_generated``, ``num_kept``, ``keep_rate`` and ``reward/*`` over the scored samples.
+
+    Failed samples (NaN reward) count in ``num_generated`` and ``reward/num_failed`` but not in the reward
+    statistics; a statistic with no value is NaN.
+    """
+    rewards = [sample.reward for sample in samples if not math.isnan(sample.reward)]
+    kept_rewards = [sample.reward for sample in samples if sample.kept]
+    return {
+        "num_generated": len(samples),
+        "num_kept": len(kept_rewards),
+        "keep_rate": len(kept_rewards) / len(samples) if samples else 0.0,
+        "reward/mean": _mean(rewards),
+        "reward/std": statistics.pstdev(rewards) if rewards else math.nan,
+        "reward/min": min(rewards, default=math.nan),
+        "reward/max": max(rewards, default=math.nan),
+        "reward/kept_mean": _mean(kept_rewards),
+        "reward/num_failed": num_failed,
+    }
+
+
+def training_metrics(stats_per_epoch: list[dict[str, Any]], num_samples: int) -> dict[str, Any]:
+    """``train/*`` from the ``trainer.step()`` statistics of each epoch (an empty list: nothing was trained).
+
+    ``train/loss`` is the token-weighted mean over all epochs and ``train/tokens`` the label tokens trained.
+    """
+    tokens = sum(stats["num_tokens"] for stats in stats_per_epoch)
+    loss_sum = sum(stats["loss"] * stats["num_tokens"] for stats in stats_per_epoch if stats["num_tokens"])
+    last = stats_per_epoch[-1] if stats_per_epoch else {}
+    grad_norm = last.get("grad_norm")
+    return {
+        "train/loss": loss_sum / tokens if tokens else math.nan,
+        "train/tokens": tokens,
+        "train/num_samples": num_samples,
+        "train/num_updates": sum(stats["num_updates"] for stats in stats_per_epoch),
+        "train/learning_rate": last.get("learning_rate", math.nan),
+        "train/grad_norm": math.nan if grad_norm is None else grad_norm,
+    }

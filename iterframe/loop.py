@@ -1,0 +1,585 @@
+"""The iteration engine: prompts -> generate -> score -> filter -> tokenize -> ``trainer.step()`` -> eval -> log.
+
+``IterativeLoop(trainer, prompts, generator, reward, filters, tokenizer, config=LoopConfig(...)).run()`` runs
+expert iteration / ReST-EM / RAFT / rejection-sampling fine-tuning with component *instances*, so a notebook
+can pass its own objects (a plain function ``f(prompts, completions, references) -> list[float]`` is accepted as
+the reward). The command line (``iterframe run``) builds the same objects from names and options.
+
+Artifacts (see :mod:`iterframe.artifacts` and :mod:`iterframe.run_state`): ``metrics.jsonl`` (through the
+``jsonl`` logger, always enabled), ``iterations/NNNNNN/samples.parquet`` (+ ``eval_samples.parquet``), loop
+checkpoints and ``final/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
+
+from .artifacts import SAMPLES_FILE, iteration_dir, write_samples
+from .components import Completion, Filter, Generator, Logger, Prompt, Reward, RunContext, Sample, SampleTokenizer
+from .iteration_metrics import reward_metrics, training_metrics
+from .lifecycle import Hooks
+from .progress import Progress
+from .prompt_sampler import PromptSampler
+from .replay import ReplayBuffer
+from .run_state import (
+    EXISTING_OUTPUT_MODES,
+    FINAL_DIR,
+    claim_output_dir,
+    read_loop_state,
+    save_final_model,
+    save_loop_checkpoint,
+    truncate_run,
+)
+
+__all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "PromptRecord"]
+
+#: ``dropped_by`` of a sample whose reward was NaN or infinite (a failed sample, never kept).
+FAILED_REWARD = "failed-reward"
+SAMPLES_FILE_EVAL = "eval_samples.parquet"
+LOOP_STATE_VERSION = 1
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """Options of the iteration loop (the ``loop:`` section of a run config)."""
+
+    output_dir: str = dataclasses.field(
+        metadata={"help": "Where metrics.jsonl, iterations/, checkpoints/ and final/ are written."}
+    )
+    iterations: int = dataclasses.field(
+        default=5, metadata={"help": "Iterations to run (in total, across resumes)."}
+    )
+    prompts_per_iteration: int = dataclasses.field(
+        default=16,
+        metadata={"help": "Prompts drawn per iteration: shuffled, without replacement until the set is used up."},
+    )
+    samples_per_prompt: int = dataclasses.field(
+        default=4, metadata={"help": "Completions generated per prompt (K)."}
+    )
+    train_epochs: int = dataclasses.field(
+        default=1, metadata={"help": "Passes of trainer.step() over the iteration's kept (+ replayed) samples."}
+    )
+    replay_buffer_size: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "Kept samples carried over to later iterations and trained on again, newest first (0: off)."
+        },
+    )
+    restart_from_base: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "ReST-EM: every iteration fine-tunes the base model (fresh optimizer) on that iteration's "
+            "data, instead of continuing from the previous iteration's weights."
+        },
+    )
+    eval_every: int = dataclasses.field(
+        default=1,
+        metadata={"help": "Evaluate on the eval prompts every N iterations and after the last one (0: never)."},
+    )
+    save_every: int = dataclasses.field(
+        default=1, metadata={"help": "Write a loop checkpoint every N iterations and after the last one."}
+    )
+    keep_checkpoints: int = dataclasses.field(
+        default=1, metadata={"help": "Loop checkpoints kept on disk, newest first (0: keep all)."}
+    )
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "Seed of the prompt order (and of the run context)."}
+    )
+    shuffle_prompts: bool = dataclasses.field(
+        default=True, metadata={"help": "Shuffle the prompt order every epoch (false: dataset order)."}
+    )
+    existing_output: str = dataclasses.field(
+        default="error",
+        metadata={
+            "help": "When output_dir already holds a run: 'error' refuses, 'resume' continues after its last "
+            "checkpointed iteration, 'overwrite' replaces it.",
+            "choices": list(EXISTING_OUTPUT_MODES),
+        },
+    )
+    quiet: bool = dataclasses.field(default=False, metadata={"help": "No progress bars and no final summary."})
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("output_dir is required: the folder where the run writes its artifacts.")
+        for name, minimum in (
+            ("iterations", 0),
+            ("prompts_per_iteration", 1),
+            ("samples_per_prompt", 1),
+            ("train_epochs", 1),
+            ("replay_buffer_size", 0),
+            ("eval_every", 0),
+            ("save_every", 1),
+            ("keep_checkpoints", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        if self.existing_output not in EXISTING_OUTPUT_MODES:
+            raise ValueError(
+                f"existing_output={self.existing_output!r} is not one of {list(EXISTING_OUTPUT_MODES)}."
+            )
+
+
+@dataclasses.dataclass
+class PromptRecord:
+    """One prompt of the run's prompt set.
+
+    Args:
+        prompt_id: stable index of the prompt in its set (recorded with every sample).
+        prompt: plain text or a list of chat messages.
+        reference: the reference answer handed to the reward, if any.
+        extra: other dataset columns, kept in each sample's ``info["extra"]``.
+    """
+
+    prompt_id: int
+    prompt: Prompt
+    reference: Any = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class FunctionReward(Reward):
+    """Wraps ``f(prompts, completions, references) -> list[float]`` as a reward component."""
+
+    description = "A Python function used as the reward."
+
+    def __init__(self, function: Callable[[list, list, list], Sequence[float]]):
+        super().__init__()
+        self.function = function
+        self.name = getattr(function, "__name__", type(function).__name__)
+
+    def score(self, samples: list[Sample]) -> list[float]:
+        return list(
+            self.function(
+                [sample.prompt for sample in samples],
+                [sample.completion for sample in samples],
+                [sample.reference for sample in samples],
+            )
+        )
+
+
+def _require(value, interface: type, role: str, kind: str):
+    if not isinstance(value, interface):
+        raise TypeError(
+            f"{role} must be an iterframe.{interface.__name__} instance, got {type(value).__name__}. Build one "
+            f"with iterframe.plugins.create_component({kind!r}, NAME, options) or subclass {interface.__name__}."
+        )
+    return value
+
+
+def _greedy_twin(generator: Generator) -> Generator:
+    """A copy of ``generator`` with ``do_sample=False`` when its options have that field, else ``generator``."""
+    options = generator.options
+    if dataclasses.is_dataclass(options) and "do_sample" in {field.name for field in dataclasses.fields(options)}:
+        return type(generator)(dataclasses.replace(options, do_sample=False))
+    return generator
+
+
+def _component_name(component) -> str:
+    return getattr(component, "name", "") or type(component).__name__
+
+
+class IterativeLoop:
+    """Runs the generate -> score -> filter -> train loop for ``config.iterations`` iterations.
+
+    Args:
+        trainer: the :class:`~iterframe.IterativeSFTTrainer` to train (its model generates).
+        prompts: the prompt set, as :class:`PromptRecord` objects.
+        generator: turns prompts into completions (:class:`~iterframe.Generator`).
+        reward: scores samples (:class:`~iterframe.Reward`, or a function
+            ``f(prompts, completions, references) -> list[float]``); NaN/inf marks a failed sample.
+        filters: applied in order, each to the survivors of the previous one.
+        tokenizer: turns kept samples into ``step()`` inputs (:class:`~iterframe.SampleTokenizer`).
+        loggers: receive each iteration's metrics and samples; a ``jsonl`` logger is added when none is given.
+        eval_prompts: held-out prompts scored after training with the same reward (greedy generation).
+        config: the loop options; default ``LoopConfig(output_dir=trainer.args.output_dir)``.
+        eval_generator: generator for evaluation; default a greedy twin of ``generator`` (``do_sample=False``
+            when its options have that field, else ``generator`` itself).
+        run_config: the resolved run configuration handed to components as ``RunContext.config``.
+    """
+
+    def __init__(
+        self,
+        trainer,
+        prompts: list[PromptRecord],
+        generator: Generator,
+        reward: Union[Reward, Callable],
+        filters: Sequence[Filter],
+        tokenizer: SampleTokenizer,
+        loggers: Sequence[Logger] = (),
+        eval_prompts: Optional[list[PromptRecord]] = None,
+        config: Optional[LoopConfig] = None,
+        eval_generator: Optional[Generator] = None,
+        run_config: Optional[dict[str, Any]] = None,
+    ):
+        self.trainer = trainer
+        self.config = config if config is not None else LoopConfig(output_dir=trainer.args.output_dir)
+        self.prompts = self._check_prompts(prompts, "prompts")
+        self.eval_prompts = self._check_prompts(eval_prompts, "eval_prompts") if eval_prompts else []
+        self.generator = _require(generator, Generator, "generator", "generator")
+        if not isinstance(reward, Reward) and callable(reward):
+            reward = FunctionReward(reward)
+        self.reward = _require(reward, Reward, "reward", "reward")
+        self.filters = [
+            _require(item, Filter, f"filters[{index}]", "filter") for index, item in enumerate(filters)
+        ]
+        self.tokenizer = _require(tokenizer, SampleTokenizer, "tokenizer", "tokenizer")
+        self.loggers = [
+            _require(item, Logger, f"loggers[{index}]", "logger") for index, item in enumerate(loggers)
+        ]
+        if not any(_component_name(logger) == "jsonl" for logger in self.loggers):
+            from .plugins import create_component
+
+            self.loggers.append(create_component("logger", "jsonl"))
+        self.eval_generator = eval_generator if eval_generator is not None else _greedy_twin(self.generator)
+        self.run_config = dict(run_config or {"loop": dataclasses.asdict(self.config)})
+        self.sampler = PromptSampler(len(self.prompts), seed=self.config.seed, shuffle=self.config.shuffle_prompts)
+        self.replay = ReplayBuffer(self.config.replay_buffer_size)
+        self.metrics: list[dict[str, Any]] = []
+        self.context = RunContext(
+            trainer=trainer,
+            tokenizer=trainer.processing_class,
+            output_dir=self.config.output_dir,
+            seed=self.config.seed,
+            config=self.run_config,
+        )
+        self.hooks = Hooks(self.context)
+        self.is_main_process = bool(trainer.args.should_save)
+        self.progress = Progress(disabled=self.config.quiet or not self.is_main_process)
+        self._base_state: Optional[dict] = None
+
+    @staticmethod
+    def _check_prompts(prompts, name: str) -> list[PromptRecord]:
+        prompts = list(prompts or [])
+        if name == "prompts" and not prompts:
+            raise ValueError("prompts is empty: the loop needs at least one PromptRecord to generate from.")
+        for index, record in enumerate(prompts):
+            if not isinstance(record, PromptRecord):
+                raise TypeError(
+                    f"{name}[{index}] must be an iterframe.loop.PromptRecord, got {type(record).__name__}; "
+                    "wrap each prompt: PromptRecord(prompt_id=i, prompt=text, reference=answer)."
+                )
+        return prompts
+
+    @property
+    def components(self) -> list:
+        """Every distinct component, in the order the loop uses them."""
+        ordered = [self.generator, self.eval_generator, self.reward, *self.filters, self.tokenizer, *self.loggers]
+        return list({id(component): component for component in ordered}.values())
+
+    # --- the run --------------------------------------------------------------------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run (or resume) the loop; return the metrics rows of all finished iterations."""
+        from .plugins import check_plugin_load_errors
+
+        check_plugin_load_errors()
+        if self.config.restart_from_base:
+            self._base_state = {
+                key: value.detach().clone() for key, value in self.trainer.model.state_dict().items()
+            }
+        first_iteration = self._claim_output_dir()
+        set_up, error = [], None
+        try:
+            for component in self.components:
+                component.setup(self.context)
+                set_up.append(component)
+            self.hooks.call("on_run_start")
+            for iteration in self.progress.iterations(first_iteration, self.config.iterations):
+                self._run_iteration(iteration)
+            if self.config.iterations > 0:
+                save_final_model(self.trainer, self.config.output_dir)
+            self._print_summary()
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            try:
+                self.hooks.call("on_run_end", metrics=self.metrics[-1] if self.metrics else None, error=error)
+            finally:
+                for component in reversed(set_up):
+                    component.close()
+        return list(self.metrics)
+
+    def _claim_output_dir(self) -> int:
+        """Claim the output directory (error / resume / overwrite); return the first iteration to run."""
+        checkpoint = None
+        if self.is_main_process:
+            checkpoint = claim_output_dir(
+                self.config.output_dir, self.config.existing_output, dataclasses.asdict(self.config)
+            )
+        self.trainer.accelerator.wait_for_everyone()
+        if self.config.existing_output != "resume":
+            return 0
+        if checkpoint is None:  # the run stopped before its first checkpoint: start it over
+            truncate_run(self.config.output_dir, -1)
+            return 0
+        state = read_loop_state(checkpoint)
+        self.trainer.load_checkpoint(checkpoint)
+        self.sampler.load_state_dict(state["prompt_sampler"])
+        self.replay.load_state_dict(state["replay_buffer"])
+        self.metrics = list(state["metrics"])
+        if self.is_main_process:
+            truncate_run(self.config.output_dir, state["iteration"])
+        return state["iteration"] + 1
+
+    def _loop_state(self, iteration: int) -> dict[str, Any]:
+        return {
+            "version": LOOP_STATE_VERSION,
+            "iteration": iteration,
+            "global_step": self.trainer.state.global_step,
+            "prompt_sampler": self.sampler.state_dict(),
+            "replay_buffer": self.replay.state_dict(),
+            "metrics": self.metrics,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    # --- one iteration --------------------------------------------------------------------------------------
+
+    def _run_iteration(self, iteration: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        epoch = self.sampler.epoch + (self.sampler.position == self.sampler.num_prompts)
+        records = self.sampler.draw(self.prompts, self.config.prompts_per_iteration)
+        self.hooks.call("on_iteration_start", iteration=iteration, prompts=list(records))
+
+        timer = time.perf_counter()
+        samples = self._generate(self.generator, records, self.config.samples_per_prompt, iteration)
+        self.hooks.call("on_samples_generated", iteration=iteration, samples=samples)
+        generate_s, timer = time.perf_counter() - timer, time.perf_counter()
+        num_failed = self._score(samples)
+        score_s, timer = time.perf_counter() - timer, time.perf_counter()
+        kept_samples, dropped_counts = self._filter(samples, iteration)
+        filter_s, timer = time.perf_counter() - timer, time.perf_counter()
+        train_stats = self._train(kept_samples + self.replay.samples, iteration)
+        self.replay.add(kept_samples)
+        train_s, timer = time.perf_counter() - timer, time.perf_counter()
+
+        row: dict[str, Any] = {"iteration": iteration, "global_step": self.trainer.state.global_step}
+        row["prompt_epoch"] = epoch
+        row["num_prompts"] = len(records)
+        row.update(reward_metrics(samples, num_failed))
+        row["replay/size"] = len(self.replay)
+        row.update({f"filter/{name}/dropped": count for name, count in dropped_counts.items()})
+        row.update(train_stats)
+        eval_samples = self._evaluate(iteration, row)
+        eval_s = time.perf_counter() - timer
+        row.update(
+            {
+                "time/generate_s": generate_s,
+                "time/score_s": score_s,
+                "time/filter_s": filter_s,
+                "time/train_s": train_s,
+                "time/eval_s": eval_s,
+                "time/total_s": time.perf_counter() - start,
+            }
+        )
+        for extra in self.hooks.call("on_iteration_end", iteration=iteration, metrics=dict(row)):
+            if extra:
+                row.update(extra)
+        self._finish_iteration(iteration, row, samples, eval_samples)
+        return row
+
+    def _generate(self, generator: Generator, records: list[PromptRecord], num_samples: int, iteration: int):
+        """``num_samples`` samples per record, in record order (prompts go in chunks, for the progress bar)."""
+        chunk = getattr(generator.options, "batch_size", None) or len(records)
+        completions: list[list[Completion]] = []
+        with self.progress.bar(len(records), "generate") as bar:
+            for start in range(0, len(records), chunk):
+                batch = records[start : start + chunk]
+                generated = generator.generate([record.prompt for record in batch], num_samples)
+                self._check_completions(generator, generated, len(batch), num_samples)
+                completions.extend(generated)
+                bar.update(len(batch))
+        samples = []
+        for record, record_completions in zip(records, completions):
+            for index, completion in enumerate(record_completions):
+                info = {
+                    "sample_index": index,
+                    "generator": _component_name(generator),
+                    "num_tokens": completion.num_tokens,
+                    "finish_reason": completion.finish_reason,
+                }
+                if record.extra:
+                    info["extra"] = dict(record.extra)
+                samples.append(
+                    Sample(
+                        iteration=iteration,
+                        prompt_id=record.prompt_id,
+                        prompt=record.prompt,
+                        completion=completion.text,
+                        reference=record.reference,
+                        info=info,
+                    )
+                )
+        return samples
+
+    @staticmethod
+    def _check_completions(generator, generated, num_prompts: int, num_samples: int) -> None:
+        name = _component_name(generator)
+        if not isinstance(generated, list) or len(generated) != num_prompts:
+            size = len(generated) if isinstance(generated, list) else type(generated).__name__
+            raise ValueError(f"Generator {name!r} returned {size} completion lists for {num_prompts} prompts.")
+        for index, completions in enumerate(generated):
+            if len(completions) != num_samples or not all(isinstance(item, Completion) for item in completions):
+                raise ValueError(
+                    f"Generator {name!r} must return {num_samples} Completion objects per prompt; prompt {index} "
+                    f"got {len(completions)} items ({', '.join(sorted({type(c).__name__ for c in completions}))})."
+                )
+
+    def _score(self, samples: list[Sample]) -> int:
+        """Set each sample's reward; return how many failed (non-finite score, dropped as ``failed-reward``)."""
+        if not samples:
+            return 0
+        scores = list(self.reward.score(samples))
+        if len(scores) != len(samples):
+            name = _component_name(self.reward)
+            raise ValueError(f"Reward {name!r} returned {len(scores)} scores for {len(samples)} samples.")
+        num_failed = 0
+        for sample, score in zip(samples, scores):
+            try:
+                sample.reward = float(score)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"Reward {_component_name(self.reward)!r} returned {score!r}; scores must be numbers."
+                ) from None
+            if not math.isfinite(sample.reward):
+                sample.reward, sample.dropped_by = math.nan, FAILED_REWARD
+                num_failed += 1
+        return num_failed
+
+    def _filter(self, samples: list[Sample], iteration: int) -> tuple[list[Sample], dict[str, int]]:
+        """Apply the ``on_samples_scored`` hooks, then the filter chain; return kept samples and drop counts."""
+        survivors = [sample for sample in samples if sample.dropped_by is None]
+        dropped_counts: dict[str, int] = {}
+        for plugin_name, verdict in self.hooks.call_each(
+            "on_samples_scored", iteration=iteration, samples=samples
+        ):
+            if verdict is None:
+                continue
+            self._check_mask(verdict, len(samples), f"Hook on_samples_scored of plugin {plugin_name!r}")
+            for sample, keep in zip(samples, verdict):
+                if not keep and sample.dropped_by is None:
+                    sample.dropped_by = plugin_name
+                    dropped_counts[plugin_name] = dropped_counts.get(plugin_name, 0) + 1
+            survivors = [sample for sample in survivors if sample.dropped_by is None]
+        for filter_component in self.filters:
+            if not survivors:
+                break
+            name = _component_name(filter_component)
+            mask = filter_component.select(survivors)
+            self._check_mask(mask, len(survivors), f"Filter {name!r}")
+            for sample, keep in zip(survivors, mask):
+                if not keep:
+                    sample.dropped_by = name
+            dropped_counts[name] = dropped_counts.get(name, 0) + sum(not keep for keep in mask)
+            survivors = [sample for sample, keep in zip(survivors, mask) if keep]
+        for sample in survivors:
+            sample.kept = True
+        return survivors, dropped_counts
+
+    @staticmethod
+    def _check_mask(mask, expected: int, who: str) -> None:
+        if not isinstance(mask, (list, tuple)) or len(mask) != expected:
+            size = len(mask) if isinstance(mask, (list, tuple)) else type(mask).__name__
+            raise ValueError(f"{who} must return a list of {expected} booleans (one per sample), got {size}.")
+
+    def _train(self, train_samples: list[Sample], iteration: int) -> dict[str, Any]:
+        """Tokenize and train ``config.train_epochs`` passes; sync the generator(s); return ``train/*`` metrics."""
+        if self._base_state is not None:
+            self._reset_to_base()
+        stats_per_epoch = []
+        if train_samples:
+            batch = self.tokenizer.tokenize(train_samples)
+            self._check_batch(batch, len(train_samples))
+            self.hooks.call("before_step", iteration=iteration, batch=batch)
+            extras: dict[str, Any] = {}
+            with self.progress.bar(self.config.train_epochs, "train") as bar:
+                for _ in range(self.config.train_epochs):
+                    stats = self.trainer.step(
+                        input_ids=batch["input_ids"],
+                        attention_mask=batch.get("attention_mask"),
+                        labels=batch.get("labels"),
+                    )
+                    stats_per_epoch.append(stats)
+                    for extra in self.hooks.call("after_step", iteration=iteration, stats=stats):
+                        extras.update(extra or {})
+                    bar.update(1)
+        for generator in {id(g): g for g in (self.generator, self.eval_generator)}.values():
+            generator.update_weights(self.trainer.model)
+        metrics = training_metrics(stats_per_epoch, len(train_samples))
+        if stats_per_epoch:
+            metrics.update(extras)
+        return metrics
+
+    def _check_batch(self, batch, num_samples: int) -> None:
+        name = _component_name(self.tokenizer)
+        if not isinstance(batch, dict) or "input_ids" not in batch:
+            raise ValueError(
+                f"Tokenizer {name!r} must return a dict with 'input_ids' (and 'labels'), got {batch!r:.80}."
+            )
+        for key in ("input_ids", "attention_mask", "labels"):
+            if key in batch and batch[key] is not None and len(batch[key]) != num_samples:
+                raise ValueError(
+                    f"Tokenizer {name!r} returned {len(batch[key])} {key} rows for {num_samples} samples."
+                )
+
+    def _reset_to_base(self) -> None:
+        """ReST-EM: load the base weights and start a fresh optimizer and learning-rate schedule."""
+        self.trainer.model.load_state_dict(self._base_state)
+        self.trainer.optimizer.state.clear()
+        self.trainer.lr_scheduler = None
+        self.trainer.create_scheduler(num_training_steps=max(self.trainer.args.max_steps, 0))
+
+    def _evaluate(self, iteration: int, row: dict[str, Any]) -> list[Sample]:
+        """Score greedy completions of the eval prompts (when due); add ``eval/*`` to ``row``."""
+        every = self.config.eval_every
+        due = every > 0 and ((iteration + 1) % every == 0 or iteration == self.config.iterations - 1)
+        if not self.eval_prompts or not due:
+            return []
+        samples = self._generate(self.eval_generator, self.eval_prompts, 1, iteration)
+        num_failed = self._score(samples)
+        rewards = [0.0 if math.isnan(sample.reward) else sample.reward for sample in samples]
+        row["eval/reward"] = sum(rewards) / len(rewards)
+        row["eval/num_prompts"] = len(samples)
+        row["eval/num_failed"] = num_failed
+        return samples
+
+    def _finish_iteration(self, iteration: int, row, samples: list[Sample], eval_samples: list[Sample]) -> None:
+        """Write the samples, log the row, record it, and checkpoint when due (loop state last)."""
+        if self.is_main_process:
+            directory = iteration_dir(self.config.output_dir, iteration)
+            write_samples(os.path.join(directory, SAMPLES_FILE), samples)
+            if eval_samples:
+                write_samples(os.path.join(directory, SAMPLES_FILE_EVAL), eval_samples)
+            for logger in self.loggers:
+                logger.log_metrics(dict(row), iteration)
+                logger.log_samples(samples, iteration)
+        self.metrics.append(row)
+        last = iteration == self.config.iterations - 1
+        if (iteration + 1) % self.config.save_every == 0 or last:
+            path = save_loop_checkpoint(
+                self.trainer,
+                self.config.output_dir,
+                iteration,
+                self._loop_state(iteration),
+                keep=self.config.keep_checkpoints,
+            )
+            self.hooks.call("on_checkpoint_saved", iteration=iteration, path=path)
+
+    def _print_summary(self) -> None:
+        if self.config.quiet or not self.is_main_process or not self.metrics:
+            return
+        from .report import summary_table, trend_line
+
+        lines = ["", summary_table(self.metrics)]
+        trend = trend_line(self.metrics)
+        if trend:
+            lines.append(trend)
+        lines.append(
+            f"Artifacts: {self.config.output_dir} (final model: {os.path.join(self.config.output_dir, FINAL_DIR)})"
+        )
+        print("\n".join(lines), flush=True)

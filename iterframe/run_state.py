@@ -1,0 +1,240 @@
+"""A run's output directory: claiming it (error / resume / overwrite), loop checkpoints and the final model.
+
+Layout, besides the artifacts of :mod:`iterframe.artifacts`::
+
+    OUTPUT_DIR/run.json                                    marks the directory as a run (loop settings, version)
+    OUTPUT_DIR/checkpoints/iteration-NNNNNN/               model, tokenizer, optimizer, scheduler, RNG, trainer
+                                            loop_state.json    state, and the loop's own state (JSON), written last
+    OUTPUT_DIR/final/                                      model + tokenizer + model card (``from_pretrained``)
+
+A checkpoint is written to ``checkpoints/.tmp-iteration-NNNNNN`` and renamed when complete, and its
+``loop_state.json`` is written last, so a resumed run only ever trusts complete checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from typing import Any, Optional
+
+from . import __version__
+from .artifacts import METRICS_FILE, atomic_write_json, read_metrics
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "EXISTING_OUTPUT_MODES",
+    "FINAL_DIR",
+    "LOOP_STATE_FILE",
+    "RUN_FILE",
+    "OutputDirError",
+    "checkpoint_dir",
+    "claim_output_dir",
+    "latest_checkpoint",
+    "read_loop_state",
+    "save_final_model",
+    "save_loop_checkpoint",
+]
+
+RUN_FILE = "run.json"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_DIR = "final"
+LOOP_STATE_FILE = "loop_state.json"
+ITERATIONS_DIR = "iterations"
+EXISTING_OUTPUT_MODES = ("error", "resume", "overwrite")
+
+#: What a run writes into its output directory; ``overwrite`` removes exactly these, nothing else.
+RUN_ARTIFACTS = (RUN_FILE, METRICS_FILE, ITERATIONS_DIR, CHECKPOINTS_DIR, FINAL_DIR)
+
+_CHECKPOINT_NAME = re.compile(r"^iteration-(\d{6,})$")
+_TEMP_PREFIX = ".tmp-"
+
+
+class OutputDirError(ValueError):
+    """The output directory cannot be used as asked (a run is there and neither resume nor overwrite was
+    chosen, or there is nothing to resume)."""
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _existing_artifacts(output_dir: str) -> list[str]:
+    return [name for name in RUN_ARTIFACTS if os.path.lexists(os.path.join(output_dir, name))]
+
+
+def claim_output_dir(output_dir: str, existing_output: str, loop_settings: dict[str, Any]) -> Optional[str]:
+    """Make ``output_dir`` ready for a run and return the checkpoint to resume from (``None``: start afresh).
+
+    Args:
+        output_dir: the run's output directory (created when missing).
+        existing_output: what to do when it already holds a run: ``"error"`` refuses, ``"resume"`` continues
+            it, ``"overwrite"`` removes the run's artifacts (and only those) first.
+        loop_settings: written to ``run.json`` when a new run starts there.
+
+    Raises:
+        OutputDirError: a run is there and ``existing_output="error"``; or ``"resume"`` was asked of a
+            directory that holds no run.
+    """
+    if existing_output not in EXISTING_OUTPUT_MODES:
+        raise ValueError(f"existing_output={existing_output!r} is not one of {list(EXISTING_OUTPUT_MODES)}.")
+    found = _existing_artifacts(output_dir) if os.path.isdir(output_dir) else []
+    if existing_output == "resume":
+        if RUN_FILE not in found:
+            raise OutputDirError(
+                f"Nothing to resume in {output_dir!r}: it holds no iterframe run (no {RUN_FILE}). Start a new run "
+                "there without --resume (existing_output='error'), or point --output-dir at the run to continue."
+            )
+        _remove_temporary_checkpoints(output_dir)
+        return latest_checkpoint(output_dir)
+    if found:
+        if existing_output == "error":
+            raise OutputDirError(
+                f"{output_dir!r} already holds a run ({', '.join(found)}). Use --resume to continue it or "
+                "--overwrite to replace it (existing_output='resume' or 'overwrite'), or choose another "
+                "--output-dir."
+            )
+        for name in found:
+            _remove(os.path.join(output_dir, name))
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_write_json(
+        os.path.join(output_dir, RUN_FILE),
+        {"iterframe_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loop": loop_settings},
+    )
+    return None
+
+
+def _remove_temporary_checkpoints(output_dir: str) -> None:
+    directory = os.path.join(output_dir, CHECKPOINTS_DIR)
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.startswith(_TEMP_PREFIX):
+                _remove(os.path.join(directory, name))
+
+
+# --- loop checkpoints ---------------------------------------------------------------------------------------
+
+
+def checkpoint_dir(output_dir: str, iteration: int) -> str:
+    """``OUTPUT_DIR/checkpoints/iteration-NNNNNN``."""
+    return os.path.join(output_dir, CHECKPOINTS_DIR, f"iteration-{iteration:06d}")
+
+
+def _complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """``(iteration, path)`` of every complete checkpoint (one with ``loop_state.json``), oldest first."""
+    directory = os.path.join(output_dir, CHECKPOINTS_DIR)
+    found = []
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            match = _CHECKPOINT_NAME.match(name)
+            path = os.path.join(directory, name)
+            if match and os.path.isfile(os.path.join(path, LOOP_STATE_FILE)):
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str) -> Optional[str]:
+    """The newest complete loop checkpoint in ``output_dir``, or ``None``."""
+    found = _complete_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def read_loop_state(checkpoint: str) -> dict[str, Any]:
+    """The loop state (JSON) of a checkpoint."""
+    import json
+
+    with open(os.path.join(checkpoint, LOOP_STATE_FILE), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _save_training_state(trainer, path: str) -> None:
+    """Weights + tokenizer, optimizer, scheduler, grad scaler, RNG and trainer state, in the layout
+    ``IterativeSFTTrainer.load_checkpoint`` reads."""
+    trainer.save_model(path)
+    if not trainer.args.save_only_model:
+        trainer._save_optimizer_and_scheduler(path)
+        trainer._save_scaler(path)
+        trainer._save_rng_state(path)
+    if trainer.args.should_save:
+        trainer.state.save_to_json(os.path.join(path, "trainer_state.json"))
+
+
+def _move_into_place(temp_path: str, path: str) -> None:
+    """Rename a completely written directory to its final name, replacing an older one of that name."""
+    if os.path.lexists(path):
+        stale = os.path.join(os.path.dirname(path), _TEMP_PREFIX + "stale-" + os.path.basename(path))
+        _remove(stale)
+        os.replace(path, stale)
+        os.replace(temp_path, path)
+        _remove(stale)
+    else:
+        os.replace(temp_path, path)
+
+
+def save_loop_checkpoint(
+    trainer, output_dir: str, iteration: int, loop_state: dict[str, Any], keep: int = 1
+) -> str:
+    """Write the checkpoint of a finished iteration and return its path; keep only the newest ``keep`` (0: all).
+
+    The directory is written under a temporary name, ``loop_state.json`` last, then renamed; only the main
+    process writes files other than the trainer's own per-process ones.
+    """
+    path = checkpoint_dir(output_dir, iteration)
+    temp_path = os.path.join(os.path.dirname(path), _TEMP_PREFIX + os.path.basename(path))
+    is_main = trainer.args.should_save
+    if is_main:
+        _remove(temp_path)
+    trainer.accelerator.wait_for_everyone()
+    _save_training_state(trainer, temp_path)
+    trainer.accelerator.wait_for_everyone()
+    if is_main:
+        atomic_write_json(os.path.join(temp_path, LOOP_STATE_FILE), loop_state)
+        _move_into_place(temp_path, path)
+        if keep > 0:
+            for _old_iteration, old_path in _complete_checkpoints(output_dir)[:-keep]:
+                _remove(old_path)
+    trainer.accelerator.wait_for_everyone()
+    return path
+
+
+def save_final_model(trainer, output_dir: str, model_card: Optional[dict[str, Any]] = None) -> str:
+    """Write ``OUTPUT_DIR/final`` (model, tokenizer, model card) through a temporary directory; return its path.
+
+    Args:
+        model_card: keyword arguments of ``trainer.create_model_card`` (``model_name``, ``dataset_name``,
+            ``tags``).
+    """
+    path = os.path.join(output_dir, FINAL_DIR)
+    temp_path = os.path.join(output_dir, _TEMP_PREFIX + FINAL_DIR)
+    is_main = trainer.args.should_save
+    if is_main:
+        _remove(temp_path)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(temp_path)
+    if is_main:
+        trainer.create_model_card(output_dir=temp_path, **(model_card or {}))
+        _move_into_place(temp_path, path)
+    trainer.accelerator.wait_for_everyone()
+    return path
+
+
+def truncate_run(output_dir: str, last_iteration: int) -> list[dict[str, Any]]:
+    """Forget iterations after ``last_iteration`` (``-1``: all): their ``iterations/`` folders and metrics rows.
+
+    Returns the metrics rows that remain.
+    """
+    from .artifacts import truncate_metrics
+
+    directory = os.path.join(output_dir, ITERATIONS_DIR)
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if not name.isdigit() or int(name) > last_iteration:
+                _remove(os.path.join(directory, name))
+    metrics_path = os.path.join(output_dir, METRICS_FILE)
+    if os.path.exists(metrics_path):
+        return truncate_metrics(metrics_path, last_iteration)
+    return read_metrics(metrics_path)
