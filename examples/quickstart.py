@@ -1,7 +1,7 @@
 """Quickstart: train a causal LM one `step()` at a time, with tensors and with texts.
 
-    python examples/quickstart.py                       # builds a tiny model locally (offline)
-    python examples/quickstart.py --model Qwen/Qwen2.5-0.5B   # any causal LM id or local path
+python examples/quickstart.py                       # builds a tiny model locally (offline)
+python examples/quickstart.py --model Qwen/Qwen2.5-0.5B   # any causal LM id or local path
 """
 
 import argparse

@@ -73,7 +73,9 @@ def _is_sequence_container(value) -> bool:
 def as_texts(value, name: str) -> list[str]:
     """Validate a list of strings (list, tuple or a ``datasets`` column) and return it as a list."""
     if isinstance(value, str):
-        raise TypeError(f"{name} must be a list of strings, not a single string; wrap it: {name}=[{value[:30]!r}].")
+        raise TypeError(
+            f"{name} must be a list of strings, not a single string; wrap it: {name}=[{value[:30]!r}]."
+        )
     if not _is_sequence_container(value):
         raise TypeError(f"{name} must be a list of strings, got {type(value).__name__}.")
     texts = list(value)
@@ -88,7 +90,9 @@ def as_texts(value, name: str) -> list[str]:
 def _as_1d_long(item, name: str, index: int) -> torch.Tensor:
     if isinstance(item, torch.Tensor):
         if item.dim() != 1:
-            raise ValueError(f"{name}[{index}] must be a 1-D sequence of token ids, got shape {tuple(item.shape)}.")
+            raise ValueError(
+                f"{name}[{index}] must be a 1-D sequence of token ids, got shape {tuple(item.shape)}."
+            )
         if item.dtype.is_floating_point or item.dtype.is_complex:
             raise TypeError(f"{name}[{index}] must hold integers, got dtype {item.dtype}.")
         return item.detach().to("cpu", torch.long)
@@ -102,7 +106,9 @@ def _as_1d_long(item, name: str, index: int) -> torch.Tensor:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_floating_point:
                 continue
-            raise TypeError(f"{name}[{index}][{position}] must be an int, got {type(value).__name__}: {value!r:.40}.")
+            raise TypeError(
+                f"{name}[{index}][{position}] must be an int, got {type(value).__name__}: {value!r:.40}."
+            )
     return torch.tensor(values, dtype=torch.long)
 
 
@@ -120,7 +126,9 @@ def as_sequences(value, name: str) -> list[torch.Tensor]:
             )
         rows = list(value)
     elif isinstance(value, str) or not _is_sequence_container(value):
-        raise TypeError(f"{name} must be a list of token-id sequences or a 2-D tensor, got {type(value).__name__}.")
+        raise TypeError(
+            f"{name} must be a list of token-id sequences or a 2-D tensor, got {type(value).__name__}."
+        )
     else:
         rows = list(value)
     if not rows:
@@ -294,7 +302,9 @@ def pad_samples(
     input_ids = _pad_stack([s.input_ids for s in samples], pad_token_id, input_length)
     attention_mask = _pad_stack([torch.ones_like(s.input_ids) for s in samples], 0, input_length)
     label_length = _round_up(max(len(s.labels) for s in samples), pad_to_multiple_of)
-    labels = _pad_stack([s.labels for s in samples], IGNORE_INDEX, label_length if is_encoder_decoder else input_length)
+    labels = _pad_stack(
+        [s.labels for s in samples], IGNORE_INDEX, label_length if is_encoder_decoder else input_length
+    )
     return MicroBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -94,7 +94,7 @@ class RunContext:
         config: the resolved run configuration, as a plain dict.
     """
 
-    trainer: Optional["IterativeSFTTrainer"]
+    trainer: Optional[IterativeSFTTrainer]
     tokenizer: Any
     output_dir: Optional[str] = None
     seed: int = 0

@@ -78,7 +78,9 @@ class IterativeSFTConfig(TrainingArguments):
     )
     bf16: Optional[bool] = dataclasses.field(
         default=None,
-        metadata={"help": "bfloat16 mixed precision. Default: on when a CUDA device supports bf16 and fp16 is off."},
+        metadata={
+            "help": "bfloat16 mixed precision. Default: on when a CUDA device supports bf16 and fp16 is off."
+        },
     )
 
     def __post_init__(self):

@@ -8,7 +8,8 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,8 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
-    PreTrainedModel,
     DefaultFlowCallback,
+    PreTrainedModel,
     ProgressCallback,
     Trainer,
     TrainerState,
@@ -28,6 +29,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import batching
+from .adapters import wrap_with_adapters
 from .config import TRUNCATION_MODES, IterativeSFTConfig
 from .model_card import write_model_card
 
@@ -69,6 +71,8 @@ class IterativeSFTTrainer(Trainer):
         optimizers: ``(optimizer, lr_scheduler)``; ``None`` entries are created from ``args``.
         preprocess_logits_for_metrics, compute_metrics: as in ``transformers.Trainer`` (evaluation only).
         max_length, truncation_mode, optimize_device_cache: deprecated; set them in ``args``.
+        peft_config: a ``peft.PeftConfig`` (e.g. ``LoraConfig``): the model is wrapped so that only the adapters
+            train, and checkpoints hold the adapters. A ``PeftModel`` may also be passed as ``model`` directly.
     """
 
     _tag_names = ["iterframe", "iterative-sft"]
@@ -86,11 +90,15 @@ class IterativeSFTTrainer(Trainer):
         max_length: Optional[int] = None,
         truncation_mode: Optional[str] = None,
         optimize_device_cache: Optional[bool] = None,
+        peft_config=None,
     ):
         model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
         args = self._resolve_args(args, model_id)
         self._forward_deprecated_kwargs(
-            args, max_length=max_length, truncation_mode=truncation_mode, optimize_device_cache=optimize_device_cache
+            args,
+            max_length=max_length,
+            truncation_mode=truncation_mode,
+            optimize_device_cache=optimize_device_cache,
         )
         if isinstance(model, str):
             model = self._load_model(model, args.model_init_kwargs or {})
@@ -100,6 +108,8 @@ class IterativeSFTTrainer(Trainer):
                 UserWarning,
                 stacklevel=2,
             )
+        if peft_config is not None:
+            model = wrap_with_adapters(model, peft_config)
         if processing_class is None:
             if not model_id:
                 raise ValueError("processing_class is required when the model has no id or path to load it from.")
@@ -135,7 +145,9 @@ class IterativeSFTTrainer(Trainer):
         self.state = TrainerState(
             is_local_process_zero=self.is_local_process_zero(),
             is_world_process_zero=self.is_world_process_zero(),
-            stateful_callbacks=[cb for cb in self.callback_handler.callbacks + [self.control] if hasattr(cb, "state")],
+            stateful_callbacks=[
+                cb for cb in self.callback_handler.callbacks + [self.control] if hasattr(cb, "state")
+            ],
         )
         self.state.max_steps = max(self.args.max_steps, 0)
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
@@ -160,12 +172,14 @@ class IterativeSFTTrainer(Trainer):
             if value is None:
                 continue
             warnings.warn(
-                f"Passing {name} to IterativeSFTTrainer is deprecated; set IterativeSFTConfig({name}=...) instead.",
+                f"Passing {name} to IterativeSFTTrainer is deprecated; set IterativeSFTConfig({name}=...).",
                 FutureWarning,
                 stacklevel=3,
             )
             if name == "truncation_mode" and value not in TRUNCATION_MODES:
-                raise ValueError(f"truncation_mode={value!r} is not supported; use one of {list(TRUNCATION_MODES)}.")
+                raise ValueError(
+                    f"truncation_mode={value!r} is not supported; use one of {list(TRUNCATION_MODES)}."
+                )
             if name == "max_length" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"max_length={value!r} must be a positive integer or None.")
             setattr(args, name, value)
@@ -175,8 +189,12 @@ class IterativeSFTTrainer(Trainer):
         init_kwargs = dict(init_kwargs)
         if "torch_dtype" in init_kwargs and "dtype" not in init_kwargs:
             init_kwargs["dtype"] = init_kwargs.pop("torch_dtype")
-        config = AutoConfig.from_pretrained(model_id, trust_remote_code=init_kwargs.get("trust_remote_code", False))
-        model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        config = AutoConfig.from_pretrained(
+            model_id, trust_remote_code=init_kwargs.get("trust_remote_code", False)
+        )
+        model_class = (
+            AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        )
         return model_class.from_pretrained(model_id, **init_kwargs)
 
     @staticmethod
@@ -314,7 +332,9 @@ class IterativeSFTTrainer(Trainer):
         for group in groups:
             group_tokens = self._global_count(sum(batch.num_loss_tokens for batch in group))
             if group_tokens == 0:
-                warnings.warn("A group of micro-batches has no label tokens (all -100); it is skipped.", stacklevel=4)
+                warnings.warn(
+                    "A group of micro-batches has no label tokens (all -100); it is skipped.", stacklevel=4
+                )
                 continue
             scale = self.accelerator.num_processes / group_tokens
             update_loss, update_tokens = 0.0, 0

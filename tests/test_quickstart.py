@@ -10,8 +10,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quickstart_example_runs_on_a_local_model(tmp_path, tiny_llama_path):
     output_dir = tmp_path / "quickstart"
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--model", tiny_llama_path,
-         "--output-dir", str(output_dir)],
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", "quickstart.py"),
+            "--model",
+            tiny_llama_path,
+            "--output-dir",
+            str(output_dir),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -15,7 +15,12 @@ CASES = [
     ("texts_labels length", {"texts": ["a", "b"], "texts_labels": ["a"]}, ValueError, "texts has 2 samples but"),
     ("texts_labels alone", {"texts_labels": ["a"]}, ValueError, "texts_labels was given without texts"),
     ("mask without ids", {"attention_mask": [[1, 1]]}, ValueError, "without input_ids"),
-    ("ids/mask count", {"input_ids": [[1, 2], [3]], "attention_mask": [[1, 1]]}, ValueError, "attention_mask has 1"),
+    (
+        "ids/mask count",
+        {"input_ids": [[1, 2], [3]], "attention_mask": [[1, 1]]},
+        ValueError,
+        "attention_mask has 1",
+    ),
     ("ids/labels count", {"input_ids": [[1, 2]], "labels": [[1, 2], [3]]}, ValueError, "labels has 2"),
     ("mask length in sample", {"input_ids": [[1, 2, 3]], "attention_mask": [[1, 1]]}, ValueError, "align token"),
     ("labels length in sample", {"input_ids": [[1, 2, 3]], "labels": [[1, 2]]}, ValueError, r"labels\[0\] has 2"),

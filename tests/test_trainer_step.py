@@ -14,7 +14,12 @@ TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "abc", "t
 
 
 def make_trainer(tmp_path, model_path, **overrides):
-    settings = {"output_dir": str(tmp_path / "out"), "report_to": "none", "learning_rate": 1e-3, "save_strategy": "no"}
+    settings = {
+        "output_dir": str(tmp_path / "out"),
+        "report_to": "none",
+        "learning_rate": 1e-3,
+        "save_strategy": "no",
+    }
     settings.update(overrides)
     return IterativeSFTTrainer(model_path, args=IterativeSFTConfig(**settings))
 
@@ -137,9 +142,7 @@ def test_seq2seq_texts_labels_are_decoder_targets(tmp_path, tiny_t5_path):
     stats = trainer.step(texts=["how are you", "hi"], texts_labels=targets)
     expected = trainer.processing_class(text_target=targets)["input_ids"]
     assert stats["num_tokens"] == sum(len(seq) for seq in expected)
-    recorded = sorted(
-        [row[row != -100].tolist() for batch in seen for row in batch.labels], key=len
-    )
+    recorded = sorted([row[row != -100].tolist() for batch in seen for row in batch.labels], key=len)
     assert recorded == sorted(expected, key=len)
 
 
@@ -197,7 +200,9 @@ def test_max_length_truncates_consistently(tmp_path, tiny_llama_path, mode, inpu
 # --- 5. micro-batches, accumulation, token weighting --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("num_samples", "batch_size", "accumulation"), [(7, 2, 2), (8, 4, 1), (5, 1, 3), (3, 8, 4)])
+@pytest.mark.parametrize(
+    ("num_samples", "batch_size", "accumulation"), [(7, 2, 2), (8, 4, 1), (5, 1, 3), (3, 8, 4)]
+)
 def test_every_sample_is_trained_exactly_once(tmp_path, tiny_llama_path, num_samples, batch_size, accumulation):
     trainer = make_trainer(
         tmp_path, tiny_llama_path, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation
@@ -309,7 +314,15 @@ def test_max_steps_uses_the_configured_decay(tmp_path, tiny_llama_path):
 def test_step_returns_the_documented_statistics(tmp_path, tiny_llama_path):
     trainer = make_trainer(tmp_path, tiny_llama_path)
     stats = trainer.step(texts=TEXTS)
-    for key in ("loss", "learning_rate", "grad_norm", "num_samples", "num_tokens", "global_step", "tokens_per_second"):
+    for key in (
+        "loss",
+        "learning_rate",
+        "grad_norm",
+        "num_samples",
+        "num_tokens",
+        "global_step",
+        "tokens_per_second",
+    ):
         assert key in stats, key
     assert math.isfinite(stats["loss"]) and stats["loss"] > 0
     assert stats["grad_norm"] > 0 and stats["tokens_per_second"] > 0
