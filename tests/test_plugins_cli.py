@@ -1,0 +1,170 @@
+"""``iterframe plugins [--all] [--json] [--kind K]`` and ``iterframe plugins show NAME``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import iterframe
+from iterframe import hookimpl
+from iterframe.cli import cli
+from iterframe.components import Filter
+from iterframe.plugins import DEFAULT_PLUGINS
+
+
+class LongFilter(Filter):
+    name = "long"
+    description = "Keep completions longer than the median."
+
+    @dataclasses.dataclass
+    class Options:
+        factor: float = dataclasses.field(default=1.0, metadata={"help": "Multiple of the median length."})
+
+    def select(self, samples):
+        return [True] * len(samples)
+
+
+class LongFilterPlugin:
+    @hookimpl
+    def register_filters(self, register):
+        register(LongFilter, aliases=("longer",))
+
+    @hookimpl
+    def on_iteration_end(self, context, iteration, metrics):
+        return None
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, ["plugins", *args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture
+def long_filter_plugin(register_plugin):
+    register_plugin(LongFilterPlugin(), name="long-filter")
+
+
+def test_json_lists_third_party_plugins_with_name_version_hooks_and_provides(long_filter_plugin):
+    result = invoke("--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == [
+        {
+            "name": "long-filter",
+            "version": None,
+            "distribution": None,
+            "builtin": False,
+            "hooks": ["register_filters", "on_iteration_end"],
+            "provides": {"filter": ["long"]},
+            "error": None,
+        }
+    ]
+
+
+def test_all_adds_the_builtin_plugins_first(long_filter_plugin):
+    listed = json.loads(invoke("--all", "--json").stdout)
+    assert [entry["name"] for entry in listed] == [*DEFAULT_PLUGINS, "long-filter"]
+    builtin_rewards = listed[DEFAULT_PLUGINS.index("iterframe.builtin.rewards")]
+    assert builtin_rewards["provides"] == {"reward": ["python", "answer-match"]}
+    assert builtin_rewards["version"] == iterframe.__version__
+    assert builtin_rewards["hooks"] == ["register_rewards"]
+
+
+def test_kind_keeps_only_plugins_providing_that_kind(long_filter_plugin):
+    listed = json.loads(invoke("--all", "--kind", "filter", "--json").stdout)
+    assert [(entry["name"], entry["provides"]) for entry in listed] == [
+        (
+            "iterframe.builtin.filters",
+            {"filter": ["threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform"]},
+        ),
+        ("long-filter", {"filter": ["long"]}),
+    ]
+    assert json.loads(invoke("--kind", "generator", "--json").stdout) == []
+
+
+def test_unknown_kind_is_a_usage_error(plugin_manager):
+    result = CliRunner().invoke(cli, ["plugins", "--kind", "scorer"])
+    assert result.exit_code == 2
+    assert "'scorer' is not one of 'generator', 'reward', 'filter', 'tokenizer', 'logger'" in result.output
+
+
+def test_table_shows_name_version_provides_and_hooks(long_filter_plugin):
+    lines = invoke().stdout.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "PROVIDES", "HOOKS"]
+    assert lines[2].split() == ["long-filter", "-", "filter:", "long", "register_filters,", "on_iteration_end"]
+
+
+def test_without_third_party_plugins_the_table_says_so(plugin_manager):
+    result = invoke()
+    assert (
+        result.stdout.strip()
+        == "No third-party plugins installed. `iterframe plugins --all` includes the built-ins."
+    )
+
+
+def test_broken_plugin_is_listed_with_its_error_beside_the_working_ones(fake_distribution, monkeypatch):
+    working = "import iterframe\n\n@iterframe.hookimpl\ndef on_run_start(context):\n    pass\n"
+    fake_distribution("iterframe-working", {"working": "iterframe_working"}, {"iterframe_working.py": working})
+    fake_distribution(
+        "iterframe-broken",
+        {"broken": "iterframe_broken"},
+        {"iterframe_broken.py": "import not_installed_x\n"},
+        "0.2",
+    )
+    monkeypatch.delenv("ITERFRAME_LOAD_PLUGINS", raising=False)
+    result = invoke("--json")
+    assert result.exit_code == 0
+    listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    assert listed["iterframe-working"]["hooks"] == ["on_run_start"]
+    assert listed["iterframe-working"]["version"] == "1.0.0"
+    assert listed["iterframe-broken"]["version"] == "0.2"
+    assert "ModuleNotFoundError: No module named 'not_installed_x'" in listed["iterframe-broken"]["error"]
+    table = invoke().stdout
+    assert "iterframe-working" in table
+    assert "FAILED TO LOAD: ModuleNotFoundError: No module named 'not_installed_x'" in table
+
+
+def test_show_prints_description_and_options(plugin_manager):
+    result = invoke("show", "hf")
+    assert result.exit_code == 0
+    text = result.stdout
+    assert text.startswith("generator 'hf' from iterframe.builtin.generators")
+    assert "Sample K completions per prompt" in text
+    assert "  max_new_tokens (int, default: 64)\n      Most tokens per completion." in text
+    assert "  stop (list[str], default: [])" in text
+    assert "  seed (Optional[int], default: none)" in text
+
+
+def test_show_marks_required_options(plugin_manager):
+    assert "  function (str, required)" in invoke("show", "--kind", "reward", "python").stdout
+
+
+def test_show_json_and_aliases_of_a_third_party_component(long_filter_plugin):
+    (shown,) = json.loads(invoke("show", "longer", "--json").stdout)
+    assert shown["name"] == "long" and shown["aliases"] == ["longer"] and shown["plugin"] == "long-filter"
+    assert shown["options"] == [
+        {
+            "name": "factor",
+            "type": "float",
+            "required": False,
+            "default": 1.0,
+            "help": "Multiple of the median length.",
+        }
+    ]
+
+
+def test_show_unknown_name_suggests_the_closest(plugin_manager):
+    result = CliRunner().invoke(cli, ["plugins", "show", "dedupe"])
+    assert result.exit_code == 1
+    assert "No component is named 'dedupe'. Did you mean 'dedup'?" in result.output
+
+
+def test_show_unknown_name_of_a_kind_lists_that_kinds_names(plugin_manager):
+    result = CliRunner().invoke(cli, ["plugins", "show", "--kind", "tokenizer", "chatml"])
+    assert result.exit_code == 1
+    assert (
+        "No tokenizer named 'chatml'. Did you mean 'chat'? Available tokenizers: chat, completion-only"
+        in result.output
+    )

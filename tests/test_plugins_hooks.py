@@ -1,0 +1,226 @@
+"""Lifecycle hooks: keyword calls reach every implementation, results follow each hook's contract; tracing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from iterframe import hookimpl
+from iterframe.components import RunContext, Sample
+from iterframe.plugins import get_plugin_manager, register, reset_plugin_manager, unregister
+
+
+@pytest.fixture
+def context(tmp_path):
+    return RunContext(trainer=None, tokenizer=None, output_dir=str(tmp_path), seed=3, config={"k": 2})
+
+
+def make_samples(rewards):
+    return [
+        Sample(iteration=1, prompt_id=index // 2, prompt=f"p{index // 2}", completion=f"c{index}", reward=reward)
+        for index, reward in enumerate(rewards)
+    ]
+
+
+class Recorder:
+    """Records every lifecycle call it receives."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def on_run_start(self, context):
+        self.calls.append(("on_run_start", context))
+
+    @hookimpl
+    def on_iteration_start(self, context, iteration, prompts):
+        self.calls.append(("on_iteration_start", iteration, list(prompts)))
+
+    @hookimpl
+    def on_checkpoint_saved(self, context, iteration, path):
+        self.calls.append(("on_checkpoint_saved", iteration, path))
+
+    @hookimpl
+    def on_run_end(self, context, metrics, error):
+        self.calls.append(("on_run_end", metrics, error))
+
+
+@pytest.fixture
+def recorder(register_plugin):
+    plugin = Recorder()
+    register_plugin(plugin, name="recorder")
+    return plugin
+
+
+def test_on_run_start_receives_the_run_context(recorder, context):
+    assert get_plugin_manager().hook.on_run_start(context=context) == []
+    assert recorder.calls == [("on_run_start", context)]
+
+
+def test_on_iteration_start_receives_iteration_and_prompts(recorder, context):
+    get_plugin_manager().hook.on_iteration_start(context=context, iteration=4, prompts=["a", "b"])
+    assert recorder.calls == [("on_iteration_start", 4, ["a", "b"])]
+
+
+def test_on_checkpoint_saved_receives_the_path(recorder, context, tmp_path):
+    get_plugin_manager().hook.on_checkpoint_saved(context=context, iteration=2, path=str(tmp_path / "ckpt"))
+    assert recorder.calls == [("on_checkpoint_saved", 2, str(tmp_path / "ckpt"))]
+
+
+def test_on_run_end_receives_last_metrics_and_error(recorder, context):
+    error = RuntimeError("stopped")
+    get_plugin_manager().hook.on_run_end(context=context, metrics={"iteration": 3}, error=error)
+    assert recorder.calls == [("on_run_end", {"iteration": 3}, error)]
+
+
+def test_on_samples_generated_may_edit_samples_in_place(register_plugin, context):
+    class Stripper:
+        @hookimpl
+        def on_samples_generated(self, context, iteration, samples):
+            for sample in samples:
+                sample.completion = sample.completion.strip()
+                sample.info["stripped_in"] = iteration
+
+    register_plugin(Stripper(), name="stripper")
+    samples = [Sample(iteration=0, prompt_id=0, prompt="p", completion="  answer \n")]
+    get_plugin_manager().hook.on_samples_generated(context=context, iteration=0, samples=samples)
+    assert samples[0].completion == "answer"
+    assert samples[0].info == {"stripped_in": 0}
+
+
+def test_on_samples_scored_returns_one_keep_list_per_answering_plugin(register_plugin, context):
+    class DropNegative:
+        @hookimpl
+        def on_samples_scored(self, context, iteration, samples):
+            return [sample.reward >= 0 for sample in samples]
+
+    class KeepAll:
+        @hookimpl
+        def on_samples_scored(self, context, iteration, samples):
+            return None
+
+    register_plugin(DropNegative(), name="drop-negative")
+    register_plugin(KeepAll(), name="keep-all")
+    samples = make_samples([1.0, -1.0, 0.5])
+    results = get_plugin_manager().hook.on_samples_scored(context=context, iteration=1, samples=samples)
+    assert results == [[True, False, True]]  # pluggy leaves out None answers
+
+
+def test_before_step_may_edit_the_batch_in_place(register_plugin, context):
+    class MaskFirstLabel:
+        @hookimpl
+        def before_step(self, context, iteration, batch):
+            for labels in batch["labels"]:
+                labels[0] = -100
+
+    register_plugin(MaskFirstLabel(), name="mask-first")
+    batch = {"input_ids": [[5, 6, 7]], "attention_mask": [[1, 1, 1]], "labels": [[5, 6, 7]]}
+    get_plugin_manager().hook.before_step(context=context, iteration=0, batch=batch)
+    assert batch["labels"] == [[-100, 6, 7]]
+
+
+def test_after_step_extra_metrics_come_back_from_each_plugin(register_plugin, context):
+    class Perplexity:
+        @hookimpl
+        def after_step(self, context, iteration, stats):
+            return {"perplexity": math.exp(stats["loss"])}
+
+    class TokensPerSample:
+        @hookimpl
+        def after_step(self, iteration, stats):  # an implementation may take fewer arguments than the spec
+            return {"tokens_per_sample": stats["num_tokens"] / stats["num_samples"]}
+
+    register_plugin(Perplexity(), name="perplexity")
+    register_plugin(TokensPerSample(), name="tokens-per-sample")
+    stats = {"loss": 0.0, "num_tokens": 12, "num_samples": 4}
+    results = get_plugin_manager().hook.after_step(context=context, iteration=0, stats=stats)
+    assert sorted(results, key=str) == [{"perplexity": 1.0}, {"tokens_per_sample": 3.0}]
+
+
+def test_on_iteration_end_returns_metrics_to_merge(register_plugin, context):
+    class KeepRatePercent:
+        @hookimpl
+        def on_iteration_end(self, context, iteration, metrics):
+            return {"keep_rate_percent": 100 * metrics["keep_rate"]}
+
+    register_plugin(KeepRatePercent(), name="keep-rate-percent")
+    metrics = {"iteration": 2, "keep_rate": 0.25}
+    results = get_plugin_manager().hook.on_iteration_end(context=context, iteration=2, metrics=metrics)
+    assert results == [{"keep_rate_percent": 25.0}]
+
+
+def test_registration_hooks_are_called_once_per_plugin(register_plugin):
+    from iterframe.plugins import list_components
+
+    calls = []
+
+    class Counting:
+        @hookimpl
+        def register_generators(self, register):
+            calls.append("generators")
+
+        @hookimpl
+        def register_rewards(self, register):
+            calls.append("rewards")
+
+        @hookimpl
+        def register_filters(self, register):
+            calls.append("filters")
+
+        @hookimpl
+        def register_tokenizers(self, register):
+            calls.append("tokenizers")
+
+        @hookimpl
+        def register_loggers(self, register):
+            calls.append("loggers")
+
+    register_plugin(Counting(), name="counting")
+    list_components()
+    list_components()
+    assert calls == ["generators", "rewards", "filters", "tokenizers", "loggers"]
+
+
+def test_trace_env_prints_hook_calls_and_results_to_stderr(monkeypatch, capsys, context):
+    monkeypatch.setenv("ITERFRAME_TRACE_PLUGINS", "1")
+    reset_plugin_manager()
+
+    class Answering:
+        @hookimpl
+        def on_iteration_end(self, context, iteration, metrics):
+            return {"extra": 1}
+
+    plugin = Answering()
+    register(plugin, name="answering")
+    try:
+        capsys.readouterr()
+        get_plugin_manager().hook.on_iteration_end(context=context, iteration=7, metrics={"reward_mean": 0.5})
+        err = capsys.readouterr().err
+    finally:
+        unregister(plugin)
+        reset_plugin_manager()
+    assert "[iterframe trace] on_iteration_end(context=" in err
+    assert "iteration=7, metrics={'reward_mean': 0.5}) -> plugins: answering" in err
+    assert "[iterframe trace] on_iteration_end returned [{'extra': 1}]" in err
+
+
+def test_trace_shows_registration_hooks_with_their_plugin(monkeypatch, capsys):
+    from iterframe.plugins import list_components
+
+    monkeypatch.setenv("ITERFRAME_TRACE_PLUGINS", "1")
+    reset_plugin_manager()
+    try:
+        list_components()
+        err = capsys.readouterr().err
+    finally:
+        reset_plugin_manager()
+    assert "register_rewards(register=<function" in err
+    assert "-> plugins: iterframe.builtin.rewards" in err
+
+
+def test_no_trace_without_the_env_var(monkeypatch, capsys, context, plugin_manager):
+    monkeypatch.delenv("ITERFRAME_TRACE_PLUGINS", raising=False)
+    reset_plugin_manager()
+    get_plugin_manager().hook.on_run_start(context=context)
+    assert "[iterframe trace]" not in capsys.readouterr().err
