@@ -111,12 +111,6 @@ class RunConfig:
     train: Any  # iterframe.IterativeSFTConfig
     train_settings: dict[str, Any]  # the ``train:`` section as given (after coercion), saved in config.yaml
 
-    @property
-    def component_specs(self) -> list[ComponentSpec]:
-        """Every component, in the order the loop uses them."""
-        single = [self.generator, self.reward, *self.filters]
-        return single + ([self.tokenizer] if self.tokenizer else []) + list(self.loggers)
-
     def with_default_tokenizer(self, prompts_are_chat: bool) -> RunConfig:
         """This config with the default sample tokenizer filled in when none was named."""
         if self.tokenizer is not None:
@@ -131,10 +125,13 @@ class RunConfig:
             for field in dataclasses.fields(self.loop)
             if field.init and field.name not in LOOP_FIELDS_SET_ELSEWHERE and field.name != "quiet"
         }
+        dataset = dataclasses.asdict(self.dataset)
+        for key in ("path", "eval_dataset"):
+            dataset[key] = _absolute_if_local(dataset[key])
         config = {
-            "model": self.model,
+            "model": _absolute_if_local(self.model),
             "model_init_kwargs": self.model_init_kwargs,
-            "dataset": dataclasses.asdict(self.dataset),
+            "dataset": dataset,
             "generator": self.generator.to_config(),
             "reward": self.reward.to_config(),
             "filters": [spec.to_config() for spec in self.filters],
@@ -145,6 +142,11 @@ class RunConfig:
             "output_dir": self.loop.output_dir,
         }
         return {key: value for key, value in config.items() if value is not None}
+
+
+def _absolute_if_local(value: Optional[str]) -> Optional[str]:
+    """An existing local path made absolute (so a saved config works from any folder); Hub ids unchanged."""
+    return os.path.abspath(value) if value and os.path.exists(value) else value
 
 
 # --- reading a config file ----------------------------------------------------------------------------------
