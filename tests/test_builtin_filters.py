@@ -1,0 +1,137 @@
+"""Built-in filters on hand-built samples, with exact expected keep flags."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from iterframe.components import Sample
+from iterframe.plugins import ComponentOptionError, create_component
+
+NAN = math.nan
+
+
+def samples(*rows):
+    """``(prompt_id, completion, reward)`` rows -> samples of iteration 0."""
+    return [
+        Sample(
+            iteration=0, prompt_id=prompt_id, prompt=f"prompt {prompt_id}", completion=completion, reward=reward
+        )
+        for prompt_id, completion, reward in rows
+    ]
+
+
+def select(name, batch, **options):
+    return create_component("filter", name, options).select(batch)
+
+
+def test_threshold_keeps_rewards_at_or_above_min_reward_and_never_nan(plugin_manager):
+    batch = samples((0, "a", 0.2), (0, "b", 0.5), (1, "c", 0.9), (1, "d", NAN), (2, "e", 0.49))
+    assert select("threshold", batch, min_reward=0.5) == [False, True, True, False, False]
+
+
+def test_threshold_default_keeps_correct_answers_of_a_binary_reward(plugin_manager):
+    assert select("threshold", samples((0, "a", 1.0), (0, "b", 0.0))) == [True, False]
+
+
+def test_top_fraction_ranks_the_whole_iteration_globally(plugin_manager):
+    batch = samples((0, "a", 0.1), (0, "b", 0.9), (1, "c", 0.8), (1, "d", 0.7), (2, "e", 0.2), (2, "f", 0.3))
+    # ceil(0.5 * 6) = 3 best across all prompts: 0.9, 0.8, 0.7; prompt 2 gets none.
+    assert select("top-fraction", batch, fraction=0.5) == [False, True, True, True, False, False]
+
+
+def test_top_fraction_rounds_up_and_breaks_ties_by_order(plugin_manager):
+    batch = samples((0, "a", 1.0), (1, "b", 1.0), (2, "c", 1.0), (3, "d", 0.0))
+    # ceil(0.4 * 4) = 2: of three tied samples, the first two.
+    assert select("top-fraction", batch, fraction=0.4) == [True, True, False, False]
+
+
+def test_top_fraction_never_keeps_unscored_samples(plugin_manager):
+    batch = samples((0, "a", NAN), (0, "b", NAN), (1, "c", 0.1))
+    assert select("top-fraction", batch, fraction=1.0) == [False, False, True]
+
+
+def test_top_fraction_of_no_samples_is_empty(plugin_manager):
+    assert select("top-fraction", [], fraction=0.5) == []
+
+
+@pytest.mark.parametrize("fraction", ["0", "-0.1", "1.01"])
+def test_top_fraction_rejects_fractions_outside_zero_one(plugin_manager, fraction):
+    with pytest.raises(ComponentOptionError, match=r"filter 'top-fraction': fraction must be in \(0, 1\]"):
+        create_component("filter", "top-fraction", {"fraction": fraction})
+
+
+def test_best_of_n_keeps_the_k_best_of_each_prompt(plugin_manager):
+    batch = samples(
+        (0, "a", 0.1), (0, "b", 0.9), (0, "c", 0.5), (1, "d", 0.3), (1, "e", 0.3), (1, "f", NAN), (2, "g", NAN)
+    )
+    assert select("best-of-n", batch, k=1) == [False, True, False, True, False, False, False]
+    assert select("best-of-n", batch, k=2) == [False, True, True, True, True, False, False]
+
+
+def test_best_of_n_groups_by_prompt_even_when_samples_interleave(plugin_manager):
+    batch = samples((0, "a", 0.2), (1, "b", 0.6), (0, "c", 0.4), (1, "d", 0.1))
+    assert select("best-of-n", batch, k=1) == [False, True, True, False]
+
+
+def test_best_of_n_rejects_k_below_one(plugin_manager):
+    with pytest.raises(ComponentOptionError, match="k must be >= 1, got 0"):
+        create_component("filter", "best-of-n", {"k": 0})
+
+
+def test_dedup_drops_repeats_of_normalised_text_within_a_prompt(plugin_manager):
+    batch = samples(
+        (0, "The answer is 4", 1.0),
+        (0, "the  answer is 4\n", 1.0),
+        (0, "The answer is 5", 0.0),
+        (1, "THE ANSWER IS 4", 1.0),
+        (1, " the answer is 4", 1.0),
+    )
+    assert select("dedup", batch) == [True, False, True, True, False]
+
+
+def test_dedup_across_prompts_keeps_only_the_first_occurrence(plugin_manager):
+    batch = samples((0, "x = 1", 1.0), (1, "X = 1", 1.0), (2, "x = 2", 1.0))
+    assert select("dedup", batch, per_prompt=False) == [True, False, True]
+
+
+def test_length_keeps_completions_within_character_bounds(plugin_manager):
+    batch = samples((0, "", 1.0), (0, "ab", 1.0), (0, "abcd", 1.0), (0, "abcdef", 1.0))
+    assert select("length", batch) == [False, True, True, True]
+    assert select("length", batch, min_chars=2, max_chars=4) == [False, True, True, False]
+    assert select("length", batch, min_chars=0, max_chars="none") == [True, True, True, True]
+
+
+def test_length_rejects_max_below_min(plugin_manager):
+    with pytest.raises(ComponentOptionError, match=r"max_chars \(2\) is below min_chars \(3\)"):
+        create_component("filter", "length", {"min_chars": 3, "max_chars": 2})
+
+
+def test_drop_uniform_drops_prompts_whose_samples_all_scored_the_same(plugin_manager):
+    batch = samples(
+        (0, "a", 1.0), (0, "b", 1.0),  # all right: no signal
+        (1, "c", 0.0), (1, "d", 1.0),  # mixed: kept
+        (2, "e", 0.0), (2, "f", 0.0),  # all wrong: no signal
+        (3, "g", 1.0),  # a single sample is uniform
+        (4, "h", 0.0), (4, "i", NAN), (4, "j", 1.0),  # mixed; the unscored sample is not kept
+    )  # fmt: skip
+    assert select("drop-uniform", batch) == [False, False, True, True, False, False, False, True, False, True]
+
+
+def test_drop_uniform_tolerance_treats_close_rewards_as_equal(plugin_manager):
+    batch = samples((0, "a", 0.50), (0, "b", 0.52), (1, "c", 0.1), (1, "d", 0.9))
+    assert select("drop-uniform", batch, tolerance=0.05) == [False, False, True, True]
+
+
+def test_filters_chain_in_order_each_seeing_what_the_previous_kept(plugin_manager):
+    batch = samples(
+        (0, "4", 1.0), (0, "4 ", 1.0), (0, "5", 0.0),
+        (1, "7", 0.0), (1, "8", 0.0),
+        (2, "9", 1.0), (2, "10", 0.0),
+    )  # fmt: skip
+    kept = batch
+    for name, options in [("drop-uniform", {}), ("dedup", {}), ("threshold", {"min_reward": 1.0})]:
+        flags = create_component("filter", name, options).select(kept)
+        kept = [sample for sample, keep in zip(kept, flags) if keep]
+    assert [(sample.prompt_id, sample.completion) for sample in kept] == [(0, "4"), (2, "9")]
