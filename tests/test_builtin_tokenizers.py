@@ -1,0 +1,127 @@
+"""Built-in sample tokenizers on a character-level tokenizer (one token per character, bos prepended)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from iterframe.components import RunContext, Sample
+from iterframe.plugins import create_component
+from iterframe.testing import build_char_tokenizer
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 +=?:.<>/\n"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<{{ message['role'] }}>{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+CAUSAL_LM = types.SimpleNamespace(config=types.SimpleNamespace(is_encoder_decoder=False))
+SEQ2SEQ_LM = types.SimpleNamespace(config=types.SimpleNamespace(is_encoder_decoder=True))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_char_tokenizer(ALPHABET, chat_template=CHAT_TEMPLATE)
+
+
+def ids(tokenizer, text):
+    return [tokenizer.convert_tokens_to_ids(char) for char in text]
+
+
+def make_tokenizer(name, tokenizer, model=CAUSAL_LM, **options):
+    component = create_component("tokenizer", name, options)
+    component.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer))
+    return component
+
+
+def sample(prompt, completion, prompt_id=0):
+    return Sample(iteration=0, prompt_id=prompt_id, prompt=prompt, completion=completion, reward=1.0, kept=True)
+
+
+def test_completion_only_masks_the_prompt_and_appends_eos(plugin_manager, tokenizer):
+    batch = make_tokenizer("completion-only", tokenizer).tokenize([sample("12+7=", "19"), sample("a", "bcd")])
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    assert batch["input_ids"] == [[bos, *ids(tokenizer, "12+7=19"), eos], [bos, *ids(tokenizer, "abcd"), eos]]
+    assert batch["labels"] == [
+        [-100] * 6 + [*ids(tokenizer, "19"), eos],
+        [-100] * 2 + [*ids(tokenizer, "bcd"), eos],
+    ]
+    assert batch["attention_mask"] == [[1] * 9, [1] * 6]
+
+
+def test_completion_only_without_eos(plugin_manager, tokenizer):
+    batch = make_tokenizer("completion-only", tokenizer, add_eos=False).tokenize([sample("ab", "cd")])
+    assert batch["input_ids"] == [[tokenizer.bos_token_id, *ids(tokenizer, "abcd")]]
+    assert batch["labels"] == [[-100, -100, -100, *ids(tokenizer, "cd")]]
+
+
+def test_completion_only_renders_chat_prompts_with_the_template(plugin_manager, tokenizer):
+    messages = [{"role": "user", "content": "hi"}]
+    batch = make_tokenizer("completion-only", tokenizer).tokenize([sample(messages, "yo")])
+    prompt = ids(tokenizer, "<user>hi\n<assistant>")  # the template brings its own start; no bos added
+    assert batch["input_ids"] == [[*prompt, *ids(tokenizer, "yo"), tokenizer.eos_token_id]]
+    assert batch["labels"] == [[-100] * len(prompt) + [*ids(tokenizer, "yo"), tokenizer.eos_token_id]]
+
+
+def test_completion_only_for_encoder_decoders_makes_the_completion_the_target(plugin_manager, tokenizer):
+    batch = make_tokenizer("completion-only", tokenizer, model=SEQ2SEQ_LM).tokenize([sample("ab", "cd")])
+    assert batch["input_ids"] == [[tokenizer.bos_token_id, *ids(tokenizer, "ab")]]
+    assert batch["labels"] == [[*ids(tokenizer, "cd"), tokenizer.eos_token_id]]
+    assert batch["attention_mask"] == [[1, 1, 1]]
+
+
+def test_full_text_trains_on_every_token(plugin_manager, tokenizer):
+    batch = make_tokenizer("full-text", tokenizer).tokenize([sample("ab", "cd")])
+    expected = [tokenizer.bos_token_id, *ids(tokenizer, "abcd"), tokenizer.eos_token_id]
+    assert batch["input_ids"] == [expected]
+    assert batch["labels"] == [expected]
+
+
+def test_full_text_refuses_encoder_decoders(plugin_manager, tokenizer):
+    with pytest.raises(ValueError, match="'full-text' tokenizer is for causal LMs.*Use the 'completion-only'"):
+        make_tokenizer("full-text", tokenizer, model=SEQ2SEQ_LM)
+
+
+def test_chat_trains_on_the_assistant_turn_only(plugin_manager, tokenizer):
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    batch = make_tokenizer("chat", tokenizer).tokenize([sample(messages, "yo")])
+    prompt = ids(tokenizer, "<system>be brief\n<user>hi\n<assistant>")
+    reply = ids(tokenizer, "yo\n")  # the template's end of turn is part of the reply
+    assert batch["input_ids"] == [prompt + reply]
+    assert batch["labels"] == [[-100] * len(prompt) + reply]
+
+
+def test_chat_wraps_text_prompts_as_a_user_message(plugin_manager, tokenizer):
+    batch = make_tokenizer("chat", tokenizer).tokenize([sample("hi", "yo")])
+    assert batch["input_ids"] == [ids(tokenizer, "<user>hi\n<assistant>yo\n")]
+
+
+def test_chat_needs_a_chat_template(plugin_manager):
+    with pytest.raises(ValueError, match="'chat' tokenizer needs a tokenizer with a chat template"):
+        make_tokenizer("chat", build_char_tokenizer(ALPHABET))
+
+
+def test_chat_template_whose_prompt_is_not_a_prefix_is_an_error(plugin_manager):
+    odd_template = (
+        "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}>{% endif %}"
+    )
+    odd = build_char_tokenizer(ALPHABET, chat_template=odd_template)
+    with pytest.raises(
+        ValueError, match="prompt 3: the chat template renders the conversation with a different start"
+    ):
+        make_tokenizer("chat", odd).tokenize([sample("hi", "yo", prompt_id=3)])
+
+
+def test_tokenizer_output_trains_with_step(plugin_manager, tiny_llama_path, tmp_path):
+    from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+
+    args = IterativeSFTConfig(output_dir=str(tmp_path), report_to=[], per_device_train_batch_size=2)
+    trainer = IterativeSFTTrainer(tiny_llama_path, args=args)
+    component = create_component("tokenizer", "completion-only")
+    component.setup(RunContext(trainer=trainer, tokenizer=trainer.processing_class))
+    batch = component.tokenize([sample("Question: what is 12 + 7? Answer:", " 19"), sample("The quick", " fox")])
+    stats = trainer.step(**batch)
+    completion_tokens = sum(sum(label != -100 for label in labels) for labels in batch["labels"])
+    assert stats["num_tokens"] == completion_tokens
+    assert stats["num_samples"] == 2
