@@ -23,6 +23,7 @@ __all__ = [
     "samples_from_tensors",
     "samples_from_texts",
     "truncate",
+    "without_loss",
 ]
 
 #: Label value that carries no loss (the convention of ``torch.nn.CrossEntropyLoss`` and transformers).
@@ -312,6 +313,17 @@ def pad_samples(
         num_loss_tokens=count_loss_tokens(labels, is_encoder_decoder),
         num_input_tokens=int(attention_mask.sum()),
         sample_indices=list(sample_indices) if sample_indices is not None else list(range(len(samples))),
+    )
+
+
+def without_loss(batch: MicroBatch) -> MicroBatch:
+    """A copy of ``batch`` whose labels carry no loss and that holds no sample (padding for DDP ranks)."""
+    return dataclasses.replace(
+        batch,
+        labels=torch.full_like(batch.labels, IGNORE_INDEX),
+        num_loss_tokens=0,
+        num_input_tokens=0,
+        sample_indices=[],
     )
 
 

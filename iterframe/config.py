@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Optional, Union
 
 import torch
@@ -93,9 +94,17 @@ class IterativeSFTConfig(TrainingArguments):
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of={self.pad_to_multiple_of!r} must be a positive integer or None.")
         self.model_init_kwargs = self._parse_model_init_kwargs(self.model_init_kwargs)
+        if self._is_multi_process_without_accelerator():
+            self.use_cpu = True  # CPU DDP (gloo) under torchrun / accelerate launch
         if self.bf16 is None:
             self.bf16 = not self.fp16 and _bf16_supported()
         super().__post_init__()
+
+    @staticmethod
+    def _is_multi_process_without_accelerator() -> bool:
+        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        has_accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+        return world_size > 1 and not has_accelerator
 
     @staticmethod
     def _parse_model_init_kwargs(value) -> Optional[dict]:

@@ -303,6 +303,15 @@ class IterativeSFTTrainer(Trainer):
         tensor = torch.tensor([count], device=self.accelerator.device, dtype=torch.long)
         return int(self.accelerator.reduce(tensor, reduction="sum").item())
 
+    def _equalize_across_processes(self, micro_batches: list[batching.MicroBatch]) -> list[batching.MicroBatch]:
+        """Under DDP every rank must run as many backward passes: pad with micro-batches that carry no loss."""
+        if self.accelerator.num_processes == 1:
+            return micro_batches
+        count = torch.tensor([len(micro_batches)], device=self.accelerator.device, dtype=torch.long)
+        most = int(self.accelerator.reduce(count, reduction="max").item())
+        filler = batching.without_loss(micro_batches[-1])
+        return micro_batches + [filler] * (most - len(micro_batches))
+
     def _loss_sum(self, batch: batching.MicroBatch) -> torch.Tensor:
         """Summed token cross-entropy of one micro-batch (mean is taken over the whole update)."""
         if self.is_encoder_decoder:
@@ -326,6 +335,7 @@ class IterativeSFTTrainer(Trainer):
             self._train_begun = True
         model = self.model_wrapped
         model.train()
+        micro_batches = self._equalize_across_processes(micro_batches)
         accumulation = max(1, self.args.gradient_accumulation_steps)
         groups = [micro_batches[i : i + accumulation] for i in range(0, len(micro_batches), accumulation)]
         loss_sum, num_tokens, num_updates, grad_norm = 0.0, 0, 0, None
