@@ -1,4 +1,4 @@
-"""Worker for tests/test_trainer_ddp.py: one SGD update on this rank's share of samples, weights saved by rank 0."""
+"""Worker for tests/test_trainer_ddp.py: one SGD update on this rank's share of samples; weights saved."""
 
 import sys
 
