@@ -351,3 +351,19 @@ def test_saved_config_round_trips_to_an_equal_run_config(tmp_path):
     assert saved["loop"]["iterations"] == 2
     assert saved["tokenizer"] == "completion-only"
     assert "existing_output" not in saved["loop"]
+
+
+def test_docs_describe_every_config_key():
+    import dataclasses
+
+    from iterframe.loop import LoopConfig
+    from iterframe.prompts import DatasetSettings
+    from iterframe.run_config import LOOP_FIELDS_SET_ELSEWHERE, TOP_LEVEL_KEYS
+
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "config.md")
+    with open(docs, encoding="utf-8") as handle:
+        text = handle.read()
+    loop_keys = [f.name for f in dataclasses.fields(LoopConfig) if f.name not in LOOP_FIELDS_SET_ELSEWHERE]
+    keys = [*TOP_LEVEL_KEYS, *loop_keys, *(f.name for f in dataclasses.fields(DatasetSettings))]
+    missing = [key for key in keys if f"| `{key}` |" not in text]
+    assert not missing, f"docs/config.md has no table row for {missing}"
