@@ -84,11 +84,14 @@ class PromptCompletionTokenizer(SampleTokenizer):
 
     name = "prompt-completion"
 
-    def setup(self, context):
-        self.context = context
+    def __init__(self):
+        super().__init__()
         self.batches: list[int] = []
         self.snapshots: list[dict[str, Any]] = []
         self.snapshot_weights = False
+
+    def setup(self, context):
+        self.context = context
 
     def tokenize(self, samples):
         tokenizer = self.context.tokenizer
