@@ -170,3 +170,56 @@ def test_python_dash_m_iterframe_run_works_the_same(tiny_llama_path, arithmetic_
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert [row["iteration"] for row in read_metrics(os.path.join(output_dir, "metrics.jsonl"))] == [0]
+
+
+def _reward_file(tmp_path, body: str) -> str:
+    path = tmp_path / "my_reward.py"
+    path.write_text(body)
+    return f"{path}:score"
+
+
+def _python_reward_args(model, dataset, output_dir, function, *extra):
+    args = _run_args(model, dataset, output_dir, "--quiet", *extra)
+    args[args.index("answer-match")] = "python"
+    return [*args, "--set", f"reward.function={function}"]
+
+
+def test_component_setup_failure_leaves_no_output_dir(tiny_llama_path, arithmetic_path, tmp_path):
+    output_dir = tmp_path / "setup-fails"
+    args = _python_reward_args(tiny_llama_path, arithmetic_path, str(output_dir), "no_such_module:score")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "cannot import module 'no_such_module'" in result.output
+    assert "Traceback" not in result.output
+    assert not output_dir.exists()
+
+
+def test_early_failure_leaves_a_users_folder_as_it_was(
+    tiny_llama_path, arithmetic_path, tmp_path
+):
+    output_dir = tmp_path / "mine"
+    output_dir.mkdir()
+    (output_dir / "notes.txt").write_text("mine")
+    args = _python_reward_args(tiny_llama_path, arithmetic_path, str(output_dir), "no_such_module:score")
+    assert CliRunner().invoke(cli, args).exit_code == 1
+    assert os.listdir(output_dir) == ["notes.txt"]
+
+
+def test_failure_after_a_finished_iteration_keeps_it_for_resume(tiny_llama_path, arithmetic_path, tmp_path):
+    function = _reward_file(
+        tmp_path,
+        "calls = []\n\n"
+        "def score(prompts, completions, references):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) > 1:\n"
+        "        raise ValueError('the reward service is down')\n"
+        "    return [0.5] * len(completions)\n",
+    )
+    output_dir = str(tmp_path / "stops")
+    args = _python_reward_args(tiny_llama_path, arithmetic_path, output_dir, function, "--iterations", "2")
+    args = [arg for arg in args if arg not in ("--eval-fraction", "0.5")]  # one reward call per iteration
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "the reward service is down" in result.output
+    assert "add --resume" in result.output
+    assert [row["iteration"] for row in read_metrics(os.path.join(output_dir, "metrics.jsonl"))] == [0]

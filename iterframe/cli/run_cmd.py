@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from typing import Any, Optional
 
@@ -156,21 +157,38 @@ def _silence_libraries() -> None:
 
 
 def _load_trainer(run_config: RunConfig):
-    """``IterativeSFTTrainer(model, args=...)``; a model that fails to load leaves no new output folder behind."""
+    """``IterativeSFTTrainer(model, args=...)``; a model that fails to load is a :class:`RunConfigError`."""
     from ..trainer import IterativeSFTTrainer
 
-    output_dir = run_config.loop.output_dir
-    existed = os.path.exists(output_dir)
     try:
         return IterativeSFTTrainer(run_config.model, args=run_config.train)
     except (OSError, ValueError) as error:
-        if not existed and os.path.isdir(output_dir) and not os.listdir(output_dir):
-            os.rmdir(output_dir)
         raise RunConfigError(f"Cannot load model {run_config.model!r}: {error}") from None
+
+
+def _remove_unstarted_run(output_dir: str, existed: bool) -> None:
+    """Remove what a new run wrote when it stopped before finishing an iteration (nothing there to resume), so
+    the same command can simply be run again; the folder itself goes too when the run created it."""
+    from ..artifacts import METRICS_FILE, read_metrics
+    from ..run_state import RUN_ARTIFACTS
+
+    if not os.path.isdir(output_dir) or read_metrics(os.path.join(output_dir, METRICS_FILE)):
+        return
+    for name in (*RUN_ARTIFACTS, CONFIG_FILE):
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+    if not existed and not os.listdir(output_dir):
+        os.rmdir(output_dir)
 
 
 def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
     """Load the model, save the resolved config to ``OUTPUT_DIR/config.yaml`` and run the loop.
+
+    A new run that stops before its first iteration finished (a model that does not load, a component whose
+    setup fails, Ctrl-C) leaves the output directory as it found it.
 
     Returns:
         The metrics rows of every finished iteration (restored ones included on resume).
@@ -178,24 +196,31 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
     from ..loop import IterativeLoop
 
     run_config = prepared.config
+    output_dir = run_config.loop.output_dir
+    existed = os.path.isdir(output_dir)
     if run_config.loop.quiet:
         _silence_libraries()
-    trainer = _load_trainer(run_config)
-    save_run_config(run_config, os.path.join(run_config.loop.output_dir, CONFIG_FILE))
     components = prepared.components
-    loop = IterativeLoop(
-        trainer,
-        prepared.prompts,
-        components["generator"],
-        components["reward"],
-        components["filters"],
-        components["tokenizer"],
-        loggers=components["loggers"],
-        eval_prompts=prepared.eval_prompts,
-        config=run_config.loop,
-        run_config=run_config.to_config(),
-    )
-    return loop.run()
+    try:
+        trainer = _load_trainer(run_config)
+        save_run_config(run_config, os.path.join(output_dir, CONFIG_FILE))
+        loop = IterativeLoop(
+            trainer,
+            prepared.prompts,
+            components["generator"],
+            components["reward"],
+            components["filters"],
+            components["tokenizer"],
+            loggers=components["loggers"],
+            eval_prompts=prepared.eval_prompts,
+            config=run_config.loop,
+            run_config=run_config.to_config(),
+        )
+        return loop.run()
+    except BaseException:
+        if run_config.loop.existing_output != "resume":
+            _remove_unstarted_run(output_dir, existed)
+        raise
 
 
 # --- the command --------------------------------------------------------------------------------------------
@@ -213,6 +238,16 @@ def _base_config(config_file: Optional[str], flags: dict[str, Any], existing_out
     from ..demo import demo_run_spec
 
     return demo_run_spec(), "demo"
+
+
+def _where_the_run_stands(prepared: PreparedRun) -> str:
+    """After a failure: whether finished iterations are there to resume."""
+    from ..artifacts import METRICS_FILE, read_metrics
+
+    output_dir = prepared.config.loop.output_dir
+    if read_metrics(os.path.join(output_dir, METRICS_FILE)):
+        return f"\nFinished iterations are kept in {output_dir}; add --resume to the command to continue the run."
+    return ""
 
 
 @click.command("run", context_settings={"max_content_width": 110})
@@ -291,11 +326,9 @@ def command(config_file, overrides, resume, overwrite, **flags):
         click.echo("No config, --model or --dataset given: running the built-in demo.", err=True)
     try:
         rows = execute_run(prepared)
-    except RunConfigError as error:
-        raise click.ClickException(str(error)) from None
+    except ValueError as error:  # errors for people (bad model, component setup, reward output): no traceback
+        raise click.ClickException(f"{error}{_where_the_run_stands(prepared)}") from None
     except KeyboardInterrupt:
-        raise click.ClickException(
-            "Interrupted. Finished iterations are kept; continue with the same command plus --resume."
-        ) from None
+        raise click.ClickException(f"Interrupted.{_where_the_run_stands(prepared)}") from None
     if rows and not prepared.config.loop.quiet:
         click.echo(f"Plot and table: iterframe report {prepared.config.loop.output_dir}")
