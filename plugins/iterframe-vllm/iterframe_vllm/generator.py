@@ -1,0 +1,205 @@
+"""The ``vllm`` generator: K completions per prompt from a vLLM engine that holds the trainer's current weights.
+
+Lifecycle: ``setup`` starts the engine once (or joins the one its greedy twin started) and pushes the current
+weights into it; ``generate`` sends token-id prompts with ``SamplingParams(n=K, ...)``; ``update_weights`` pushes
+the trainer's new weights into the running engine in place; ``close`` stops the engine when its last user closes.
+Every process of a run calls ``setup``, ``generate`` and ``update_weights`` together.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any, Optional
+
+from iterframe.builtin.generators import cut_at_stop
+from iterframe.builtin.prompts import encode_prompt
+from iterframe.components import Completion, Generator, Prompt, RunContext
+
+from .engine import (
+    EngineHandle,
+    SharedEngines,
+    create_engine,
+    engine_kwargs,
+    engine_model_source,
+    engine_seed,
+    launch_environment,
+    require_vllm,
+    sampling_params_kwargs,
+    stop_engine,
+)
+from .options import VLLMOptions
+from .placement import ProcessLayout, hosts_engine, make_generation_group, split_by_counts
+from .weight_sync import push_weights
+from .weights import full_weights, sync_source
+
+__all__ = ["VLLMGenerator"]
+
+#: Engines of this process, shared between generators with the same trainer and engine options.
+SHARED_ENGINES = SharedEngines()
+
+#: vLLM finish reasons that mean the same as iterframe's; others (e.g. "abort") are reported as unknown.
+FINISH_REASONS = {"stop": "stop", "length": "length"}
+
+
+def _vllm_sampling_params(**kwargs):
+    return require_vllm().SamplingParams(**kwargs)
+
+
+class VLLMGenerator(Generator):
+    """Samples K completions per prompt with vLLM; the trainer's weights are pushed into the engine after each
+    step.
+
+    Args:
+        options: :class:`~iterframe_vllm.options.VLLMOptions`.
+        engine_factory: builds the engine from ``vllm.LLM`` keyword arguments (default ``vllm.LLM``).
+        sampling_params_factory: builds sampling parameters from keyword arguments (default
+            ``vllm.SamplingParams``).
+    """
+
+    name = "vllm"
+    description = (
+        "Sample K completions per prompt with vLLM; the trainer's weights are pushed into the engine in place "
+        "after every step."
+    )
+    Options = VLLMOptions
+
+    def __init__(
+        self,
+        options: Optional[VLLMOptions] = None,
+        *,
+        engine_factory: Optional[Callable[..., Any]] = None,
+        sampling_params_factory: Optional[Callable[..., Any]] = None,
+    ):
+        super().__init__(options)
+        self.engine_factory = engine_factory or create_engine
+        self.sampling_params_factory = sampling_params_factory or _vllm_sampling_params
+        self.handle: Optional[EngineHandle] = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    def setup(self, context: RunContext) -> None:
+        if context.trainer is None or context.tokenizer is None:
+            raise ValueError(
+                "The vllm generator needs the run's trainer and tokenizer (context.trainer, context.tokenizer): "
+                "its engine is built from the trainer's model and receives the trainer's weights after every step."
+            )
+        self.context = context
+        self.tokenizer = context.tokenizer
+        self.layout = ProcessLayout.of_trainer(context.trainer)
+        self.engine_key = (id(context.trainer), self.options.engine_settings())
+        self.handle = SHARED_ENGINES.acquire(self.engine_key, self._start_engine)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle = None
+            SHARED_ENGINES.release(self.engine_key)
+
+    def _start_engine(self) -> EngineHandle:
+        """Start this process's engine (if it hosts one) and push the current weights into it."""
+        group = make_generation_group(self.layout, self.options)
+        handle = EngineHandle(engine=None, group=group)
+        try:
+            if hosts_engine(self.layout, self.options):
+                handle.workdir = tempfile.mkdtemp(prefix="iterframe-vllm-")
+                handle.engine = self._build_engine(handle.workdir)
+            self._push(handle, self.context.model)
+        except BaseException:
+            stop_engine(handle)
+            raise
+        return handle
+
+    def _build_engine(self, workdir: str):
+        model_dir, load_format = engine_model_source(self.context.model, workdir)
+        tokenizer_dir = os.path.join(workdir, "tokenizer")
+        self.tokenizer.save_pretrained(tokenizer_dir)
+        kwargs = engine_kwargs(
+            self.options,
+            model_dir=model_dir,
+            tokenizer_dir=tokenizer_dir,
+            load_format=load_format,
+            seed=engine_seed(self.options, self.context.seed, self.layout),
+        )
+        with launch_environment(self.options, self.layout):
+            return self.engine_factory(**kwargs)
+
+    # --- weights --------------------------------------------------------------------------------------------
+
+    def update_weights(self, model) -> None:
+        """Push ``model``'s current weights into the running engine (every process calls this together)."""
+        if self.handle is None:
+            raise RuntimeError("The vllm generator is not set up: call setup(context) before update_weights().")
+        self._push(self.handle, model)
+
+    def _push(self, handle: EngineHandle, model) -> None:
+        weights = full_weights(sync_source(model, self.context.trainer))
+        if handle.engine is None:  # a process without an engine still takes part in the gathers
+            for _ in weights:
+                pass
+            return
+        push_weights(
+            handle.engine,
+            weights,
+            in_process=self.options.colocate,
+            bucket_bytes=self.options.sync_bucket_mb * 2**20,
+        )
+
+    # --- generation -----------------------------------------------------------------------------------------
+
+    def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
+        if self.handle is None:
+            raise RuntimeError("The vllm generator is not set up: call setup(context) before generate().")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if not self.options.do_sample and num_samples > 1:
+            raise ValueError(
+                f"The vllm generator has do_sample=false (greedy), which would make all {num_samples} samples per "
+                "prompt identical; set do_sample=true or ask for 1 sample per prompt."
+            )
+        encoded = [
+            encode_prompt(self.tokenizer, prompt, f"prompt {index}") for index, prompt in enumerate(prompts)
+        ]
+        group = self.handle.group
+        encoded_by_member = group.gather(encoded)
+        all_encoded = [ids for member_prompts in encoded_by_member for ids in member_prompts]
+        completions = None
+        if self.handle.engine is not None:
+            completions = self._generate_on_engine(all_encoded, num_samples)
+        if not self.options.colocate:
+            completions = group.broadcast_from_first(completions)
+        counts = [len(member_prompts) for member_prompts in encoded_by_member]
+        return split_by_counts(completions, counts)[group.index]
+
+    def _stop_token_ids(self) -> list[int]:
+        eos_id = self.tokenizer.eos_token_id
+        return [] if eos_id is None else [eos_id]
+
+    def _generate_on_engine(self, encoded: list[list[int]], num_samples: int) -> list[list[Completion]]:
+        if not encoded:
+            return []
+        sampling_params = self.sampling_params_factory(
+            **sampling_params_kwargs(self.options, num_samples, self._stop_token_ids())
+        )
+        outputs = self.handle.engine.generate(
+            [{"prompt_token_ids": ids} for ids in encoded], sampling_params, use_tqdm=False
+        )
+        if len(outputs) != len(encoded):
+            raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(encoded)} prompts.")
+        return [self._completions(output, num_samples) for output in outputs]
+
+    def _completions(self, request_output, num_samples: int) -> list[Completion]:
+        samples = sorted(request_output.outputs, key=lambda sample: sample.index)
+        if len(samples) != num_samples:
+            raise RuntimeError(
+                f"vLLM returned {len(samples)} completions of a prompt; {num_samples} were asked for."
+            )
+        return [self._completion(sample) for sample in samples]
+
+    def _completion(self, sample) -> Completion:
+        token_ids = list(sample.token_ids)
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        text, _ = cut_at_stop(text, self.options.stop)
+        return Completion(
+            text=text, num_tokens=len(token_ids), finish_reason=FINISH_REASONS.get(sample.finish_reason)
+        )
