@@ -321,7 +321,9 @@ class IterativeSFTTrainer(Trainer):
             logits, targets = outputs.logits, batch.labels
         else:
             outputs = self.model_wrapped(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            logits, targets = outputs.logits[:, :-1, :], batch.labels[:, 1:]
+            # Shift the labels, not the logits: slicing the logits would copy them (and their gradient) whole.
+            logits = outputs.logits
+            targets = F.pad(batch.labels[:, 1:], (0, 1), value=batching.IGNORE_INDEX)
         return F.cross_entropy(
             logits.float().reshape(-1, logits.size(-1)),
             targets.reshape(-1),
