@@ -39,6 +39,8 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
     "HOOK_NAMES",
+    "LOAD_PLUGINS_ENV",
+    "TRACE_PLUGINS_ENV",
     "ComponentInfo",
     "PluginInfo",
     "ComponentOptionError",

@@ -96,11 +96,11 @@ def test_table_shows_name_version_provides_and_hooks(long_filter_plugin):
     assert lines[2].split() == ["long-filter", "-", "filter:", "long", "register_filters,", "on_iteration_end"]
 
 
-def test_without_third_party_plugins_the_table_says_so(plugin_manager):
-    result = invoke()
-    assert (
-        result.stdout.strip()
-        == "No third-party plugins installed. `iterframe plugins --all` includes the built-ins."
+def test_without_third_party_plugins_the_table_says_so(plugin_manager, monkeypatch):
+    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", "")
+    assert invoke().stdout == (
+        "No third-party plugins installed. (ITERFRAME_LOAD_PLUGINS='' limits which are loaded.) "
+        "`iterframe plugins --all` includes the built-ins.\n"
     )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import click
 
 from ..components import COMPONENT_KINDS
 from ..options import did_you_mean
 from ..plugins import (
+    LOAD_PLUGINS_ENV,
     ComponentInfo,
     PluginInfo,
     UnknownComponentError,
@@ -86,7 +88,9 @@ def command(ctx: click.Context, include_builtins: bool, as_json: bool, kind: str
         click.echo(_plugins_table(plugins))
     else:
         what = f"providing a {kind}" if kind else "installed"
-        click.echo(f"No third-party plugins {what}. `iterframe plugins --all` includes the built-ins.")
+        allow_list = os.environ.get(LOAD_PLUGINS_ENV)
+        note = "" if allow_list is None else f" ({LOAD_PLUGINS_ENV}={allow_list!r} limits which are loaded.)"
+        click.echo(f"No third-party plugins {what}.{note} `iterframe plugins --all` includes the built-ins.")
 
 
 def _component_json(info: ComponentInfo) -> dict:
