@@ -1,7 +1,9 @@
 """Every hook iterframe calls. Plugins implement them with ``@iterframe.hookimpl``; all calls use keywords.
 
-Registration hooks are called once when the plugin manager builds its component registry; lifecycle hooks are
-called by the loop (:mod:`iterframe.loop`) around each stage of an iteration.
+Registration hooks are called once per plugin when the plugin manager builds its component registry (and again
+when plugins are registered or unregistered); lifecycle hooks are called by the loop (:mod:`iterframe.loop`) around
+each stage of an iteration. Every hook is called on every plugin that implements it; an implementation may take
+fewer arguments than the spec. ``docs/plugins.md`` documents each hook with an example.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def on_run_start(context):
 
 @hookspec
 def on_iteration_start(context, iteration, prompts):
-    """An iteration starts with these prompts (a list the hook may not change). Returns nothing."""
+    """An iteration starts. ``prompts`` holds the iteration's prompt records (``prompt_id``, ``prompt``,
+    ``reference``, ``extra``) in generation order; the hook may read them, not change them. Returns nothing."""
 
 
 @hookspec
