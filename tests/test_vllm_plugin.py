@@ -14,7 +14,7 @@ import types
 
 import pytest
 import torch
-from iterframe_vllm import VLLMGenerator, VLLMOptions
+from iterframe_vllm import VLLMGenerator, VLLMOptions, plugin
 from iterframe_vllm.engine import (
     WORKER_EXTENSION,
     engine_kwargs,
@@ -220,6 +220,19 @@ def test_missing_vllm_raises_how_to_install(monkeypatch):
         require_vllm()
 
 
+def test_choosing_vllm_without_it_installed_fails_when_the_run_is_configured(monkeypatch):
+    from iterframe.plugins import create_component, register, reset_plugin_manager
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    reset_plugin_manager()
+    try:
+        register(plugin, name="iterframe-vllm")
+        with pytest.raises(ValueError, match=r"pip install 'iterframe-vllm\[vllm\]'"):
+            create_component("generator", "vllm", {"max_new_tokens": "8"})
+    finally:
+        reset_plugin_manager()
+
+
 # --- engine and sampling arguments --------------------------------------------------------------------------
 
 
@@ -367,7 +380,7 @@ def test_setup_without_a_trainer_says_what_is_missing():
 
 def test_generate_before_setup_is_an_error():
     with pytest.raises(RuntimeError, match="call setup"):
-        VLLMGenerator().generate(["hi"], 1)
+        VLLMGenerator(engine_factory=lambda **kwargs: None).generate(["hi"], 1)
 
 
 # --- generation ---------------------------------------------------------------------------------------------

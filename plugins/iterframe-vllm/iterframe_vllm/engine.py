@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
@@ -22,6 +24,8 @@ from .placement import ProcessLayout
 __all__ = [
     "WORKER_EXTENSION",
     "EngineHandle",
+    "VLLMNotInstalledError",
+    "check_vllm_installed",
     "SharedEngines",
     "create_engine",
     "engine_kwargs",
@@ -43,12 +47,27 @@ INSTALL_HINT = (
 )
 
 
+class VLLMNotInstalledError(ImportError, ValueError):
+    """vLLM is not installed (a ``ValueError`` too, so the command line reports it as a bad choice of
+    generator, before the run writes anything)."""
+
+
+def check_vllm_installed() -> None:
+    """Raise :class:`VLLMNotInstalledError` unless vLLM can be imported (without importing it)."""
+    if "vllm" in sys.modules:
+        installed = sys.modules["vllm"] is not None
+    else:
+        installed = importlib.util.find_spec("vllm") is not None
+    if not installed:
+        raise VLLMNotInstalledError(INSTALL_HINT)
+
+
 def require_vllm():
-    """Import and return the ``vllm`` module, or raise ``ImportError`` saying how to install it."""
+    """Import and return the ``vllm`` module, or raise :class:`VLLMNotInstalledError` saying how to install it."""
     try:
         import vllm
     except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
+        raise VLLMNotInstalledError(INSTALL_HINT) from error
     return vllm
 
 

@@ -20,6 +20,7 @@ from iterframe.components import Completion, Generator, Prompt, RunContext
 from .engine import (
     EngineHandle,
     SharedEngines,
+    check_vllm_installed,
     create_engine,
     engine_kwargs,
     engine_model_source,
@@ -56,6 +57,9 @@ class VLLMGenerator(Generator):
         engine_factory: builds the engine from ``vllm.LLM`` keyword arguments (default ``vllm.LLM``).
         sampling_params_factory: builds sampling parameters from keyword arguments (default
             ``vllm.SamplingParams``).
+
+    Raises:
+        VLLMNotInstalledError: vLLM is needed (no ``engine_factory`` given) but not installed.
     """
 
     name = "vllm"
@@ -73,6 +77,8 @@ class VLLMGenerator(Generator):
         sampling_params_factory: Optional[Callable[..., Any]] = None,
     ):
         super().__init__(options)
+        if engine_factory is None:
+            check_vllm_installed()
         self.engine_factory = engine_factory or create_engine
         self.sampling_params_factory = sampling_params_factory or _vllm_sampling_params
         self.handle: Optional[EngineHandle] = None
