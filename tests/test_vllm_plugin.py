@@ -584,6 +584,19 @@ def test_a_generator_and_its_greedy_twin_share_one_engine(tmp_path, tiny_llama_p
     assert engine.shut_down and not os.path.exists(workdir)
 
 
+def test_closing_an_in_process_engine_drops_vllm_parallel_groups(tmp_path, tiny_llama_path, monkeypatch):
+    destroyed = []
+    parallel_state = types.SimpleNamespace(destroy_model_parallel=lambda: destroyed.append(True))
+    monkeypatch.setitem(sys.modules, "vllm.distributed.parallel_state", parallel_state)
+    trainer = make_trainer(tmp_path, tiny_llama_path)
+    colocated, _ = set_up(trainer)
+    separate, _ = set_up(trainer, colocate=False, device="cuda:0")
+    separate.close()
+    assert destroyed == []  # a separate engine's groups live in its own processes
+    colocated.close()
+    assert destroyed == [True]  # so that the next engine in this process can create them again
+
+
 def test_different_engine_options_get_different_engines(tmp_path, tiny_llama_path):
     trainer = make_trainer(tmp_path, tiny_llama_path)
     first, first_factory = set_up(trainer, gpu_memory_utilization=0.2)

@@ -76,11 +76,15 @@ def create_engine(**kwargs):
     return require_vllm().LLM(**kwargs)
 
 
-def shutdown_engine(engine) -> None:
-    """Stop an engine's core (and its worker processes, if any) so its GPU memory can be released."""
+def shutdown_engine(engine, in_process: bool) -> None:
+    """Stop an engine's core (and its worker processes, if any) so its GPU memory can be released; for an
+    engine in this process, also drop vLLM's parallel groups, so that a later engine can set them up again."""
     core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
     if core is not None and callable(getattr(core, "shutdown", None)):
         core.shutdown()
+    parallel_state = sys.modules.get("vllm.distributed.parallel_state")
+    if in_process and callable(getattr(parallel_state, "destroy_model_parallel", None)):
+        parallel_state.destroy_model_parallel()
 
 
 # --- what the engine is built from --------------------------------------------------------------------------
@@ -232,12 +236,14 @@ class EngineHandle:
     Args:
         engine: the ``vllm.LLM`` (``None`` on processes that do not host one, with a separate engine).
         group: the processes whose prompts this engine serves together (see :mod:`iterframe_vllm.placement`).
+        in_process: the engine's worker runs in this process (colocated).
         workdir: scratch folder holding the saved tokenizer (and config), removed with the engine.
         users: generators holding the handle.
     """
 
     engine: Any
     group: Any
+    in_process: bool = True
     workdir: Optional[str] = None
     users: int = 1
 
@@ -274,7 +280,7 @@ def stop_engine(handle: EngineHandle) -> None:
     """Shut the engine down, free its GPU memory and remove its scratch folder."""
     try:
         if handle.engine is not None:
-            shutdown_engine(handle.engine)
+            shutdown_engine(handle.engine, handle.in_process)
     finally:
         handle.engine = None
         gc.collect()

@@ -105,7 +105,7 @@ class VLLMGenerator(Generator):
     def _start_engine(self) -> EngineHandle:
         """Start this process's engine (if it hosts one) and push the current weights into it."""
         group = make_generation_group(self.layout, self.options)
-        handle = EngineHandle(engine=None, group=group)
+        handle = EngineHandle(engine=None, group=group, in_process=self.options.colocate)
         try:
             if hosts_engine(self.layout, self.options):
                 handle.workdir = tempfile.mkdtemp(prefix="iterframe-vllm-")
@@ -147,7 +147,7 @@ class VLLMGenerator(Generator):
         push_weights(
             handle.engine,
             weights,
-            in_process=self.options.colocate,
+            in_process=handle.in_process,
             bucket_bytes=self.options.sync_bucket_mb * 2**20,
         )
 
