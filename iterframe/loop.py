@@ -16,10 +16,12 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 from .artifacts import SAMPLES_FILE, iteration_dir, write_samples
+from .component_errors import blame, describe_origin
 from .components import Completion, Filter, Generator, Logger, Prompt, Reward, RunContext, Sample, SampleTokenizer
 from .iteration_metrics import reward_metrics, training_metrics
 from .lifecycle import Hooks
@@ -220,6 +222,7 @@ class IterativeLoop:
         self.config = config if config is not None else LoopConfig(output_dir=trainer.args.output_dir)
         self.prompts = self._check_prompts(prompts, "prompts")
         self.eval_prompts = self._check_prompts(eval_prompts, "eval_prompts") if eval_prompts else []
+        self._check_prompt_lengths()
         self.generator = _require(generator, Generator, "generator", "generator")
         if not isinstance(reward, Reward) and callable(reward):
             reward = FunctionReward(reward)
@@ -265,11 +268,44 @@ class IterativeLoop:
                 )
         return prompts
 
+    def _check_prompt_lengths(self) -> None:
+        """Refuse prompts that ``max_length`` truncation would cut: at least ``max_length`` tokens for a causal LM
+        (no room for a single completion token), more than ``max_length`` for an encoder-decoder."""
+        max_length = self.trainer.args.max_length
+        if max_length is None:
+            return
+        from .builtin.prompts import encode_prompt
+
+        tokenizer = self.trainer.processing_class
+        room = max_length if self.trainer.is_encoder_decoder else max_length - 1
+        too_long = []
+        for record in self.prompts:
+            num_tokens = len(encode_prompt(tokenizer, record.prompt, f"prompt {record.prompt_id}"))
+            if num_tokens > room:
+                too_long.append(f"prompt_id {record.prompt_id}: {num_tokens} tokens")
+        if too_long:
+            shown = "; ".join(too_long[:5]) + ("; ..." if len(too_long) > 5 else "")
+            raise ValueError(
+                f"{len(too_long)} of {len(self.prompts)} prompts do not fit train.max_length={max_length}, which "
+                f"leaves room for prompts of at most {room} tokens ({shown}). Raise max_length (e.g. --set "
+                "train.max_length=N), or remove the long prompts from the dataset."
+            )
+
     @property
     def components(self) -> list:
         """Every distinct component, in the order the loop uses them."""
-        ordered = [self.generator, self.eval_generator, self.reward, *self.filters, self.tokenizer, *self.loggers]
-        return list({id(component): component for component in ordered}.values())
+        return [component for _, component in self._components_with_kinds()]
+
+    def _components_with_kinds(self) -> list[tuple[str, Any]]:
+        ordered = [
+            ("generator", self.generator),
+            ("generator", self.eval_generator),
+            ("reward", self.reward),
+            *(("filter", item) for item in self.filters),
+            ("tokenizer", self.tokenizer),
+            *(("logger", item) for item in self.loggers),
+        ]
+        return list({id(component): (kind, component) for kind, component in ordered}.values())
 
     # --- the run --------------------------------------------------------------------------------------------
 
@@ -285,8 +321,9 @@ class IterativeLoop:
         first_iteration = self._claim_output_dir()
         set_up, error = [], None
         try:
-            for component in self.components:
-                component.setup(self.context)
+            for kind, component in self._components_with_kinds():
+                with blame(kind, component, None):
+                    component.setup(self.context)
                 set_up.append(component)
             self.hooks.call("on_run_start")
             for iteration in self.progress.iterations(first_iteration, self.config.iterations):
@@ -350,7 +387,7 @@ class IterativeLoop:
         samples = self._generate(self.generator, records, self.config.samples_per_prompt, iteration)
         self.hooks.call("on_samples_generated", iteration=iteration, samples=samples)
         generate_s, timer = time.perf_counter() - timer, time.perf_counter()
-        num_failed = self._score(samples)
+        num_failed = self._score(samples, iteration)
         score_s, timer = time.perf_counter() - timer, time.perf_counter()
         kept_samples, dropped_counts = self._filter(samples, iteration)
         filter_s, timer = time.perf_counter() - timer, time.perf_counter()
@@ -390,10 +427,18 @@ class IterativeLoop:
         with self.progress.bar(len(records), "generate") as bar:
             for start in range(0, len(records), chunk):
                 batch = records[start : start + chunk]
-                generated = generator.generate([record.prompt for record in batch], num_samples)
-                self._check_completions(generator, generated, len(batch), num_samples)
+                with blame("generator", generator, iteration):
+                    generated = generator.generate([record.prompt for record in batch], num_samples)
+                    self._check_completions(generator, generated, len(batch), num_samples)
                 completions.extend(generated)
                 bar.update(len(batch))
+        if not any(completion.text for record_completions in completions for completion in record_completions):
+            warnings.warn(
+                f"Iteration {iteration}: generator {_component_name(generator)!r} ({describe_origin(generator)}) "
+                f"returned only empty completions for {len(records)} prompts; they are scored and filtered like "
+                "any other, but check the generator's settings (max_new_tokens, stop strings).",
+                stacklevel=2,
+            )
         samples = []
         for record, record_completions in zip(records, completions):
             for index, completion in enumerate(record_completions):
@@ -424,32 +469,59 @@ class IterativeLoop:
             size = len(generated) if isinstance(generated, list) else type(generated).__name__
             raise ValueError(f"Generator {name!r} returned {size} completion lists for {num_prompts} prompts.")
         for index, completions in enumerate(generated):
-            if len(completions) != num_samples or not all(isinstance(item, Completion) for item in completions):
+            if (
+                not isinstance(completions, list)
+                or len(completions) != num_samples
+                or not all(isinstance(item, Completion) for item in completions)
+            ):
+                got = (
+                    f"{len(completions)} items ({', '.join(sorted({type(c).__name__ for c in completions}))})"
+                    if isinstance(completions, list)
+                    else f"a {type(completions).__name__}"
+                )
                 raise ValueError(
                     f"Generator {name!r} must return {num_samples} Completion objects per prompt; prompt {index} "
-                    f"got {len(completions)} items ({', '.join(sorted({type(c).__name__ for c in completions}))})."
+                    f"got {got}."
                 )
+            for item in completions:
+                if not isinstance(item.text, str):
+                    raise TypeError(
+                        f"Generator {name!r} returned a Completion whose text is {type(item.text).__name__} "
+                        f"{item.text!r:.60} for prompt {index}; Completion.text must be a string (may be empty)."
+                    )
 
-    def _score(self, samples: list[Sample]) -> int:
+    def _score(self, samples: list[Sample], iteration: int) -> int:
         """Set each sample's reward; return how many failed (non-finite score, dropped as ``failed-reward``)."""
         if not samples:
             return 0
-        scores = list(self.reward.score(samples))
-        if len(scores) != len(samples):
-            name = _component_name(self.reward)
-            raise ValueError(f"Reward {name!r} returned {len(scores)} scores for {len(samples)} samples.")
+        with blame("reward", self.reward, iteration):
+            scores = self._checked_scores(self.reward.score(samples), len(samples))
         num_failed = 0
         for sample, score in zip(samples, scores):
-            try:
-                sample.reward = float(score)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"Reward {_component_name(self.reward)!r} returned {score!r}; scores must be numbers."
-                ) from None
+            sample.reward = score
             if not math.isfinite(sample.reward):
                 sample.reward, sample.dropped_by = math.nan, FAILED_REWARD
                 num_failed += 1
         return num_failed
+
+    def _checked_scores(self, scores, expected: int) -> list[float]:
+        """``scores`` as floats, or a ``TypeError``/``ValueError`` saying what the reward returned instead."""
+        name = _component_name(self.reward)
+        if isinstance(scores, (str, bytes, dict)) or not hasattr(scores, "__len__"):
+            raise TypeError(
+                f"Reward {name!r} returned a {type(scores).__name__}; it must return a list of {expected} numbers."
+            )
+        if len(scores) != expected:
+            raise ValueError(f"Reward {name!r} returned {len(scores)} scores for {expected} samples.")
+        checked = []
+        for score in scores:
+            if isinstance(score, (str, bytes)) or score is None:
+                raise TypeError(f"Reward {name!r} returned {score!r}; scores must be numbers.")
+            try:
+                checked.append(float(score))
+            except (TypeError, ValueError):
+                raise TypeError(f"Reward {name!r} returned {score!r}; scores must be numbers.") from None
+        return checked
 
     def _filter(self, samples: list[Sample], iteration: int) -> tuple[list[Sample], dict[str, int]]:
         """Apply the ``on_samples_scored`` hooks, then the filter chain; return kept samples and drop counts."""
@@ -470,8 +542,9 @@ class IterativeLoop:
             if not survivors:
                 break
             name = _component_name(filter_component)
-            mask = filter_component.select(survivors)
-            self._check_mask(mask, len(survivors), f"Filter {name!r}")
+            with blame("filter", filter_component, iteration):
+                mask = filter_component.select(survivors)
+                self._check_mask(mask, len(survivors), f"Filter {name!r}")
             for sample, keep in zip(survivors, mask):
                 if not keep:
                     sample.dropped_by = name
@@ -493,8 +566,9 @@ class IterativeLoop:
             self._reset_to_base()
         stats_per_epoch = []
         if train_samples:
-            batch = self.tokenizer.tokenize(train_samples)
-            self._check_batch(batch, len(train_samples))
+            with blame("tokenizer", self.tokenizer, iteration):
+                batch = self.tokenizer.tokenize(train_samples)
+                self._check_batch(batch, len(train_samples))
             self.hooks.call("before_step", iteration=iteration, batch=batch)
             extras: dict[str, Any] = {}
             with self.progress.bar(self.config.train_epochs, "train") as bar:
@@ -509,7 +583,8 @@ class IterativeLoop:
                         extras.update(extra or {})
                     bar.update(1)
         for generator in {id(g): g for g in (self.generator, self.eval_generator)}.values():
-            generator.update_weights(self.trainer.model)
+            with blame("generator", generator, iteration):
+                generator.update_weights(self.trainer.model)
         metrics = training_metrics(stats_per_epoch, len(train_samples))
         if stats_per_epoch:
             metrics.update(extras)
@@ -541,7 +616,7 @@ class IterativeLoop:
         if not self.eval_prompts or not due:
             return []
         samples = self._generate(self.eval_generator, self.eval_prompts, 1, iteration)
-        num_failed = self._score(samples)
+        num_failed = self._score(samples, iteration)
         rewards = [0.0 if math.isnan(sample.reward) else sample.reward for sample in samples]
         row["eval/reward"] = sum(rewards) / len(rewards)
         row["eval/num_prompts"] = len(samples)
@@ -556,8 +631,9 @@ class IterativeLoop:
             if eval_samples:
                 write_samples(os.path.join(directory, SAMPLES_FILE_EVAL), eval_samples)
             for logger in self.loggers:
-                logger.log_metrics(dict(row), iteration)
-                logger.log_samples(samples, iteration)
+                with blame("logger", logger, iteration):
+                    logger.log_metrics(dict(row), iteration)
+                    logger.log_samples(samples, iteration)
         self.metrics.append(row)
         last = iteration == self.config.iterations - 1
         if (iteration + 1) % self.config.save_every == 0 or last:

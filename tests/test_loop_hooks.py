@@ -140,4 +140,4 @@ def test_on_run_end_gets_the_last_row_or_the_error(recording_plugin, tiny_llama_
     with pytest.raises(RuntimeError, match="no scores today"):
         make_loop(tiny_llama_path, tmp_path / "broken", reward=broken_reward, iterations=1).run()
     metrics, error = recording_plugin.run_end
-    assert metrics is None and str(error) == "no scores today"
+    assert metrics is None and str(error.__cause__) == "no scores today"

@@ -8,10 +8,14 @@ it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import traceback
 from typing import Any, Optional
 
 import click
@@ -28,7 +32,15 @@ from ..run_config import (
     save_run_config,
 )
 
-__all__ = ["PreparedRun", "check_output_dir", "command", "execute_run", "prepare_run"]
+__all__ = [
+    "PreparedRun",
+    "Terminated",
+    "check_output_dir",
+    "command",
+    "execute_run",
+    "prepare_run",
+    "stop_on_sigterm",
+]
 
 #: The logger that prints the per-iteration table; ``--quiet`` leaves it out.
 CONSOLE_LOGGER = "console"
@@ -203,7 +215,6 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
     components = prepared.components
     try:
         trainer = _load_trainer(run_config)
-        save_run_config(run_config, os.path.join(output_dir, CONFIG_FILE))
         loop = IterativeLoop(
             trainer,
             prepared.prompts,
@@ -216,11 +227,34 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
             config=run_config.loop,
             run_config=run_config.to_config(),
         )
+        save_run_config(run_config, os.path.join(output_dir, CONFIG_FILE))
         return loop.run()
     except BaseException:
         if run_config.loop.existing_output != "resume":
             _remove_unstarted_run(output_dir, existed)
         raise
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM; the run stops the way it does on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Inside the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), so a run that is told to
+    stop keeps its finished iterations, discards the one in progress and exits with a message."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the command --------------------------------------------------------------------------------------------
@@ -313,6 +347,7 @@ def command(config_file, overrides, resume, overwrite, **flags):
             "--resume and --overwrite exclude each other: --resume continues the run in --output-dir, "
             "--overwrite deletes it and starts again. Pass one of them."
         )
+    from ..component_errors import ComponentError
     from ..plugins import PluginLoadError
 
     existing_output = "resume" if resume else "overwrite" if overwrite else "error"
@@ -325,10 +360,17 @@ def command(config_file, overrides, resume, overwrite, **flags):
     if source == "demo" and not prepared.config.loop.quiet:
         click.echo("No config, --model or --dataset given: running the built-in demo.", err=True)
     try:
-        rows = execute_run(prepared)
+        with stop_on_sigterm():
+            rows = execute_run(prepared)
     except ValueError as error:  # errors for people (bad model, component setup, reward output): no traceback
         raise click.ClickException(f"{error}{_where_the_run_stands(prepared)}") from None
-    except KeyboardInterrupt:
-        raise click.ClickException(f"Interrupted.{_where_the_run_stands(prepared)}") from None
+    except ComponentError as error:  # a component's bug: its traceback, for its author, then what happened
+        click.echo("".join(traceback.format_exception(error.__cause__)), err=True, nl=False)
+        raise click.ClickException(f"{error}{_where_the_run_stands(prepared)}") from None
+    except KeyboardInterrupt as interrupt:
+        signal_name = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C (SIGINT)"
+        raise click.ClickException(
+            f"Stopped by {signal_name}; the iteration in progress was discarded.{_where_the_run_stands(prepared)}"
+        ) from None
     if rows and not prepared.config.loop.quiet:
         click.echo(f"Plot and table: iterframe report {prepared.config.loop.output_dir}")
