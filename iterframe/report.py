@@ -131,7 +131,7 @@ def plot_metrics(rows: list[dict[str, Any]], path: str) -> str:
             reward_axes.plot(iterations, values, marker="o", label=label)
     reward_axes.set_title("reward")
     reward_axes.legend(loc="best")
-    keep_axes.plot(iterations, [_number(row.get("keep_rate")) for row in rows], marker="o", color="tab:green")
+    keep_axes.plot(iterations, [_number(row.get("keep_rate")) for row in rows], marker="o", color="tab:purple")
     keep_axes.set_title("keep rate")
     keep_axes.set_ylim(-0.05, 1.05)
     loss_axes.plot(iterations, [_number(row.get("train/loss")) for row in rows], marker="o", color="tab:red")

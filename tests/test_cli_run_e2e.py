@@ -223,3 +223,18 @@ def test_failure_after_a_finished_iteration_keeps_it_for_resume(tiny_llama_path,
     assert "the reward service is down" in result.output
     assert "add --resume" in result.output
     assert [row["iteration"] for row in read_metrics(os.path.join(output_dir, "metrics.jsonl"))] == [0]
+
+
+def test_no_arguments_runs_the_demo_with_flag_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _invoke(["run", "--iterations", "1", "--set", "loop.prompts_per_iteration=8", "--output-dir", "demo"])
+    assert "built-in demo" in result.output
+    (row,) = read_metrics(os.path.join(tmp_path, "demo", "metrics.jsonl"))
+    from iterframe.demo import demo_run_spec
+
+    spec = demo_run_spec()
+    with open(spec["dataset"]["eval_dataset"]) as handle:
+        num_eval_prompts = sum(1 for line in handle if line.strip())
+    assert row["num_generated"] == 8 * spec["loop"]["samples_per_prompt"]
+    assert row["eval/num_prompts"] == num_eval_prompts
+    assert load_config_file(str(tmp_path / "demo" / "config.yaml"))["loop"]["iterations"] == 1
