@@ -95,7 +95,10 @@ def check_output_dir(output_dir: str, existing_output: str) -> None:
         os.remove(probe)
     except OSError as error:
         reason = error.strerror or error
-        raise RunConfigError(f"Cannot write to output directory {output_dir!r}: {reason}.") from None
+        raise RunConfigError(
+            f"Cannot write to output directory {output_dir!r}: {reason}. Make it writable or choose another "
+            "--output-dir."
+        ) from None
     finally:
         for folder in created:  # deepest first
             if os.path.isdir(folder) and not os.listdir(folder):
