@@ -238,3 +238,30 @@ def test_no_arguments_runs_the_demo_with_flag_overrides(tmp_path, monkeypatch):
     assert row["num_generated"] == 8 * spec["loop"]["samples_per_prompt"]
     assert row["eval/num_prompts"] == num_eval_prompts
     assert load_config_file(str(tmp_path / "demo" / "config.yaml"))["loop"]["iterations"] == 1
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<{{ message['role'] }}>{{ message['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def test_chat_message_prompts_run_through_the_chat_template(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
+
+    model_path = str(tmp_path / "chat-model")
+    build_tiny_causal_lm(model_path, train_bpe_tokenizer(chat_template=CHAT_TEMPLATE))
+    rows = [{"messages": [{"role": "user", "content": prompt}], "answer": answer} for prompt, answer in PROBLEMS]
+    dataset = str(tmp_path / "chat.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), dataset)
+    output_dir = str(tmp_path / "chat-run")
+    args = _run_args(model_path, dataset, output_dir, "--prompt-column", "messages", "--quiet")
+    _invoke(args)
+    samples = read_samples(samples_path(output_dir, 0))
+    assert json.loads(samples[0]["prompt"])[0]["role"] == "user"
+    assert load_config_file(os.path.join(output_dir, "config.yaml"))["tokenizer"]["name"] == "chat"
+    (row,) = read_metrics(os.path.join(output_dir, "metrics.jsonl"))
+    assert row["train/tokens"] > 0  # the kept assistant replies were trained on
