@@ -9,12 +9,21 @@ import os
 
 import pytest
 
-from iterframe.artifacts import read_metrics
+from iterframe.artifacts import SAMPLE_COLUMNS, read_metrics
 from iterframe.components import RunContext, Sample
 from iterframe.plugins import create_component
 
 SAMPLES = [
-    Sample(iteration=1, prompt_id=0, prompt="12 + 7?", completion="19", reference="19", reward=1.0, kept=True),
+    Sample(
+        iteration=1,
+        prompt_id=0,
+        prompt="12 + 7?",
+        completion="19",
+        reference="19",
+        reward=1.0,
+        kept=True,
+        info={"sample_index": 0, "generator": "hf", "num_tokens": 2, "finish_reason": "stop", "seed": 5},
+    ),
     Sample(
         iteration=1,
         prompt_id=0,
@@ -66,6 +75,16 @@ def test_console_prints_the_best_kept_samples_when_asked(plugin_manager, capsys)
     assert capsys.readouterr().out == ""
     make_logger("console", samples=1).log_samples(SAMPLES, iteration=1)
     assert capsys.readouterr().out == "iteration 1: best kept samples\n  [1] 12 + 7? => 19\n"
+
+
+def test_console_shows_an_unscored_kept_sample_last_with_a_dash(plugin_manager, capsys):
+    unscored = Sample(iteration=1, prompt_id=2, prompt="p", completion="c", kept=True)
+    make_logger("console", samples=3).log_samples([unscored, *SAMPLES], iteration=1)
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  [1] 12 + 7? => 19",
+        '  [0.5] [{"role": "user", "content": "hi"}] => hello there',
+        "  [-] p => c",
+    ]
 
 
 def test_jsonl_writes_one_row_per_iteration_to_output_dir(plugin_manager, tmp_path):
@@ -145,20 +164,25 @@ def test_wandb_offline_logs_metrics_and_a_samples_table_per_iteration(
     )
     with open(table_file) as handle:
         table = json.load(handle)
-    assert table["columns"] == [
-        "iteration",
-        "prompt_id",
-        "prompt",
-        "completion",
-        "reference",
-        "reward",
-        "kept",
-        "dropped_by",
-    ]
+    assert table["columns"] == list(SAMPLE_COLUMNS)
     assert table["data"] == [
-        [1, 0, "12 + 7?", "19", "19", 1.0, True, None],
-        [1, 0, "12 + 7?", "20", "19", 0.0, False, "threshold"],
-        [1, 1, '[{"role": "user", "content": "hi"}]', "hello there", None, 0.5, True, None],
+        [1, 0, 0, "12 + 7?", "19", "19", 1.0, True, None, "hf", 2, "stop", '{"seed": 5}'],
+        [1, 0, None, "12 + 7?", "20", "19", 0.0, False, "threshold", None, None, None, "{}"],
+        [
+            1,
+            1,
+            None,
+            '[{"role": "user", "content": "hi"}]',
+            "hello there",
+            None,
+            0.5,
+            True,
+            None,
+            None,
+            None,
+            None,
+            "{}",
+        ],
     ]
 
 
@@ -183,11 +207,8 @@ def test_tensorboard_writes_scalars_and_a_samples_text_table(plugin_manager, tmp
     assert [(event.step, event.value) for event in events.Scalars("reward_mean")] == [(0, 0.25), (1, 0.75)]
     (text_event,) = events.Tensors("samples/text_summary")
     text = text_event.tensor_proto.string_val[0].decode()
-    assert (
-        text.splitlines()[0]
-        == "| iteration | prompt_id | prompt | completion | reference | reward | kept | dropped_by |"
-    )
-    assert "| 1 | 0 | 12 + 7? | 20 | 19 | 0.0 | False | threshold |" in text
+    assert text.splitlines()[0] == "| " + " | ".join(SAMPLE_COLUMNS) + " |"
+    assert "| 1 | 0 |  | 12 + 7? | 20 | 19 | 0.0 | False | threshold |  |  |  | {} |" in text
 
 
 def test_tensorboard_log_dir_option(plugin_manager, tmp_path):

@@ -11,7 +11,7 @@ from ..components import Completion, Generator, Prompt, RunContext
 from ..hookspecs import hookimpl
 from .prompts import encode_prompt
 
-__all__ = ["HFGenerator", "cut_at_stop", "left_pad"]
+__all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad"]
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +33,18 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     if not positions:
         return text, False
     return text[: min(positions)], True
+
+
+def check_num_samples(generator_name: str, num_samples: int, do_sample: bool) -> None:
+    """Raise ``ValueError`` unless ``num_samples`` is >= 1, and 1 when decoding greedily (K copies of one
+    greedy completion are no samples)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    if not do_sample and num_samples > 1:
+        raise ValueError(
+            f"The {generator_name} generator has do_sample=false (greedy), which would make all {num_samples} "
+            "samples per prompt identical; set do_sample=true or ask for 1 sample per prompt."
+        )
 
 
 class HFGenerator(Generator):
@@ -86,13 +98,7 @@ class HFGenerator(Generator):
         self.calls = 0
 
     def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-        if not self.options.do_sample and num_samples > 1:
-            raise ValueError(
-                f"The hf generator has do_sample=false (greedy), which would make all {num_samples} samples per "
-                "prompt identical; set do_sample=true or ask for 1 sample per prompt."
-            )
+        check_num_samples(self.name, num_samples, self.options.do_sample)
         encoded = [
             encode_prompt(self.tokenizer, prompt, f"prompt {index}") for index, prompt in enumerate(prompts)
         ]

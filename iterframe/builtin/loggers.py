@@ -4,63 +4,31 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
 from numbers import Real
 from typing import Any, Optional
 
-from ..artifacts import METRICS_FILE, write_metrics_row
+from ..artifacts import METRICS_FILE, SAMPLE_COLUMNS, _sample_row, write_metrics_row
 from ..components import Logger, RunContext, Sample
 from ..hookspecs import hookimpl
 
-__all__ = [
-    "ConsoleLogger",
-    "JsonlLogger",
-    "TensorBoardLogger",
-    "WandbLogger",
-    "SAMPLE_TABLE_COLUMNS",
-    "sample_table",
-]
-
-#: Columns of the per-iteration samples table (wandb, tensorboard, console).
-SAMPLE_TABLE_COLUMNS = (
-    "iteration",
-    "prompt_id",
-    "prompt",
-    "completion",
-    "reference",
-    "reward",
-    "kept",
-    "dropped_by",
-)
+__all__ = ["ConsoleLogger", "JsonlLogger", "TensorBoardLogger", "WandbLogger", "sample_table"]
 
 
-def _text(value: Any) -> Optional[str]:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+def _table_row(sample: Sample) -> dict[str, Any]:
+    """The sample as a row of ``samples.parquet``, with a missing (non-finite) reward as ``None``."""
+    row = _sample_row(sample)
+    if isinstance(row["reward"], float) and not math.isfinite(row["reward"]):
+        row["reward"] = None
+    return row
 
 
 def sample_table(samples: list[Sample], limit: Optional[int] = None) -> list[list[Any]]:
-    """Rows of :data:`SAMPLE_TABLE_COLUMNS` for ``samples`` (chat prompts and non-text references as JSON)."""
-    rows = []
-    for sample in samples[:limit] if limit is not None else samples:
-        reward = float(sample.reward) if isinstance(sample.reward, Real) else None
-        rows.append(
-            [
-                sample.iteration,
-                sample.prompt_id,
-                _text(sample.prompt),
-                sample.completion,
-                _text(sample.reference),
-                reward,
-                bool(sample.kept),
-                sample.dropped_by,
-            ]
-        )
-    return rows
+    """Rows of ``samples.parquet``'s columns (:data:`iterframe.artifacts.SAMPLE_COLUMNS`) for the first ``limit``
+    samples; chat prompts and non-text references as JSON."""
+    return [[row[column] for column in SAMPLE_COLUMNS] for row in map(_table_row, samples[:limit])]
 
 
 def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, Real]:
@@ -107,11 +75,15 @@ class ConsoleLogger(Logger):
     def log_samples(self, samples: list[Sample], iteration: int) -> None:
         if self.options.samples <= 0:
             return
-        kept = sorted((sample for sample in samples if sample.kept), key=lambda sample: -sample.reward)
+        rows = sorted(
+            (_table_row(sample) for sample in samples if sample.kept),
+            key=lambda row: math.inf if row["reward"] is None else -row["reward"],
+        )
         lines = [f"iteration {iteration}: best kept samples"]
-        for sample in kept[: self.options.samples]:
-            prompt, completion = _shorten(_text(sample.prompt), 40), _shorten(sample.completion, 60)
-            lines.append(f"  [{sample.reward:.4g}] {prompt} => {completion}")
+        for row in rows[: self.options.samples]:
+            reward = "-" if row["reward"] is None else _format_value(row["reward"])
+            prompt, completion = _shorten(row["prompt"], 40), _shorten(row["completion"], 60)
+            lines.append(f"  [{reward}] {prompt} => {completion}")
         print("\n".join(lines), file=sys.stdout, flush=True)
 
 
@@ -189,7 +161,7 @@ class WandbLogger(Logger):
         if self.options.max_samples <= 0:
             return
         table = self.wandb.Table(
-            columns=list(SAMPLE_TABLE_COLUMNS), data=sample_table(samples, self.options.max_samples)
+            columns=list(SAMPLE_COLUMNS), data=sample_table(samples, self.options.max_samples)
         )
         self.run.log({"samples": table}, step=iteration)
 
@@ -231,8 +203,8 @@ class TensorBoardLogger(Logger):
     def log_samples(self, samples: list[Sample], iteration: int) -> None:
         if self.options.max_samples <= 0:
             return
-        header = "| " + " | ".join(SAMPLE_TABLE_COLUMNS) + " |"
-        lines = [header, "|" + "---|" * len(SAMPLE_TABLE_COLUMNS)]
+        header = "| " + " | ".join(SAMPLE_COLUMNS) + " |"
+        lines = [header, "|" + "---|" * len(SAMPLE_COLUMNS)]
         for row in sample_table(samples, self.options.max_samples):
             cells = [_shorten("" if cell is None else str(cell), 200).replace("|", "\\|") for cell in row]
             lines.append("| " + " | ".join(cells) + " |")

@@ -12,10 +12,17 @@ from ..components import RunContext, Sample, SampleTokenizer
 from ..hookspecs import hookimpl
 from .prompts import check_messages, encode_prompt, is_chat, render_prompt
 
-__all__ = ["ChatTokenizer", "CompletionOnlyTokenizer", "FullTextTokenizer", "IGNORE_INDEX"]
+__all__ = ["ChatTokenizer", "CompletionOnlyTokenizer", "EosOptions", "FullTextTokenizer", "IGNORE_INDEX"]
 
 #: Label of tokens that carry no loss.
 IGNORE_INDEX = -100
+
+
+@dataclasses.dataclass
+class EosOptions:
+    """Options of the tokenizers that append eos to the completion."""
+
+    add_eos: bool = dataclasses.field(default=True, metadata={"help": "Append eos so the model learns to stop."})
 
 
 class _PromptCompletionTokenizer(SampleTokenizer):
@@ -55,11 +62,7 @@ class CompletionOnlyTokenizer(_PromptCompletionTokenizer):
     name = "completion-only"
     description = "Train on the completion only: prompt tokens get label -100, eos is appended."
 
-    @dataclasses.dataclass
-    class Options:
-        add_eos: bool = dataclasses.field(
-            default=True, metadata={"help": "Append eos so the model learns to stop."}
-        )
+    Options = EosOptions
 
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
         prompt_ids = encode_prompt(self.tokenizer, sample.prompt, f"prompt {sample.prompt_id}")
@@ -75,11 +78,7 @@ class FullTextTokenizer(_PromptCompletionTokenizer):
     name = "full-text"
     description = "Train on prompt and completion alike (eos appended)."
 
-    @dataclasses.dataclass
-    class Options:
-        add_eos: bool = dataclasses.field(
-            default=True, metadata={"help": "Append eos so the model learns to stop."}
-        )
+    Options = EosOptions
 
     def setup(self, context: RunContext) -> None:
         super().setup(context)
