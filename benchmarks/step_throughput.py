@@ -1,0 +1,427 @@
+"""Step throughput of iterframe's ``IterativeSFTTrainer`` beside TRL 0.23.1's, on mixed-length texts, on CPU.
+
+Both trainers get the same model weights, the same texts and the same settings; rounds alternate between them
+so that both see the same machine load. Reported per trainer: real (non-pad) tokens/s, padding fraction, peak
+RSS while stepping, and for iterframe the fraction of the machine's matmul peak (6 x matmul params x tokens/s
+over the FLOP/s of a large fp32 ``torch.matmul`` measured in the same run) and where its step time goes.
+
+    tox -e bench                                   # beside TRL 0.23.1 (transformers<4.58); benchmarks/README.md
+    python benchmarks/step_throughput.py --no-trl  # iterframe alone, in any environment
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import os
+import platform
+import random
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+import iterframe
+from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
+
+#: Llama-style model shapes; "35m" is the one the targets are stated for.
+MODEL_PRESETS = {
+    "35m": dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408, vocab_size=8192),
+    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512),
+}
+
+_CONSONANTS = "bcdfghjklmnprstvwz"
+_VOWELS = "aeiou"
+
+
+# --- workload -----------------------------------------------------------------------------------------------
+
+
+def make_lexicon(rng: random.Random, size: int) -> list[str]:
+    """Distinct pronounceable pseudo-words of one to four syllables."""
+    words: dict[str, None] = {}
+    while len(words) < size:
+        syllables = rng.randint(1, 4)
+        words["".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(syllables))] = None
+    return list(words)
+
+
+def make_sentence_stream(rng: random.Random, lexicon: list[str], num_words: int) -> str:
+    """``num_words`` words drawn with a Zipf-like skew, in sentences with punctuation."""
+    weights = [1.0 / (rank + 1) for rank in range(len(lexicon))]
+    words = rng.choices(lexicon, weights=weights, k=num_words)
+    pieces = []
+    for index, word in enumerate(words):
+        pieces.append(word.capitalize() if index == 0 or pieces[-1].endswith(".") else word)
+        if rng.random() < 0.08:
+            pieces[-1] += rng.choice(".,;:?")
+    return " ".join(pieces)
+
+
+def make_texts(tokenizer, rng, lexicon, count: int, min_tokens: int, max_tokens: int) -> list[str]:
+    """``count`` texts whose token counts are spread uniformly over ``[min_tokens, max_tokens]``."""
+    texts = []
+    for _ in range(count):
+        target = rng.randint(min_tokens, max_tokens)
+        text = make_sentence_stream(rng, lexicon, 2 * target)
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoding["offset_mapping"]
+        texts.append(text[: offsets[min(target, len(offsets)) - 1][1]])
+    return texts
+
+
+def real_token_count(tokenizer, texts: list[str], max_length: int) -> int:
+    """Tokens both trainers train on: each text tokenized with special tokens and cut to ``max_length``."""
+    return sum(min(len(ids), max_length) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+
+
+# --- measurement helpers ------------------------------------------------------------------------------------
+
+
+def matmul_peak_flops(size: int = 4096, repeats: int = 3) -> float:
+    """FLOP/s of the fastest of ``repeats`` fp32 ``size`` x ``size`` matmuls (one warm-up first)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def matmul_parameter_count(model: torch.nn.Module) -> int:
+    """Weights that take part in a matmul per token (every ``nn.Linear``, the LM head included)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+class PaddingRecorder:
+    """Counts real and padded token positions of every training forward pass of a model."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.real_tokens = 0
+        self.padded_tokens = 0
+        self._handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        if module.training and kwargs.get("attention_mask") is not None:
+            self.real_tokens += int(kwargs["attention_mask"].sum())
+            self.padded_tokens += kwargs["attention_mask"].numel()
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else float("nan")
+
+
+class RssSampler:
+    """Peak resident memory of this process while the context is active, sampled every ``interval`` s."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self.peak_bytes = 0
+
+    @contextlib.contextmanager
+    def sampling(self):
+        stop = threading.Event()
+
+        def sample():
+            while True:
+                self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+                if stop.wait(self._interval):
+                    return
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+
+class StageTimer:
+    """Wall time spent in named methods of objects, by wrapping them on the instance."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner, method_name: str, stage: str) -> None:
+        method = getattr(owner, method_name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+        setattr(owner, method_name, timed)
+
+
+@dataclass
+class TrainerRun:
+    """One trainer under test and what was measured on it."""
+
+    name: str
+    trainer: object
+    padding: PaddingRecorder
+    rss: RssSampler
+    round_seconds: list[float] = field(default_factory=list)
+    round_tokens: list[int] = field(default_factory=list)
+    user_seconds: float = 0.0
+    system_seconds: float = 0.0
+
+    def step(self, texts: list[str], tokens: int) -> None:
+        with self.rss.sampling():
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            start = time.perf_counter()
+            self.trainer.step(texts=texts)
+            self.round_seconds.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+        self.user_seconds += after.ru_utime - usage.ru_utime
+        self.system_seconds += after.ru_stime - usage.ru_stime
+        self.round_tokens.append(tokens)
+
+    @property
+    def cores_used(self) -> float:
+        """CPU seconds per wall second while stepping: below the thread count means others took the cores."""
+        return (self.user_seconds + self.system_seconds) / sum(self.round_seconds)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return sum(self.round_tokens) / sum(self.round_seconds)
+
+    def round_rates(self) -> list[float]:
+        return [tokens / seconds for tokens, seconds in zip(self.round_tokens, self.round_seconds)]
+
+
+# --- trainers -----------------------------------------------------------------------------------------------
+
+
+def trainer_settings(args, output_dir: str) -> dict:
+    """Settings given identically to both trainers' configs."""
+    return dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        seed=args.seed,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+    )
+
+
+def load_trl():
+    """TRL's ``(IterativeSFTTrainer, IterativeSFTConfig, version)``, or ``None`` when TRL lacks them."""
+    try:
+        import trl
+        from trl import IterativeSFTConfig as TRLConfig
+        from trl import IterativeSFTTrainer as TRLTrainer
+    except ImportError:
+        return None
+    return TRLTrainer, TRLConfig, trl.__version__
+
+
+def build_runs(args, model, tokenizer, output_dir: str, trl_classes) -> list[TrainerRun]:
+    settings = trainer_settings(args, output_dir)
+    runs = []
+    ours_model = copy.deepcopy(model)
+    ours = IterativeSFTTrainer(ours_model, args=IterativeSFTConfig(**settings), processing_class=tokenizer)
+    runs.append(TrainerRun("iterframe", ours, PaddingRecorder(ours_model), RssSampler()))
+    if trl_classes is not None:
+        trl_trainer_class, trl_config_class, _ = trl_classes
+        trl_model = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TRL 0.23 announces the trainer's removal
+            theirs = trl_trainer_class(
+                trl_model, args=trl_config_class(**settings), processing_class=copy.deepcopy(tokenizer)
+            )
+        runs.append(TrainerRun("trl", theirs, PaddingRecorder(trl_model), RssSampler()))
+    return runs
+
+
+def instrument_stages(trainer: IterativeSFTTrainer) -> StageTimer:
+    """Time iterframe's step stages (a few ``perf_counter`` calls per micro-batch)."""
+    timer = StageTimer()
+    timer.wrap(trainer, "_prepare_samples", "tokenize + validate")
+    timer.wrap(trainer, "_micro_batches", "group + pad")
+    timer.wrap(trainer, "_loss_sum", "forward + loss")
+    timer.wrap(trainer.accelerator, "backward", "backward")
+    timer.wrap(trainer, "_optimizer_update", "clip + optimizer")
+    return timer
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def machine_lines() -> list[str]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
+    import transformers
+
+    return [
+        f"machine: {platform.machine()} {cpu}; nproc={nproc}; torch threads={torch.get_num_threads()}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"iterframe {iterframe.__version__}",
+    ]
+
+
+def print_report(args, runs, tokens_per_round, peaks, matmul_params, total_params, stage_seconds, trl_version):
+    ours = runs[0]
+    peak = max(peaks)
+
+    def peak_fraction(params: int) -> float:
+        return 6 * params * ours.tokens_per_second / peak
+
+    print("\n=== step throughput ===")
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    for line in machine_lines():
+        print(line)
+    if trl_version:
+        print(f"trl {trl_version}")
+    print(
+        f"workload: {args.preset} Llama-style model, {total_params / 1e6:.1f}M params ({matmul_params / 1e6:.1f}M "
+        f"in matmuls); {args.texts_per_step} texts/step() of {args.min_tokens}-{args.max_tokens} tokens, batch "
+        f"{args.batch_size}, max_length {args.max_length}; {args.rounds} timed step() calls each after "
+        f"{args.warmup} warm-up; mean {statistics.mean(tokens_per_round) / args.texts_per_step:.0f} tokens/text"
+    )
+    print(f"matmul peak ({args.peak_size}^3 fp32, best of {len(peaks)} checks): {peak / 1e9:.1f} GFLOP/s")
+    for run in runs:
+        rates = ", ".join(f"{rate:.0f}" for rate in run.round_rates())
+        print(
+            f"{run.name:>9}: {run.tokens_per_second:8.1f} real tokens/s (rounds: {rates}); padding "
+            f"{run.padding.padding_fraction:.1%}; peak RSS while stepping {run.rss.peak_bytes / 2**20:.0f} MiB; "
+            f"{run.cores_used:.2f} cores busy ({run.system_seconds / (run.user_seconds + run.system_seconds):.0%} "
+            "in the kernel)"
+        )
+    print(
+        f"iterframe matmul-peak fraction: {peak_fraction(total_params):.1%} (6 x {total_params / 1e6:.1f}M params "
+        f"x real tokens/s / peak); {peak_fraction(matmul_params):.1%} counting only the "
+        f"{matmul_params / 1e6:.1f}M weights used in matmuls"
+    )
+    busy = min(run.cores_used for run in runs)
+    if busy < 0.9 * torch.get_num_threads():
+        print(
+            f"note: only {busy:.2f} of {torch.get_num_threads()} cores were busy while stepping: other processes "
+            "took CPU time, so the tokens/s above are low (the ratio, from interleaved rounds, is less affected)."
+        )
+    if len(runs) > 1:
+        theirs = runs[1]
+        per_round = [a / b for a, b in zip(ours.round_rates(), theirs.round_rates())]
+        print(
+            f"ratio iterframe / trl: {ours.tokens_per_second / theirs.tokens_per_second:.2f}x "
+            f"(per round: {', '.join(f'{r:.2f}' for r in per_round)})"
+        )
+    total = sum(ours.round_seconds)
+    print("iterframe time by stage:")
+    for stage, seconds in stage_seconds.items():
+        print(f"  {stage:<20} {seconds:8.2f} s  {seconds / total:6.1%}")
+    other = total - sum(stage_seconds.values())
+    print(f"  {'other':<20} {other:8.2f} s  {other / total:6.1%}")
+    print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+def print_profile(trainer, texts: list[str], top: int) -> None:
+    """torch.profiler's top operators of one extra iterframe step() (with ``--profile``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.step(texts=texts)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="35m", help="model shape")
+    parser.add_argument("--texts-per-step", type=int, default=64, help="texts given to each step() call")
+    parser.add_argument("--min-tokens", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--rounds", type=int, default=2, help="timed step() calls per trainer")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed step() calls per trainer first")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (both)")
+    parser.add_argument("--peak-size", type=int, default=4096, help="side of the matmul that measures the peak")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-trl", action="store_true", help="measure iterframe alone")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N ops of one more step")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    trl_classes = None if args.no_trl else load_trl()
+    if not args.no_trl and trl_classes is None:
+        print("TRL with IterativeSFTTrainer is not installed here; measuring iterframe alone (run: tox -e bench).")
+    preset = dict(MODEL_PRESETS[args.preset])
+    vocab_size = preset.pop("vocab_size")
+
+    rng = random.Random(args.seed)
+    lexicon = make_lexicon(rng, 4 * vocab_size)
+    tokenizer = train_bpe_tokenizer([make_sentence_stream(rng, lexicon, 200) for _ in range(400)], vocab_size)
+    model, _ = build_tiny_causal_lm(
+        None, tokenizer, max_position_embeddings=args.max_length, seed=args.seed, **preset
+    )
+    warmup_texts = [make_texts(tokenizer, rng, lexicon, 16, args.min_tokens, args.max_tokens)]
+    round_texts = [
+        make_texts(tokenizer, rng, lexicon, args.texts_per_step, args.min_tokens, args.max_tokens)
+        for _ in range(args.rounds)
+    ]
+    tokens_per_round = [real_token_count(tokenizer, texts, args.max_length) for texts in round_texts]
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        runs = build_runs(args, model, tokenizer, output_dir, trl_classes)
+        for run in runs:
+            for _ in range(args.warmup):
+                run.trainer.step(texts=warmup_texts[0])
+            run.padding.real_tokens = run.padding.padded_tokens = 0
+        stages = instrument_stages(runs[0].trainer)
+        peaks = [matmul_peak_flops(args.peak_size)]
+        for index, (texts, tokens) in enumerate(zip(round_texts, tokens_per_round)):
+            for run in runs if index % 2 == 0 else runs[::-1]:  # alternate who goes first
+                run.step(texts, tokens)
+            peaks.append(matmul_peak_flops(args.peak_size))
+        print_report(
+            args,
+            runs,
+            tokens_per_round,
+            peaks,
+            matmul_parameter_count(model),
+            sum(p.numel() for p in model.parameters()),
+            stages.seconds,
+            trl_classes[2] if trl_classes else None,
+        )
+        if args.profile:
+            print_profile(runs[0].trainer, round_texts[0], args.profile)
+
+
+if __name__ == "__main__":
+    main()
