@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any, Optional
 
-from iterframe.builtin.generators import cut_at_stop
+from iterframe.builtin.generators import check_num_samples, cut_at_stop
 from iterframe.builtin.prompts import encode_prompt
 from iterframe.components import Completion, Generator, Prompt, RunContext
 
@@ -156,13 +156,7 @@ class VLLMGenerator(Generator):
     def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
         if self.handle is None:
             raise RuntimeError("The vllm generator is not set up: call setup(context) before generate().")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-        if not self.options.do_sample and num_samples > 1:
-            raise ValueError(
-                f"The vllm generator has do_sample=false (greedy), which would make all {num_samples} samples per "
-                "prompt identical; set do_sample=true or ask for 1 sample per prompt."
-            )
+        check_num_samples(self.name, num_samples, self.options.do_sample)
         encoded = [
             encode_prompt(self.tokenizer, prompt, f"prompt {index}") for index, prompt in enumerate(prompts)
         ]
