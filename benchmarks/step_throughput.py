@@ -363,7 +363,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=1e-5)
-    parser.add_argument("--rounds", type=int, default=2, help="timed step() calls per trainer")
+    parser.add_argument("--rounds", type=int, default=3, help="timed step() calls per trainer")
     parser.add_argument("--warmup", type=int, default=1, help="untimed step() calls per trainer first")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (both)")
     parser.add_argument("--peak-size", type=int, default=4096, help="side of the matmul that measures the peak")
