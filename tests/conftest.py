@@ -125,3 +125,11 @@ def fake_distribution(tmp_path, monkeypatch):
             if any(str(getattr(module, "__file__", "") or "").startswith(root) for root in roots):
                 del sys.modules[module_name]
         reset_plugin_manager()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def iterframe_cache_dir(tmp_path_factory):
+    """The demo model is built into a per-session cache, never into the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ITERFRAME_CACHE_DIR", str(tmp_path_factory.mktemp("iterframe-cache")))
+        yield
