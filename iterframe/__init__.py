@@ -1,5 +1,6 @@
 """iterframe: iterative fine-tuning of language models with pluggable generators, rewards and filters."""
 
+from .component_errors import ComponentError
 from .components import (
     Completion,
     Filter,
@@ -17,6 +18,7 @@ from .trainer import IterativeSFTTrainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "ComponentError",
     "Completion",
     "Filter",
     "Generator",
