@@ -1,0 +1,90 @@
+"""The built-in demo: shipped prompts, the cached demo model, its run spec, and a shortened run that learns."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from iterframe.demo import DEMO_EVAL_PROMPTS, DEMO_TRAIN_PROMPTS, demo_model_path, demo_run_spec
+from iterframe.demo import model as demo_model
+
+
+def _problems(path) -> list[tuple[int, int, str]]:
+    problems = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            left, right = row["prompt"].rstrip("=").split("+")
+            problems.append((int(left), int(right), row["answer"]))
+    return problems
+
+
+def test_shipped_prompt_sets_are_disjoint_and_answers_are_sums():
+    train, held_out = _problems(DEMO_TRAIN_PROMPTS), _problems(DEMO_EVAL_PROMPTS)
+    assert (len(train), len(held_out)) == (80, 20)
+    assert all(answer == str(a + b) for a, b, answer in train + held_out)
+    pairs = {(a, b) for a, b, _ in train} | {(a, b) for a, b, _ in held_out}
+    assert pairs == {(a, b) for a in range(10) for b in range(10)}
+
+
+@pytest.fixture(scope="module")
+def model_path():
+    return demo_model_path()
+
+
+def test_demo_model_is_built_once_then_reused(model_path, monkeypatch):
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the cached demo model was rebuilt")
+
+    monkeypatch.setattr(demo_model, "build_demo_model", no_rebuild)
+    assert demo_model_path() == model_path
+    assert os.path.basename(model_path).startswith("demo-model-")
+    assert os.path.dirname(model_path) == os.environ["ITERFRAME_CACHE_DIR"]
+
+
+def test_warmed_up_model_answers_in_format_but_cannot_add(model_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    problems = _problems(DEMO_TRAIN_PROMPTS) + _problems(DEMO_EVAL_PROMPTS)
+    torch.manual_seed(0)
+    correct, digits_only = 0, 0
+    for a, b, answer in problems:
+        encoded = tokenizer(f"{a}+{b}=", return_tensors="pt")
+        output = model.generate(**encoded, max_new_tokens=3, do_sample=True, pad_token_id=tokenizer.pad_token_id)
+        completion = tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        correct += completion == answer
+        digits_only += completion.isdigit()
+    assert digits_only >= 80  # it learned the format ...
+    assert correct <= 20  # ... but answers right only by chance (about 1 in 19)
+
+
+def test_run_spec_names_the_cached_model_and_shipped_prompts(model_path):
+    spec = demo_run_spec()
+    assert spec["model"] == model_path
+    assert spec["dataset"]["path"] == DEMO_TRAIN_PROMPTS
+    assert spec["dataset"]["eval_dataset"] == DEMO_EVAL_PROMPTS
+    assert [entry if isinstance(entry, str) else entry["name"] for entry in spec["filters"]] == [
+        "threshold",
+        "dedup",
+    ]
+
+
+def test_shortened_demo_run_learns_to_add(model_path, tmp_path):
+    from click.testing import CliRunner
+
+    from iterframe.artifacts import read_metrics
+    from iterframe.cli import cli
+
+    output_dir = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["run", "--iterations", "10", "--output-dir", str(output_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = read_metrics(output_dir / "metrics.jsonl")
+    assert [row["iteration"] for row in rows] == list(range(10))
+    assert rows[0]["reward/mean"] < 0.1  # chance level
+    assert rows[-1]["reward/mean"] > 0.25
+    assert rows[-1]["eval/reward"] >= rows[0]["eval/reward"] + 0.2  # held-out problems, never trained on
