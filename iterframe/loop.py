@@ -32,6 +32,7 @@ from .run_state import (
     EXISTING_OUTPUT_MODES,
     FINAL_DIR,
     claim_output_dir,
+    latest_checkpoint,
     read_loop_state,
     save_final_model,
     save_loop_checkpoint,
@@ -344,16 +345,15 @@ class IterativeLoop:
 
     def _claim_output_dir(self) -> int:
         """Claim the output directory (error / resume / overwrite); return the first iteration to run."""
-        checkpoint = None
         if self.is_main_process:
-            checkpoint = claim_output_dir(
-                self.config.output_dir, self.config.existing_output, dataclasses.asdict(self.config)
-            )
+            claim_output_dir(self.config.output_dir, self.config.existing_output, dataclasses.asdict(self.config))
         self.trainer.accelerator.wait_for_everyone()
         if self.config.existing_output != "resume":
             return 0
+        checkpoint = latest_checkpoint(self.config.output_dir)
         if checkpoint is None:  # the run stopped before its first checkpoint: start it over
-            truncate_run(self.config.output_dir, -1)
+            if self.is_main_process:
+                truncate_run(self.config.output_dir, -1)
             return 0
         state = read_loop_state(checkpoint)
         self.trainer.load_checkpoint(checkpoint)

@@ -13,6 +13,8 @@ A checkpoint is written to ``checkpoints/.tmp-iteration-NNNNNN`` and renamed whe
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -20,7 +22,7 @@ import time
 from typing import Any, Optional
 
 from . import __version__
-from .artifacts import METRICS_FILE, atomic_write_json, read_metrics
+from .artifacts import METRICS_FILE, atomic_write_json, truncate_metrics
 
 __all__ = [
     "CHECKPOINTS_DIR",
@@ -35,6 +37,7 @@ __all__ = [
     "read_loop_state",
     "save_final_model",
     "save_loop_checkpoint",
+    "truncate_run",
 ]
 
 RUN_FILE = "run.json"
@@ -145,10 +148,22 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
 
 def read_loop_state(checkpoint: str) -> dict[str, Any]:
     """The loop state (JSON) of a checkpoint."""
-    import json
-
     with open(os.path.join(checkpoint, LOOP_STATE_FILE), encoding="utf-8") as handle:
         return json.load(handle)
+
+
+@contextlib.contextmanager
+def _no_save_progress_bars():
+    """Hide transformers' "Writing model shards" bars while the loop saves (its own bars show progress)."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def _save_training_state(trainer, path: str) -> None:
@@ -189,7 +204,8 @@ def save_loop_checkpoint(
     if is_main:
         _remove(temp_path)
     trainer.accelerator.wait_for_everyone()
-    _save_training_state(trainer, temp_path)
+    with _no_save_progress_bars():
+        _save_training_state(trainer, temp_path)
     trainer.accelerator.wait_for_everyone()
     if is_main:
         atomic_write_json(os.path.join(temp_path, LOOP_STATE_FILE), loop_state)
@@ -214,7 +230,8 @@ def save_final_model(trainer, output_dir: str, model_card: Optional[dict[str, An
     if is_main:
         _remove(temp_path)
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(temp_path)
+    with _no_save_progress_bars():
+        trainer.save_model(temp_path)
     if is_main:
         trainer.create_model_card(output_dir=temp_path, **(model_card or {}))
         _move_into_place(temp_path, path)
@@ -227,14 +244,9 @@ def truncate_run(output_dir: str, last_iteration: int) -> list[dict[str, Any]]:
 
     Returns the metrics rows that remain.
     """
-    from .artifacts import truncate_metrics
-
     directory = os.path.join(output_dir, ITERATIONS_DIR)
     if os.path.isdir(directory):
         for name in os.listdir(directory):
             if not name.isdigit() or int(name) > last_iteration:
                 _remove(os.path.join(directory, name))
-    metrics_path = os.path.join(output_dir, METRICS_FILE)
-    if os.path.exists(metrics_path):
-        return truncate_metrics(metrics_path, last_iteration)
-    return read_metrics(metrics_path)
+    return truncate_metrics(os.path.join(output_dir, METRICS_FILE), last_iteration)

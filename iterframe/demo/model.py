@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -46,6 +47,7 @@ def demo_model_path() -> str:
     digest = hashlib.sha256(json.dumps([config, __version__], sort_keys=True).encode("utf-8")).hexdigest()[:12]
     path = os.path.join(demo_cache_dir(), f"demo-model-{digest}")
     if not os.path.isfile(os.path.join(path, _BUILT_MARKER)):
+        print(f"Building the demo model into {path} (first run only) ...", file=sys.stderr, flush=True)
         build_demo_model(path, config)
     return path
 
