@@ -9,6 +9,7 @@ A configuration is a plain dict shaped like the YAML file (see ``docs/config.md`
     filters: [threshold, {name: best-of-n, options: {k: 1}}]
     tokenizer: completion-only     loggers: [console]
     loop: {iterations: 3, prompts_per_iteration: 8, samples_per_prompt: 4}
+    peft: {method: lora, r: 8, alpha: 16, target_modules: [q_proj, v_proj]}   # optional: train LoRA adapters
     train: {learning_rate: 1.0e-4}  # any IterativeSFTConfig field
     output_dir: runs/my-run
 
@@ -28,6 +29,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from .options import ComponentOptionError, build_options, coerce_option
+from .peft_settings import PeftSettings
 from .prompts import DatasetSettings
 
 __all__ = [
@@ -56,6 +58,7 @@ TOP_LEVEL_KEYS = (
     *COMPONENT_LIST_SECTIONS,
     "loop",
     "train",
+    "peft",
     "output_dir",
 )
 DEFAULT_GENERATOR = "hf"
@@ -110,6 +113,7 @@ class RunConfig:
     loop: Any  # iterframe.loop.LoopConfig
     train: Any  # iterframe.IterativeSFTConfig
     train_settings: dict[str, Any]  # the ``train:`` section as given (after coercion), saved in config.yaml
+    peft: Optional[PeftSettings] = None  # None: train the full model
 
     def with_default_tokenizer(self, prompts_are_chat: bool) -> RunConfig:
         """This config with the default sample tokenizer filled in when none was named."""
@@ -139,6 +143,7 @@ class RunConfig:
             "loggers": [spec.to_config() for spec in self.loggers],
             "loop": loop,
             "train": dict(self.train_settings),
+            "peft": self.peft.to_config() if self.peft else None,
             "output_dir": self.loop.output_dir,
         }
         return {key: value for key, value in config.items() if value is not None}
@@ -244,6 +249,8 @@ def _normalised_sections(config: dict[str, Any]) -> dict[str, Any]:
     config["dataset"] = {"path": dataset} if isinstance(dataset, str) else _mapping(dataset, "dataset")
     for key in ("loop", "train"):
         config[key] = _mapping(config.get(key), key)
+    peft = config.get("peft")
+    config["peft"] = {"method": peft} if isinstance(peft, str) else _mapping(peft, "peft")
     model_init_kwargs = config.get("model_init_kwargs")
     config["model_init_kwargs"] = (
         _parse_model_init_kwargs(model_init_kwargs)
@@ -312,6 +319,8 @@ def apply_flags(config: dict[str, Any], **flags: Any) -> dict[str, Any]:
             config["model_init_kwargs"] = _parse_model_init_kwargs(value) if isinstance(value, str) else value
         elif flag == "dataset":
             config["dataset"]["path"] = value
+        elif flag == "peft":
+            config["peft"]["method"] = value
         elif flag in dataset_keys:
             config["dataset"][flag] = value
         elif flag in loop_keys:
@@ -373,9 +382,11 @@ def _apply_override(config: dict[str, Any], assignment: str) -> None:
         config[head] = value
     elif head == "dataset" and not rest:
         config["dataset"]["path"] = value
+    elif head == "peft" and not rest:
+        config["peft"]["method"] = value
     elif head == "model_init_kwargs" and len(rest) == 1:
         config["model_init_kwargs"] = {**(config.get("model_init_kwargs") or {}), rest[0]: yaml.safe_load(value)}
-    elif head in ("dataset", "loop", "train") and len(rest) == 1:
+    elif head in ("dataset", "loop", "train", "peft") and len(rest) == 1:
         config[head][rest[0]] = value
     elif head in SINGLE_COMPONENT_SECTIONS and len(rest) <= 1:
         if not rest:
@@ -480,6 +491,21 @@ def _dataset_settings(settings: dict[str, Any]) -> DatasetSettings:
         raise RunConfigError(str(error)) from None
 
 
+def _peft_settings(settings: dict[str, Any]) -> Optional[PeftSettings]:
+    """The ``peft:`` section as :class:`PeftSettings`; ``None`` when the section is empty (full fine-tuning)."""
+    if not settings:
+        return None
+    if settings.get("method") is None:
+        raise RunConfigError(
+            f"peft options ({', '.join(map(str, settings))}) were set but no adapter method: pass --peft lora "
+            "or set `peft: {method: lora, ...}` in the config file."
+        )
+    try:
+        return build_options(PeftSettings, settings, "peft section")
+    except ComponentOptionError as error:
+        raise RunConfigError(str(error)) from None
+
+
 def resolve_run_config(config: dict[str, Any], existing_output: str = "error") -> RunConfig:
     """Check and type every part of ``config`` and build the :class:`RunConfig`.
 
@@ -521,6 +547,7 @@ def resolve_run_config(config: dict[str, Any], existing_output: str = "error") -
         loop=loop,
         train=train,
         train_settings=train_settings,
+        peft=_peft_settings(config["peft"]),
     )
 
 

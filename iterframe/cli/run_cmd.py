@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import click
 
+from ..peft_settings import PEFT_METHODS
 from ..run_config import (
     CONFIG_FILE,
     ComponentSpec,
@@ -44,6 +45,8 @@ __all__ = [
 
 #: The logger that prints the per-iteration table; ``--quiet`` leaves it out.
 CONSOLE_LOGGER = "console"
+#: Where ``peft.merge_final`` writes the merged model, inside ``final/``.
+MERGED_DIR = "merged"
 
 
 @dataclasses.dataclass
@@ -171,13 +174,33 @@ def _silence_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def _load_trainer(run_config: RunConfig):
-    """``IterativeSFTTrainer(model, args=...)``; a model that fails to load is a :class:`RunConfigError`."""
-    from ..trainer import IterativeSFTTrainer
+def _peft_config(run_config: RunConfig):
+    """The ``peft.LoraConfig`` of the run's ``peft:`` section, or ``None`` for full fine-tuning."""
+    if run_config.peft is None:
+        return None
+    from transformers import AutoConfig
 
     try:
-        return IterativeSFTTrainer(run_config.model, args=run_config.train)
+        model_config = AutoConfig.from_pretrained(run_config.model)
     except (OSError, ValueError) as error:
+        raise RunConfigError(f"Cannot load model {run_config.model!r}: {error}") from None
+    return run_config.peft.lora_config(bool(getattr(model_config, "is_encoder_decoder", False)))
+
+
+def _load_trainer(run_config: RunConfig):
+    """``IterativeSFTTrainer(model, args=..., peft_config=...)``; a model that fails to load, or adapters that do
+    not fit it, are a :class:`RunConfigError`."""
+    from ..trainer import IterativeSFTTrainer
+
+    peft_config = _peft_config(run_config)
+    try:
+        return IterativeSFTTrainer(run_config.model, args=run_config.train, peft_config=peft_config)
+    except (OSError, ValueError) as error:
+        if type(error).__module__.startswith("peft."):
+            raise RunConfigError(
+                f"Cannot add LoRA adapters to {run_config.model!r}: {error} Set peft.target_modules to names of "
+                "the model's linear layers (e.g. q_proj,v_proj) or to all-linear."
+            ) from None
         raise RunConfigError(f"Cannot load model {run_config.model!r}: {error}") from None
 
 
@@ -231,11 +254,27 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
             run_config=run_config.to_config(),
         )
         save_run_config(run_config, os.path.join(output_dir, CONFIG_FILE))
-        return loop.run()
+        rows = loop.run()
+        if run_config.peft is not None and run_config.peft.merge_final and rows:
+            _save_merged_final(trainer, output_dir)
+        return rows
     except BaseException:
         if run_config.loop.existing_output != "resume":
             _remove_unstarted_run(output_dir, existed)
         raise
+
+
+def _save_merged_final(trainer, output_dir: str) -> str:
+    """Write ``final/merged/``: the base model with the trained adapters merged in, and the tokenizer."""
+    from ..adapters import merged_copy
+    from ..run_state import FINAL_DIR
+
+    path = os.path.join(output_dir, FINAL_DIR, MERGED_DIR)
+    if trainer.args.should_save:
+        merged_copy(trainer.model, path)
+        trainer.processing_class.save_pretrained(path)
+    trainer.accelerator.wait_for_everyone()
+    return path
 
 
 class Terminated(KeyboardInterrupt):
@@ -319,6 +358,12 @@ def _where_the_run_stands(prepared: PreparedRun) -> str:
     "--tokenizer", metavar="NAME", help="Sample tokenizer. [chat for chat prompts, else completion-only]"
 )
 @click.option("--logger", "loggers", metavar="NAME", multiple=True, help="Logger component; repeat. [console]")
+@click.option(
+    "--peft",
+    type=click.Choice(PEFT_METHODS),
+    help="Train adapters instead of the full model; options via --set peft.r=8, peft.alpha=16, peft.dropout, "
+    "peft.target_modules=q_proj,v_proj, peft.merge_final=true.",
+)
 @click.option("--iterations", type=click.IntRange(min=1), metavar="N", help="Iterations to run.")
 @click.option(
     "--prompts-per-iteration", type=click.IntRange(min=1), metavar="N", help="Prompts drawn per iteration."
