@@ -1,0 +1,49 @@
+"""Sharding an iteration's work across processes and gathering it back in a deterministic order.
+
+Every process holds the same list (the prompts drawn with the run's seed, the kept samples); process ``rank`` of
+``world`` works on ``items[rank::world]``, and :func:`gather_in_order` gives every process the whole list back in
+the original order, so global steps (filters, metrics) see exactly what a one-process run sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, TypeVar
+
+__all__ = ["gather_in_order", "group", "interleave", "shard"]
+
+T = TypeVar("T")
+
+
+def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """The share of process ``rank`` of ``world``: ``items[rank::world]``."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not a process of a world of {world}; need 0 <= rank < world.")
+    return list(items[rank::world])
+
+
+def interleave(shards: Sequence[Sequence[T]]) -> list[T]:
+    """Undo :func:`shard`: ``shards[r]`` is ``items[r::len(shards)]``; return ``items``."""
+    world = len(shards)
+    total = sum(len(part) for part in shards)
+    for rank, part in enumerate(shards):
+        expected = len(range(rank, total, world))
+        if len(part) != expected:
+            raise ValueError(f"shard {rank} holds {len(part)} items; a strided split of {total} gives it {expected}.")
+    return [shards[index % world][index // world] for index in range(total)]
+
+
+def group(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in consecutive groups of ``size`` (the samples of one prompt)."""
+    if size < 1 or len(items) % size:
+        raise ValueError(f"{len(items)} items do not split into groups of {size}.")
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+def gather_in_order(local_items: list[Any], num_processes: int) -> list[Any]:
+    """Every process's ``local_items`` (its :func:`shard` of a list), gathered on every process in the original
+    order. One process: ``local_items`` as given."""
+    if num_processes == 1:
+        return list(local_items)
+    from accelerate.utils import gather_object
+
+    return interleave(gather_object([list(local_items)]))
