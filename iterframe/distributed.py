@@ -7,7 +7,8 @@ the original order, so global steps (filters, metrics) see exactly what a one-pr
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 __all__ = ["gather_in_order", "group", "interleave", "shard"]
 
@@ -28,7 +29,9 @@ def interleave(shards: Sequence[Sequence[T]]) -> list[T]:
     for rank, part in enumerate(shards):
         expected = len(range(rank, total, world))
         if len(part) != expected:
-            raise ValueError(f"shard {rank} holds {len(part)} items; a strided split of {total} gives it {expected}.")
+            raise ValueError(
+                f"shard {rank} holds {len(part)} items; a strided split of {total} items gives it {expected}."
+            )
     return [shards[index % world][index // world] for index in range(total)]
 
 
