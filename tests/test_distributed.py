@@ -32,7 +32,7 @@ def test_shard_refuses_a_rank_outside_the_world():
 
 
 def test_interleave_refuses_shards_that_are_not_a_strided_split():
-    with pytest.raises(ValueError, match="shard 1 holds 2 items"):
+    with pytest.raises(ValueError, match="shard 0 holds 1 items; a strided split of 3 items gives it 2"):
         interleave([[0], [1, 3]])
 
 
