@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 from .artifacts import SAMPLES_FILE, iteration_dir, write_samples
 from .component_errors import blame, describe_origin
 from .components import Completion, Filter, Generator, Logger, Prompt, Reward, RunContext, Sample, SampleTokenizer
+from .distributed import gather_in_order, group, shard
 from .iteration_metrics import reward_metrics, training_metrics
 from .lifecycle import Hooks
 from .progress import Progress
@@ -384,10 +385,10 @@ class IterativeLoop:
         self.hooks.call("on_iteration_start", iteration=iteration, prompts=list(records))
 
         timer = time.perf_counter()
-        samples = self._generate(self.generator, records, self.config.samples_per_prompt, iteration)
+        samples = self._generate(self.generator, self._local(records), self.config.samples_per_prompt, iteration)
         self.hooks.call("on_samples_generated", iteration=iteration, samples=samples)
         generate_s, timer = time.perf_counter() - timer, time.perf_counter()
-        num_failed = self._score(samples, iteration)
+        samples, num_failed = self._scored_and_gathered(samples, self.config.samples_per_prompt, iteration)
         score_s, timer = time.perf_counter() - timer, time.perf_counter()
         kept_samples, dropped_counts = self._filter(samples, iteration)
         filter_s, timer = time.perf_counter() - timer, time.perf_counter()
@@ -420,9 +421,27 @@ class IterativeLoop:
         self._finish_iteration(iteration, row, samples, eval_samples)
         return row
 
+    # --- several processes: each works on its share, every one sees the whole iteration -------------------------
+
+    @property
+    def _num_processes(self) -> int:
+        return self.trainer.accelerator.num_processes
+
+    def _local(self, items: list) -> list:
+        """This process's share of ``items`` (all of them with one process)."""
+        return shard(items, self.trainer.accelerator.process_index, self._num_processes)
+
+    def _scored_and_gathered(self, local_samples: list[Sample], num_samples: int, iteration: int):
+        """Score this process's samples, then gather every process's in prompt order; return them and how many
+        rewards failed."""
+        self._score(local_samples, iteration)
+        per_prompt = gather_in_order(group(local_samples, num_samples), self._num_processes)
+        samples = [sample for prompt_samples in per_prompt for sample in prompt_samples]
+        return samples, sum(sample.dropped_by == FAILED_REWARD for sample in samples)
+
     def _generate(self, generator: Generator, records: list[PromptRecord], num_samples: int, iteration: int):
         """``num_samples`` samples per record, in record order (prompts go in chunks, for the progress bar)."""
-        chunk = getattr(generator.options, "batch_size", None) or len(records)
+        chunk = getattr(generator.options, "batch_size", None) or max(len(records), 1)
         completions: list[list[Completion]] = []
         with self.progress.bar(len(records), "generate") as bar:
             for start in range(0, len(records), chunk):
@@ -432,7 +451,8 @@ class IterativeLoop:
                     self._check_completions(generator, generated, len(batch), num_samples)
                 completions.extend(generated)
                 bar.update(len(batch))
-        if not any(completion.text for record_completions in completions for completion in record_completions):
+        texts = [completion.text for record_completions in completions for completion in record_completions]
+        if records and not any(texts):
             warnings.warn(
                 f"Iteration {iteration}: generator {_component_name(generator)!r} ({describe_origin(generator)}) "
                 f"returned only empty completions for {len(records)} prompts; they are scored and filtered like "
@@ -565,10 +585,12 @@ class IterativeLoop:
         if self._base_state is not None:
             self._reset_to_base()
         stats_per_epoch = []
-        if train_samples:
+        # every process trains on its share; with fewer samples than processes, none trains (all agree)
+        if train_samples and len(train_samples) >= self._num_processes:
+            local_samples = self._local(train_samples)
             with blame("tokenizer", self.tokenizer, iteration):
-                batch = self.tokenizer.tokenize(train_samples)
-                self._check_batch(batch, len(train_samples))
+                batch = self.tokenizer.tokenize(local_samples)
+                self._check_batch(batch, len(local_samples))
             self.hooks.call("before_step", iteration=iteration, batch=batch)
             extras: dict[str, Any] = {}
             with self.progress.bar(self.config.train_epochs, "train") as bar:
@@ -615,8 +637,8 @@ class IterativeLoop:
         due = every > 0 and ((iteration + 1) % every == 0 or iteration == self.config.iterations - 1)
         if not self.eval_prompts or not due:
             return []
-        samples = self._generate(self.eval_generator, self.eval_prompts, 1, iteration)
-        num_failed = self._score(samples, iteration)
+        samples = self._generate(self.eval_generator, self._local(self.eval_prompts), 1, iteration)
+        samples, num_failed = self._scored_and_gathered(samples, 1, iteration)
         rewards = [0.0 if math.isnan(sample.reward) else sample.reward for sample in samples]
         row["eval/reward"] = sum(rewards) / len(rewards)
         row["eval/num_prompts"] = len(samples)
