@@ -1,0 +1,67 @@
+"""``iterframe run`` under ``torchrun`` with two CPU processes (gloo): it finishes, writes one metrics row per
+iteration, generates as many samples as a one-process run, and resumes without duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from iterframe.artifacts import read_metrics
+
+pytestmark = pytest.mark.slow
+
+PROBLEMS = [("1+1=", "2"), ("2+3=", "5"), ("4+4=", "8"), ("3+2=", "5"), ("1+2=", "3"), ("2+2=", "4")]
+
+
+@pytest.fixture(scope="module")
+def arithmetic_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "arithmetic.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in PROBLEMS))
+    return str(path)
+
+
+def _run(num_processes: int, model: str, dataset: str, output_dir: str, iterations: int, *extra: str):
+    run_args = [
+        "run",
+        "--model", model,
+        "--dataset", dataset,
+        "--reference-column", "answer",
+        "--reward", "answer-match",
+        "--filter", "top-fraction",
+        "--iterations", str(iterations),
+        "--prompts-per-iteration", "4",
+        "--samples-per-prompt", "2",
+        "--set", "generator.max_new_tokens=3",
+        "--set", "train.learning_rate=1e-3",
+        "--output-dir", output_dir,
+        "--quiet",
+        *extra,
+    ]  # fmt: skip
+    launcher = [sys.executable, "-m", "iterframe"]
+    if num_processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launcher += ["--nproc_per_node", str(num_processes), "-m", "iterframe"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*launcher, *run_args], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return read_metrics(os.path.join(output_dir, "metrics.jsonl"))
+
+
+def test_two_processes_match_one_and_resume(tiny_llama_path, arithmetic_path, tmp_path):
+    one = _run(1, tiny_llama_path, arithmetic_path, str(tmp_path / "one"), 2)
+    output_dir = str(tmp_path / "two")
+    two = _run(2, tiny_llama_path, arithmetic_path, output_dir, 2)
+    assert [row["iteration"] for row in two] == [0, 1]
+    for key in ("num_prompts", "num_generated", "train/num_samples"):
+        assert [row[key] for row in two] == [row[key] for row in one], key
+    assert os.path.isfile(os.path.join(output_dir, "final", "model.safetensors"))
+    assert two[-1]["global_step"] > 0
+
+    resumed = _run(2, tiny_llama_path, arithmetic_path, output_dir, 3, "--resume")
+    assert [row["iteration"] for row in resumed] == [0, 1, 2]
+    assert resumed[:2] == two
+    assert resumed[2]["global_step"] > two[-1]["global_step"]
