@@ -138,7 +138,7 @@ def test_a_malicious_pickle_in_a_checkpoint_is_refused_on_resume(finished_run, t
     marker = tmp_path / "pwned"
     checkpoint = latest_checkpoint(str(output_dir))
     with open(os.path.join(checkpoint, name), "wb") as handle:
-        pickle.dump(_Payload(str(marker)), handle)
+        pickle.dump(_Payload(str(marker)), handle, protocol=2)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         make_loop(tiny_llama_path, output_dir, iterations=2, existing_output="resume").run()
     assert not marker.exists()
