@@ -7,7 +7,8 @@ the reward). The command line (``iterframe run``) builds the same objects from n
 
 Artifacts (see :mod:`iterframe.artifacts` and :mod:`iterframe.run_state`): ``metrics.jsonl`` (through the
 ``jsonl`` logger, always enabled), ``iterations/NNNNNN/samples.parquet`` (+ ``eval_samples.parquet``), loop
-checkpoints and ``final/``.
+checkpoints and ``final/``. The options and prompt records live in :mod:`iterframe.loop_config` (re-exported
+here), the checks of component inputs and outputs in :mod:`iterframe.component_checks`.
 """
 
 from __future__ import annotations
@@ -21,16 +22,25 @@ from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 from .artifacts import SAMPLES_FILE, iteration_dir, write_samples
+from .component_checks import (
+    check_batch,
+    check_completions,
+    check_prompt_lengths,
+    check_prompt_records,
+    checked_scores,
+    component_name,
+    require_component,
+)
 from .component_errors import blame, describe_origin
-from .components import Completion, Filter, Generator, Logger, Prompt, Reward, RunContext, Sample, SampleTokenizer
+from .components import Completion, Filter, Generator, Logger, Reward, RunContext, Sample, SampleTokenizer
 from .distributed import gather_in_order, group, shard
 from .iteration_metrics import reward_metrics, training_metrics
 from .lifecycle import Hooks
+from .loop_config import LoopConfig, PromptRecord
 from .progress import Progress
 from .prompt_sampler import PromptSampler
 from .replay import ReplayBuffer
 from .run_state import (
-    EXISTING_OUTPUT_MODES,
     FINAL_DIR,
     claim_output_dir,
     latest_checkpoint,
@@ -46,104 +56,6 @@ __all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "Pr
 FAILED_REWARD = "failed-reward"
 SAMPLES_FILE_EVAL = "eval_samples.parquet"
 LOOP_STATE_VERSION = 1
-
-
-@dataclasses.dataclass
-class LoopConfig:
-    """Options of the iteration loop (the ``loop:`` section of a run config)."""
-
-    output_dir: str = dataclasses.field(
-        metadata={"help": "Where metrics.jsonl, iterations/, checkpoints/ and final/ are written."}
-    )
-    iterations: int = dataclasses.field(
-        default=5, metadata={"help": "Iterations to run (in total, across resumes)."}
-    )
-    prompts_per_iteration: int = dataclasses.field(
-        default=16,
-        metadata={"help": "Prompts drawn per iteration: shuffled, without replacement until the set is used up."},
-    )
-    samples_per_prompt: int = dataclasses.field(
-        default=4, metadata={"help": "Completions generated per prompt (K)."}
-    )
-    train_epochs: int = dataclasses.field(
-        default=1, metadata={"help": "Passes of trainer.step() over the iteration's kept (+ replayed) samples."}
-    )
-    replay_buffer_size: int = dataclasses.field(
-        default=0,
-        metadata={
-            "help": "Kept samples carried over to later iterations and trained on again, newest first (0: off)."
-        },
-    )
-    restart_from_base: bool = dataclasses.field(
-        default=False,
-        metadata={
-            "help": "ReST-EM: every iteration fine-tunes the base model (fresh optimizer) on that iteration's "
-            "data, instead of continuing from the previous iteration's weights."
-        },
-    )
-    eval_every: int = dataclasses.field(
-        default=1,
-        metadata={"help": "Evaluate on the eval prompts every N iterations and after the last one (0: never)."},
-    )
-    save_every: int = dataclasses.field(
-        default=1, metadata={"help": "Write a loop checkpoint every N iterations and after the last one."}
-    )
-    keep_checkpoints: int = dataclasses.field(
-        default=1, metadata={"help": "Loop checkpoints kept on disk, newest first (0: keep all)."}
-    )
-    seed: int = dataclasses.field(
-        default=0, metadata={"help": "Seed of the prompt order (and of the run context)."}
-    )
-    shuffle_prompts: bool = dataclasses.field(
-        default=True, metadata={"help": "Shuffle the prompt order every epoch (false: dataset order)."}
-    )
-    existing_output: str = dataclasses.field(
-        default="error",
-        metadata={
-            "help": "When output_dir already holds a run: 'error' refuses, 'resume' continues after its last "
-            "checkpointed iteration, 'overwrite' replaces it.",
-            "choices": list(EXISTING_OUTPUT_MODES),
-        },
-    )
-    quiet: bool = dataclasses.field(default=False, metadata={"help": "No progress bars and no final summary."})
-
-    def __post_init__(self):
-        if not self.output_dir:
-            raise ValueError("output_dir is required: the folder where the run writes its artifacts.")
-        for name, minimum in (
-            ("iterations", 0),
-            ("prompts_per_iteration", 1),
-            ("samples_per_prompt", 1),
-            ("train_epochs", 1),
-            ("replay_buffer_size", 0),
-            ("eval_every", 0),
-            ("save_every", 1),
-            ("keep_checkpoints", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-        if self.existing_output not in EXISTING_OUTPUT_MODES:
-            raise ValueError(
-                f"existing_output={self.existing_output!r} is not one of {list(EXISTING_OUTPUT_MODES)}."
-            )
-
-
-@dataclasses.dataclass
-class PromptRecord:
-    """One prompt of the run's prompt set.
-
-    Args:
-        prompt_id: stable index of the prompt in its set (recorded with every sample).
-        prompt: plain text or a list of chat messages.
-        reference: the reference answer handed to the reward, if any.
-        extra: other dataset columns, kept in each sample's ``info["extra"]``.
-    """
-
-    prompt_id: int
-    prompt: Prompt
-    reference: Any = None
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class FunctionReward(Reward):
@@ -166,25 +78,12 @@ class FunctionReward(Reward):
         )
 
 
-def _require(value, interface: type, role: str, kind: str):
-    if not isinstance(value, interface):
-        raise TypeError(
-            f"{role} must be an iterframe.{interface.__name__} instance, got {type(value).__name__}. Build one "
-            f"with iterframe.plugins.create_component({kind!r}, NAME, options) or subclass {interface.__name__}."
-        )
-    return value
-
-
 def _greedy_twin(generator: Generator) -> Generator:
     """A copy of ``generator`` with ``do_sample=False`` when its options have that field, else ``generator``."""
     options = generator.options
     if dataclasses.is_dataclass(options) and "do_sample" in {field.name for field in dataclasses.fields(options)}:
         return type(generator)(dataclasses.replace(options, do_sample=False))
     return generator
-
-
-def _component_name(component) -> str:
-    return getattr(component, "name", "") or type(component).__name__
 
 
 class IterativeLoop:
@@ -222,21 +121,21 @@ class IterativeLoop:
     ):
         self.trainer = trainer
         self.config = config if config is not None else LoopConfig(output_dir=trainer.args.output_dir)
-        self.prompts = self._check_prompts(prompts, "prompts")
-        self.eval_prompts = self._check_prompts(eval_prompts, "eval_prompts") if eval_prompts else []
-        self._check_prompt_lengths()
-        self.generator = _require(generator, Generator, "generator", "generator")
+        self.prompts = check_prompt_records(prompts, "prompts")
+        self.eval_prompts = check_prompt_records(eval_prompts, "eval_prompts") if eval_prompts else []
+        check_prompt_lengths(trainer, self.prompts)
+        self.generator = require_component(generator, Generator, "generator", "generator")
         if not isinstance(reward, Reward) and callable(reward):
             reward = FunctionReward(reward)
-        self.reward = _require(reward, Reward, "reward", "reward")
+        self.reward = require_component(reward, Reward, "reward", "reward")
         self.filters = [
-            _require(item, Filter, f"filters[{index}]", "filter") for index, item in enumerate(filters)
+            require_component(item, Filter, f"filters[{index}]", "filter") for index, item in enumerate(filters)
         ]
-        self.tokenizer = _require(tokenizer, SampleTokenizer, "tokenizer", "tokenizer")
+        self.tokenizer = require_component(tokenizer, SampleTokenizer, "tokenizer", "tokenizer")
         self.loggers = [
-            _require(item, Logger, f"loggers[{index}]", "logger") for index, item in enumerate(loggers)
+            require_component(item, Logger, f"loggers[{index}]", "logger") for index, item in enumerate(loggers)
         ]
-        if not any(_component_name(logger) == "jsonl" for logger in self.loggers):
+        if not any(component_name(logger) == "jsonl" for logger in self.loggers):
             from .plugins import create_component
 
             self.loggers.append(create_component("logger", "jsonl"))
@@ -256,42 +155,6 @@ class IterativeLoop:
         self.is_main_process = bool(trainer.args.should_save)
         self.progress = Progress(disabled=self.config.quiet or not self.is_main_process)
         self._base_state: Optional[dict] = None
-
-    @staticmethod
-    def _check_prompts(prompts, name: str) -> list[PromptRecord]:
-        prompts = list(prompts or [])
-        if name == "prompts" and not prompts:
-            raise ValueError("prompts is empty: the loop needs at least one PromptRecord to generate from.")
-        for index, record in enumerate(prompts):
-            if not isinstance(record, PromptRecord):
-                raise TypeError(
-                    f"{name}[{index}] must be an iterframe.loop.PromptRecord, got {type(record).__name__}; "
-                    "wrap each prompt: PromptRecord(prompt_id=i, prompt=text, reference=answer)."
-                )
-        return prompts
-
-    def _check_prompt_lengths(self) -> None:
-        """Refuse prompts that ``max_length`` truncation would cut: at least ``max_length`` tokens for a causal LM
-        (no room for a single completion token), more than ``max_length`` for an encoder-decoder."""
-        max_length = self.trainer.args.max_length
-        if max_length is None:
-            return
-        from .builtin.prompts import encode_prompt
-
-        tokenizer = self.trainer.processing_class
-        room = max_length if self.trainer.is_encoder_decoder else max_length - 1
-        too_long = []
-        for record in self.prompts:
-            num_tokens = len(encode_prompt(tokenizer, record.prompt, f"prompt {record.prompt_id}"))
-            if num_tokens > room:
-                too_long.append(f"prompt_id {record.prompt_id}: {num_tokens} tokens")
-        if too_long:
-            shown = "; ".join(too_long[:5]) + ("; ..." if len(too_long) > 5 else "")
-            raise ValueError(
-                f"{len(too_long)} of {len(self.prompts)} prompts do not fit train.max_length={max_length}, which "
-                f"leaves room for prompts of at most {room} tokens ({shown}). Raise max_length (e.g. --set "
-                "train.max_length=N), or remove the long prompts from the dataset."
-            )
 
     @property
     def components(self) -> list:
@@ -448,13 +311,13 @@ class IterativeLoop:
                 batch = records[start : start + chunk]
                 with blame("generator", generator, iteration):
                     generated = generator.generate([record.prompt for record in batch], num_samples)
-                    self._check_completions(generator, generated, len(batch), num_samples)
+                    check_completions(generator, generated, len(batch), num_samples)
                 completions.extend(generated)
                 bar.update(len(batch))
         texts = [completion.text for record_completions in completions for completion in record_completions]
         if records and not any(texts):
             warnings.warn(
-                f"Iteration {iteration}: generator {_component_name(generator)!r} ({describe_origin(generator)}) "
+                f"Iteration {iteration}: generator {component_name(generator)!r} ({describe_origin(generator)}) "
                 f"returned only empty completions for {len(records)} prompts; they are scored and filtered like "
                 "any other, but check the generator's settings (max_new_tokens, stop strings).",
                 stacklevel=2,
@@ -464,7 +327,7 @@ class IterativeLoop:
             for index, completion in enumerate(record_completions):
                 info = {
                     "sample_index": index,
-                    "generator": _component_name(generator),
+                    "generator": component_name(generator),
                     "num_tokens": completion.num_tokens,
                     "finish_reason": completion.finish_reason,
                 }
@@ -482,40 +345,12 @@ class IterativeLoop:
                 )
         return samples
 
-    @staticmethod
-    def _check_completions(generator, generated, num_prompts: int, num_samples: int) -> None:
-        name = _component_name(generator)
-        if not isinstance(generated, list) or len(generated) != num_prompts:
-            size = len(generated) if isinstance(generated, list) else type(generated).__name__
-            raise ValueError(f"Generator {name!r} returned {size} completion lists for {num_prompts} prompts.")
-        for index, completions in enumerate(generated):
-            if (
-                not isinstance(completions, list)
-                or len(completions) != num_samples
-                or not all(isinstance(item, Completion) for item in completions)
-            ):
-                got = (
-                    f"{len(completions)} items ({', '.join(sorted({type(c).__name__ for c in completions}))})"
-                    if isinstance(completions, list)
-                    else f"a {type(completions).__name__}"
-                )
-                raise ValueError(
-                    f"Generator {name!r} must return {num_samples} Completion objects per prompt; prompt {index} "
-                    f"got {got}."
-                )
-            for item in completions:
-                if not isinstance(item.text, str):
-                    raise TypeError(
-                        f"Generator {name!r} returned a Completion whose text is {type(item.text).__name__} "
-                        f"{item.text!r:.60} for prompt {index}; Completion.text must be a string (may be empty)."
-                    )
-
     def _score(self, samples: list[Sample], iteration: int) -> int:
         """Set each sample's reward; return how many failed (non-finite score, dropped as ``failed-reward``)."""
         if not samples:
             return 0
         with blame("reward", self.reward, iteration):
-            scores = self._checked_scores(self.reward.score(samples), len(samples))
+            scores = checked_scores(self.reward, self.reward.score(samples), len(samples))
         num_failed = 0
         for sample, score in zip(samples, scores):
             sample.reward = score
@@ -523,25 +358,6 @@ class IterativeLoop:
                 sample.reward, sample.dropped_by = math.nan, FAILED_REWARD
                 num_failed += 1
         return num_failed
-
-    def _checked_scores(self, scores, expected: int) -> list[float]:
-        """``scores`` as floats, or a ``TypeError``/``ValueError`` saying what the reward returned instead."""
-        name = _component_name(self.reward)
-        if isinstance(scores, (str, bytes, dict)) or not hasattr(scores, "__len__"):
-            raise TypeError(
-                f"Reward {name!r} returned a {type(scores).__name__}; it must return a list of {expected} numbers."
-            )
-        if len(scores) != expected:
-            raise ValueError(f"Reward {name!r} returned {len(scores)} scores for {expected} samples.")
-        checked = []
-        for score in scores:
-            if isinstance(score, (str, bytes)) or score is None:
-                raise TypeError(f"Reward {name!r} returned {score!r}; scores must be numbers.")
-            try:
-                checked.append(float(score))
-            except (TypeError, ValueError):
-                raise TypeError(f"Reward {name!r} returned {score!r}; scores must be numbers.") from None
-        return checked
 
     def _filter(self, samples: list[Sample], iteration: int) -> tuple[list[Sample], dict[str, int]]:
         """Apply the ``on_samples_scored`` hooks, then the filter chain; return kept samples and drop counts."""
@@ -561,7 +377,7 @@ class IterativeLoop:
         for filter_component in self.filters:
             if not survivors:
                 break
-            name = _component_name(filter_component)
+            name = component_name(filter_component)
             with blame("filter", filter_component, iteration):
                 mask = filter_component.select(survivors)
                 self._check_mask(mask, len(survivors), f"Filter {name!r}")
@@ -576,6 +392,7 @@ class IterativeLoop:
 
     @staticmethod
     def _check_mask(mask, expected: int, who: str) -> None:
+        """A keep-mask (from a filter or an ``on_samples_scored`` hook) must have one entry per sample."""
         if not isinstance(mask, (list, tuple)) or len(mask) != expected:
             size = len(mask) if isinstance(mask, (list, tuple)) else type(mask).__name__
             raise ValueError(f"{who} must return a list of {expected} booleans (one per sample), got {size}.")
@@ -590,7 +407,7 @@ class IterativeLoop:
             local_samples = self._local(train_samples)
             with blame("tokenizer", self.tokenizer, iteration):
                 batch = self.tokenizer.tokenize(local_samples)
-                self._check_batch(batch, len(local_samples))
+                check_batch(self.tokenizer, batch, len(local_samples))
             self.hooks.call("before_step", iteration=iteration, batch=batch)
             extras: dict[str, Any] = {}
             with self.progress.bar(self.config.train_epochs, "train") as bar:
@@ -611,18 +428,6 @@ class IterativeLoop:
         if stats_per_epoch:
             metrics.update(extras)
         return metrics
-
-    def _check_batch(self, batch, num_samples: int) -> None:
-        name = _component_name(self.tokenizer)
-        if not isinstance(batch, dict) or "input_ids" not in batch:
-            raise ValueError(
-                f"Tokenizer {name!r} must return a dict with 'input_ids' (and 'labels'), got {batch!r:.80}."
-            )
-        for key in ("input_ids", "attention_mask", "labels"):
-            if key in batch and batch[key] is not None and len(batch[key]) != num_samples:
-                raise ValueError(
-                    f"Tokenizer {name!r} returned {len(batch[key])} {key} rows for {num_samples} samples."
-                )
 
     def _reset_to_base(self) -> None:
         """ReST-EM: load the base weights and start a fresh optimizer and learning-rate schedule."""

@@ -1,0 +1,110 @@
+"""The loop's options (:class:`LoopConfig`, the ``loop:`` section of a run config) and its prompts
+(:class:`PromptRecord`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .components import Prompt
+from .run_state import EXISTING_OUTPUT_MODES
+
+__all__ = ["LoopConfig", "PromptRecord"]
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """Options of the iteration loop (the ``loop:`` section of a run config)."""
+
+    output_dir: str = dataclasses.field(
+        metadata={"help": "Where metrics.jsonl, iterations/, checkpoints/ and final/ are written."}
+    )
+    iterations: int = dataclasses.field(
+        default=5, metadata={"help": "Iterations to run (in total, across resumes)."}
+    )
+    prompts_per_iteration: int = dataclasses.field(
+        default=16,
+        metadata={"help": "Prompts drawn per iteration: shuffled, without replacement until the set is used up."},
+    )
+    samples_per_prompt: int = dataclasses.field(
+        default=4, metadata={"help": "Completions generated per prompt (K)."}
+    )
+    train_epochs: int = dataclasses.field(
+        default=1, metadata={"help": "Passes of trainer.step() over the iteration's kept (+ replayed) samples."}
+    )
+    replay_buffer_size: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "Kept samples carried over to later iterations and trained on again, newest first (0: off)."
+        },
+    )
+    restart_from_base: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "ReST-EM: every iteration fine-tunes the base model (fresh optimizer) on that iteration's "
+            "data, instead of continuing from the previous iteration's weights."
+        },
+    )
+    eval_every: int = dataclasses.field(
+        default=1,
+        metadata={"help": "Evaluate on the eval prompts every N iterations and after the last one (0: never)."},
+    )
+    save_every: int = dataclasses.field(
+        default=1, metadata={"help": "Write a loop checkpoint every N iterations and after the last one."}
+    )
+    keep_checkpoints: int = dataclasses.field(
+        default=1, metadata={"help": "Loop checkpoints kept on disk, newest first (0: keep all)."}
+    )
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "Seed of the prompt order (and of the run context)."}
+    )
+    shuffle_prompts: bool = dataclasses.field(
+        default=True, metadata={"help": "Shuffle the prompt order every epoch (false: dataset order)."}
+    )
+    existing_output: str = dataclasses.field(
+        default="error",
+        metadata={
+            "help": "When output_dir already holds a run: 'error' refuses, 'resume' continues after its last "
+            "checkpointed iteration, 'overwrite' replaces it.",
+            "choices": list(EXISTING_OUTPUT_MODES),
+        },
+    )
+    quiet: bool = dataclasses.field(default=False, metadata={"help": "No progress bars and no final summary."})
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("output_dir is required: the folder where the run writes its artifacts.")
+        for name, minimum in (
+            ("iterations", 0),
+            ("prompts_per_iteration", 1),
+            ("samples_per_prompt", 1),
+            ("train_epochs", 1),
+            ("replay_buffer_size", 0),
+            ("eval_every", 0),
+            ("save_every", 1),
+            ("keep_checkpoints", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        if self.existing_output not in EXISTING_OUTPUT_MODES:
+            raise ValueError(
+                f"existing_output={self.existing_output!r} is not one of {list(EXISTING_OUTPUT_MODES)}."
+            )
+
+
+@dataclasses.dataclass
+class PromptRecord:
+    """One prompt of the run's prompt set.
+
+    Args:
+        prompt_id: stable index of the prompt in its set (recorded with every sample).
+        prompt: plain text or a list of chat messages.
+        reference: the reference answer handed to the reward, if any.
+        extra: other dataset columns, kept in each sample's ``info["extra"]``.
+    """
+
+    prompt_id: int
+    prompt: Prompt
+    reference: Any = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
