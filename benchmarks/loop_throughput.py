@@ -1,0 +1,455 @@
+"""Seconds per iteration and generated tokens/s of iterframe's loop beside a hand-written TRL 0.23.1 loop, on CPU.
+
+Both loops do the same work per iteration at equal settings: sample K completions for each of P prompts from
+the live model (temperature 1.0, exactly N new tokens: ``min_new_tokens = max_new_tokens`` in the model's
+generation config), score them with the same reward function, keep the best 25% of the iteration's samples and
+train on them (prompt + completion + eos, loss on every token) with ``IterativeSFTTrainer.step()``. iterframe
+runs ``IterativeLoop`` with the built-in ``hf`` generator, ``top-fraction`` filter and ``full-text`` tokenizer;
+the hand loop calls ``model.generate`` (one batched call), sorts by reward and calls TRL's ``step()``.
+
+Each configuration (iterframe / hand loop, without / with a checkpoint every iteration) runs in its own process,
+forked from this one after the imports, so that its peak RSS is its own; rounds alternate the order.
+
+    tox -e loopbench                                            # in the TRL 0.23.1 env; benchmarks/README.md
+    benchmarks/.venv-trl/bin/python benchmarks/loop_throughput.py --iterations 1 --tiny   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import multiprocessing
+import os
+import random
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from typing import Any
+
+import psutil
+import torch
+from step_throughput import (
+    RssSampler,
+    load_trl,
+    machine_lines,
+    make_lexicon,
+    make_sentence_stream,
+    trainer_settings,
+)
+
+from iterframe import hookimpl
+
+#: Llama-style model shapes; "6m" (6.0M parameters) is the one the targets are stated for.
+MODEL_PRESETS = {
+    "6m": dict(hidden_size=256, num_layers=6, num_heads=4, intermediate_size=512, vocab_size=4096),
+    "tiny": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, vocab_size=384),
+}
+#: Completion length (characters) the reward prefers.
+TARGET_CHARS = 96
+MIB = 2**20
+STAGES = ("generate", "score", "filter", "train", "record + checkpoint", "other")
+
+
+def length_reward(prompts: list, completions: list[str], references: list) -> list[float]:
+    """The reward of both loops: 0 for a completion of ``TARGET_CHARS`` characters, less the further it is."""
+    return [-abs(len(completion) - TARGET_CHARS) / TARGET_CHARS for completion in completions]
+
+
+# --- workload -----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Workload:
+    """The saved model + tokenizer both loops start from, and the prompts in the order both draw them."""
+
+    model_dir: str
+    prompts: list[str]
+    num_parameters: int
+
+
+def build_workload(args, directory: str) -> Workload:
+    """Train a BPE tokenizer, build the model from a config (no hub) and save both; make the prompts."""
+    from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
+
+    preset = dict(MODEL_PRESETS[args.preset])
+    vocab_size = preset.pop("vocab_size")
+    rng = random.Random(args.seed)
+    lexicon = make_lexicon(rng, 4 * vocab_size)
+    tokenizer = train_bpe_tokenizer([make_sentence_stream(rng, lexicon, 200) for _ in range(400)], vocab_size)
+    model, _ = build_tiny_causal_lm(
+        None, tokenizer, max_position_embeddings=args.max_length, seed=args.seed, **preset
+    )
+    model.generation_config.min_new_tokens = args.max_new_tokens  # both loops generate exactly this many
+    model_dir = os.path.join(directory, "model")
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    num_prompts = args.prompts_per_iteration * (args.warmup + args.iterations + 1)
+    prompts = [make_sentence_stream(rng, lexicon, rng.randint(4, 16)) for _ in range(num_prompts)]
+    return Workload(model_dir, prompts, sum(parameter.numel() for parameter in model.parameters()))
+
+
+def shared_trainer_settings(args, output_dir: str) -> dict[str, Any]:
+    """Trainer settings given identically to both loops. The schedule is constant: TRL 0.23.1's default linear
+    schedule over ``max_steps=-1`` would set the learning rate to 0."""
+    return {**trainer_settings(args, output_dir), "lr_scheduler_type": "constant", "save_total_limit": 1}
+
+
+# --- the two loops ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class IterationRecord:
+    """What one iteration did and how long each stage took (seconds)."""
+
+    seconds: float
+    generated_tokens: int
+    trained_tokens: int
+    stages: dict[str, float]
+
+
+class IterationClock:
+    """A lifecycle-hook plugin: when each iteration starts and how many tokens it generated."""
+
+    def __init__(self):
+        self.starts: list[float] = []
+        self.generated_tokens: list[int] = []
+
+    @hookimpl
+    def on_iteration_start(self, context, iteration, prompts):
+        self.starts.append(time.perf_counter())
+
+    @hookimpl
+    def on_samples_generated(self, context, iteration, samples):
+        self.generated_tokens.append(sum(sample.info["num_tokens"] for sample in samples))
+
+
+def run_iterframe(args, workload: Workload, output_dir: str, checkpoint: bool) -> list[IterationRecord]:
+    """``IterativeLoop`` for warm-up + timed iterations + one more: the run's last iteration always writes a
+    checkpoint, so it is run but not timed; an iteration lasts until the next one starts."""
+    from iterframe import IterativeSFTConfig, IterativeSFTTrainer, plugins
+    from iterframe.loop import IterativeLoop, LoopConfig, PromptRecord
+
+    trainer = IterativeSFTTrainer(
+        workload.model_dir, args=IterativeSFTConfig(**shared_trainer_settings(args, output_dir))
+    )
+    num_iterations = args.warmup + args.iterations + 1
+    generator_options = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "batch_size": args.prompts_per_iteration,
+        "seed": args.seed,
+    }
+    loop = IterativeLoop(
+        trainer,
+        [PromptRecord(prompt_id=index, prompt=text) for index, text in enumerate(workload.prompts)],
+        generator=plugins.create_component("generator", "hf", generator_options),
+        reward=length_reward,
+        filters=[plugins.create_component("filter", "top-fraction", {"fraction": args.keep_fraction})],
+        tokenizer=plugins.create_component("tokenizer", "full-text"),
+        config=LoopConfig(
+            output_dir=output_dir,
+            iterations=num_iterations,
+            prompts_per_iteration=args.prompts_per_iteration,
+            samples_per_prompt=args.samples_per_prompt,
+            eval_every=0,
+            save_every=1 if checkpoint else num_iterations,
+            keep_checkpoints=1,
+            seed=args.seed,
+            shuffle_prompts=False,
+            quiet=True,
+        ),
+    )
+    clock = IterationClock()
+    plugins.register(clock, name="loop-throughput-clock")
+    try:
+        rows = loop.run()
+    finally:
+        plugins.unregister(clock)
+    records = []
+    for row, start, end, tokens in zip(rows, clock.starts, clock.starts[1:], clock.generated_tokens):
+        seconds = end - start
+        stages = {stage: row[f"time/{stage}_s"] for stage in ("generate", "score", "filter", "train")}
+        stages["other"] = row["time/total_s"] - sum(stages.values())
+        stages["record + checkpoint"] = seconds - row["time/total_s"]
+        records.append(IterationRecord(seconds, tokens, row["train/tokens"], stages))
+    return records
+
+
+def completion_tokens(row: list[int], eos_id: int, pad_id: int) -> list[int]:
+    """Generated tokens up to and including eos (or to the last non-pad token when there is no eos)."""
+    if eos_id in row:
+        return row[: row.index(eos_id) + 1]
+    while row and row[-1] == pad_id:
+        row = row[:-1]
+    return row
+
+
+def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool) -> list[IterationRecord]:
+    """The loop as written by hand on TRL 0.23.1: ``model.generate``, score, keep the top share, ``step()``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trl_trainer_class, trl_config_class, _ = load_trl()
+    tokenizer = AutoTokenizer.from_pretrained(workload.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(workload.model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TRL 0.23 announces the trainer's removal
+        trainer = trl_trainer_class(
+            model, args=trl_config_class(**shared_trainer_settings(args, output_dir)), processing_class=tokenizer
+        )
+    eos_id, pad_id, k = tokenizer.eos_token_id, tokenizer.pad_token_id, args.samples_per_prompt
+    records = []
+    for iteration in range(args.warmup + args.iterations):
+        start = time.perf_counter()
+        first = iteration * args.prompts_per_iteration
+        prompts = workload.prompts[first : first + args.prompts_per_iteration]
+        encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+        model.eval()
+        torch.manual_seed(args.seed + iteration)
+        with torch.no_grad():
+            sequences = model.generate(
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded["attention_mask"],
+                max_new_tokens=args.max_new_tokens,
+                do_sample=True,
+                temperature=args.temperature,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=k,
+                pad_token_id=pad_id,
+            )
+        new_tokens = sequences[:, encoded["input_ids"].shape[1] :].tolist()
+        generated = [completion_tokens(row, eos_id, pad_id) for row in new_tokens]
+        completions = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        generated_at = time.perf_counter()
+        rewards = length_reward([p for p in prompts for _ in range(k)], completions, [None] * len(completions))
+        scored_at = time.perf_counter()
+        best_first = sorted(range(len(rewards)), key=lambda index: -rewards[index])
+        kept = best_first[: math.ceil(args.keep_fraction * len(rewards))]
+        filtered_at = time.perf_counter()
+        prompt_ids = tokenizer(prompts)["input_ids"]
+        input_ids = []
+        for index in kept:
+            tokens = generated[index] if generated[index][-1:] == [eos_id] else generated[index] + [eos_id]
+            input_ids.append(torch.tensor(prompt_ids[index // k] + tokens))
+        attention_mask = [torch.ones_like(ids) for ids in input_ids]
+        trainer.step(input_ids=input_ids, attention_mask=attention_mask, labels=input_ids)
+        trained_at = time.perf_counter()
+        if checkpoint:
+            trainer._save_checkpoint(trainer.model, trial=None)  # what TRL's step() does when a save is due
+        end = time.perf_counter()
+        stages = {
+            "generate": generated_at - start,
+            "score": scored_at - generated_at,
+            "filter": filtered_at - scored_at,
+            "train": trained_at - filtered_at,
+            "record + checkpoint": end - trained_at,
+            "other": 0.0,
+        }
+        trained = sum(len(ids) - 1 for ids in input_ids)  # causal loss: every token but the first is a target
+        records.append(IterationRecord(end - start, sum(map(len, generated)), trained, stages))
+    return records
+
+
+# --- one configuration per process --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ConfigurationRun:
+    """One process's run of one configuration: its timed iterations and its memory and CPU use."""
+
+    loop: str
+    checkpoint: bool
+    iterations: list[IterationRecord]
+    setup_rss_mib: float
+    peak_rss_mib: float
+    max_rss_mib: float
+    cpu_seconds: float
+    wall_seconds: float
+
+
+LOOPS = {"iterframe": run_iterframe, "hand loop": run_hand_loop}
+
+
+def measure_configuration(args, workload: Workload, loop: str, checkpoint: bool) -> ConfigurationRun:
+    """Run one configuration in this process; RSS is sampled from before the trainer is built to the end."""
+    torch.set_num_threads(args.threads)
+    sampler = RssSampler()
+    setup_rss = psutil.Process().memory_info().rss
+    with tempfile.TemporaryDirectory() as output_dir, sampler.sampling():
+        usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        iterations = LOOPS[loop](args, workload, output_dir, checkpoint)
+        after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - start
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    return ConfigurationRun(
+        loop,
+        checkpoint,
+        iterations[args.warmup : args.warmup + args.iterations],
+        setup_rss / MIB,
+        sampler.peak_bytes / MIB,
+        after.ru_maxrss / 1024,
+        cpu,
+        wall,
+    )
+
+
+def _child(connection, function, arguments) -> None:
+    try:
+        connection.send(("ok", function(*arguments)))
+    except BaseException:
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def run_in_fork(function, *arguments):
+    """``function(*arguments)`` in a forked process (it shares the imports, not the memory growth)."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(sender, function, arguments))
+    process.start()
+    sender.close()
+    status, value = receiver.recv()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"{getattr(function, '__name__', function)} failed in its process:\n{value}")
+    return value
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def _label(loop: str, checkpoint: bool) -> str:
+    return f"{loop}{' + checkpoints' if checkpoint else ''}"
+
+
+@dataclasses.dataclass
+class Summary:
+    """A configuration's timed iterations over all rounds."""
+
+    label: str
+    runs: list[ConfigurationRun]
+    iterations: list[IterationRecord] = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        self.iterations = [record for run in self.runs for record in run.iterations]
+
+    @property
+    def seconds_per_iteration(self) -> float:
+        return statistics.fmean(record.seconds for record in self.iterations)
+
+    @property
+    def generated_tokens_per_second(self) -> float:
+        return sum(r.generated_tokens for r in self.iterations) / sum(r.seconds for r in self.iterations)
+
+    @property
+    def generation_tokens_per_second(self) -> float:
+        generate_seconds = sum(record.stages["generate"] for record in self.iterations)
+        return sum(record.generated_tokens for record in self.iterations) / generate_seconds
+
+    def stage_mean(self, stage: str) -> float:
+        return statistics.fmean(record.stages[stage] for record in self.iterations)
+
+    @property
+    def cores_busy(self) -> float:
+        return sum(run.cpu_seconds for run in self.runs) / sum(run.wall_seconds for run in self.runs)
+
+
+def print_report(args, workload: Workload, summaries: dict[tuple[str, bool], Summary], trl_version: str) -> None:
+    print("\n=== loop throughput ===")
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    for line in machine_lines():
+        print(line)
+    print(f"trl {trl_version}; torch threads per configuration: {args.threads}")
+    num_samples = args.prompts_per_iteration * args.samples_per_prompt
+    print(
+        f"workload: {args.preset} Llama-style model, {workload.num_parameters / 1e6:.2f}M params; "
+        f"{args.prompts_per_iteration} prompts x {args.samples_per_prompt} samples x {args.max_new_tokens} new "
+        f"tokens (min_new_tokens = max_new_tokens) per iteration, temperature {args.temperature}; reward "
+        f"{length_reward.__name__}; keep the best {math.ceil(args.keep_fraction * num_samples)} of {num_samples}; "
+        f"train batch {args.batch_size}, "
+        f"lr {args.learning_rate} constant; {args.iterations} timed iterations after {args.warmup} warm-up, "
+        f"{args.rounds} round(s), each configuration in its own process"
+    )
+    for summary in summaries.values():
+        seconds = ", ".join(f"{record.seconds:.2f}" for record in summary.iterations)
+        print(
+            f"{summary.label:>26}: {summary.seconds_per_iteration:6.2f} s/iteration ({seconds}); "
+            f"{summary.generated_tokens_per_second:6.1f} generated tokens/s "
+            f"({summary.generation_tokens_per_second:.1f} during generation); "
+            f"{statistics.fmean(r.generated_tokens for r in summary.iterations):.0f} generated and "
+            f"{statistics.fmean(r.trained_tokens for r in summary.iterations):.0f} trained tokens/iteration; "
+            f"peak RSS {max(run.peak_rss_mib for run in summary.runs):.0f} MiB "
+            f"(at start {min(run.setup_rss_mib for run in summary.runs):.0f}, ru_maxrss "
+            f"{max(run.max_rss_mib for run in summary.runs):.0f}); {summary.cores_busy:.2f} cores busy"
+        )
+    for checkpoint in (False, True):
+        ours, theirs = summaries.get(("iterframe", checkpoint)), summaries.get(("hand loop", checkpoint))
+        if ours and theirs:
+            print(
+                f"speedup iterframe vs hand loop{' (checkpoint every iteration)' if checkpoint else ''}: "
+                f"{theirs.seconds_per_iteration / ours.seconds_per_iteration:.2f}x "
+                f"(hand-loop s/iteration / iterframe s/iteration); peak RSS iterframe - hand loop: "
+                f"{max(r.peak_rss_mib for r in ours.runs) - max(r.peak_rss_mib for r in theirs.runs):+.0f} MiB"
+            )
+    print("mean seconds per iteration by stage:")
+    print(f"  {'stage':<20}" + "".join(f"{summary.label:>26}" for summary in summaries.values()))
+    for stage in STAGES:
+        print(f"  {stage:<20}" + "".join(f"{summary.stage_mean(stage):26.3f}" for summary in summaries.values()))
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="6m", help="model shape")
+    parser.add_argument("--tiny", action="store_true", help="smoke run: the tiny model, 4 prompts x 2 x 8 tokens")
+    parser.add_argument("--prompts-per-iteration", type=int, default=16)
+    parser.add_argument("--samples-per-prompt", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="also min_new_tokens")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--keep-fraction", type=float, default=0.25, help="share of the samples trained on")
+    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size")
+    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--iterations", type=int, default=5, help="timed iterations per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every configuration, in alternating order")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (all)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.preset, args.prompts_per_iteration, args.samples_per_prompt, args.max_new_tokens = "tiny", 4, 2, 8
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("ITERFRAME_LOAD_PLUGINS", "")  # built-in components only
+    trl_classes = load_trl()
+    if trl_classes is None:
+        sys.exit("TRL 0.23.1 (with IterativeSFTTrainer) is not installed here; run: tox -e loopbench")
+    import iterframe.loop  # noqa: F401  (imported before forking, so every configuration starts alike)
+
+    configurations = [("iterframe", False), ("hand loop", False), ("iterframe", True), ("hand loop", True)]
+    with tempfile.TemporaryDirectory() as directory:
+        workload = run_in_fork(build_workload, args, directory)
+        runs: dict[tuple[str, bool], list[ConfigurationRun]] = {key: [] for key in configurations}
+        for round_index in range(args.rounds):
+            for loop, checkpoint in configurations if round_index % 2 == 0 else configurations[::-1]:
+                print(f"round {round_index + 1}: {_label(loop, checkpoint)} ...", flush=True)
+                runs[loop, checkpoint].append(run_in_fork(measure_configuration, args, workload, loop, checkpoint))
+    summaries = {key: Summary(_label(*key), value) for key, value in runs.items()}
+    print_report(args, workload, summaries, trl_classes[2])
+
+
+if __name__ == "__main__":
+    main()
