@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Optional
 
 import torch
@@ -11,7 +12,7 @@ from ..components import Completion, Generator, Prompt, RunContext
 from ..hookspecs import hookimpl
 from .prompts import encode_prompt
 
-__all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad"]
+__all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad", "shared_prompt_cache"]
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,6 +46,51 @@ def check_num_samples(generator_name: str, num_samples: int, do_sample: bool) ->
             f"The {generator_name} generator has do_sample=false (greedy), which would make all {num_samples} "
             "samples per prompt identical; set do_sample=true or ask for 1 sample per prompt."
         )
+
+
+def _cache_argument(model, parameters) -> Optional[str]:
+    """The name under which ``model`` takes and returns its KV cache (``cache`` in transformers 5,
+    ``past_key_values`` before), or ``None`` when it cannot continue from a prefilled cache the way ``generate``
+    would have filled it (encoder-decoders, forwards without ``position_ids`` such as wrapped models, a fixed
+    cache implementation, beam search)."""
+    generation_config = getattr(model, "generation_config", None)
+    if (
+        getattr(model.config, "is_encoder_decoder", False)
+        or getattr(generation_config, "cache_implementation", None)
+        or (getattr(generation_config, "num_beams", 1) or 1) > 1
+        or "position_ids" not in parameters
+    ):
+        return None
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int):
+    """``(argument name, cache)``: the KV cache of every left-padded prompt but its last token, computed once and
+    repeated for the prompt's ``num_samples`` samples; ``None`` when there is nothing to share or the model cannot
+    continue from it.
+
+    ``generate(num_return_sequences=K)`` copies each prompt K times before its first forward pass. Given this
+    cache it runs only the prompts' last tokens, at the same positions and with the same attention, so the logits,
+    and hence the samples drawn with a given seed, are those it would have produced, for one prompt pass, not K.
+    """
+    from transformers import DynamicCache
+
+    if num_samples < 2 or input_ids.shape[1] < 2:
+        return None
+    parameters = inspect.signature(model.forward).parameters
+    argument = _cache_argument(model, parameters)
+    if argument is None:
+        return None
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # generate's positions for left-padded rows
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+    inputs = {name: tensor[:, :-1] for name, tensor in inputs.items()}
+    if "logits_to_keep" in parameters:
+        inputs["logits_to_keep"] = 1
+    cache = getattr(model(**inputs, use_cache=True), argument, None)
+    if not isinstance(cache, DynamicCache):
+        return None
+    cache.batch_repeat_interleave(num_samples)
+    return argument, cache
 
 
 class HFGenerator(Generator):
@@ -136,12 +182,14 @@ class HFGenerator(Generator):
         if options.stop:
             kwargs.update(stop_strings=list(options.stop), tokenizer=self.tokenizer)
         devices = [device.index or 0] if device.type == "cuda" else []
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(self.seed + self.calls)
             self.calls += 1
-            sequences = self.model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
-            )
+            shared = shared_prompt_cache(self.model, input_ids, attention_mask, num_samples)
+            if shared is not None:
+                kwargs[shared[0]] = shared[1]
+            sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         is_encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
         new_tokens = sequences[:, 1:] if is_encoder_decoder else sequences[:, input_ids.shape[1] :]
         return [self._completion(row.tolist()) for row in new_tokens.cpu()]
