@@ -35,19 +35,30 @@ def make_generator(model_and_tokenizer, tokenizer=None, **options):
     return generator
 
 
+@pytest.fixture(params=["decoding loop", "generate"])
+def sampling_path(request):
+    """The generator options that pick each way of sampling: iterframe's decoding loop or ``model.generate``."""
+    return {"use_generate": request.param == "generate"}
+
+
 @pytest.fixture
-def generate_calls(model_and_tokenizer, monkeypatch):
-    """Records the ``input_ids``/``attention_mask`` of every ``model.generate`` call."""
+def generate_calls(model_and_tokenizer):
+    """Records the ``input_ids``/``attention_mask`` of each batch's first forward pass: the prompt pass, the only
+    one with an empty cache."""
     model, _ = model_and_tokenizer
     calls = []
-    original = model.generate
 
-    def recording_generate(*args, **kwargs):
-        calls.append({key: kwargs[key].clone() for key in ("input_ids", "attention_mask")})
-        return original(*args, **kwargs)
+    def record(module, args, kwargs):
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        if cache is None or cache.get_seq_length() == 0:
+            input_ids = kwargs["input_ids"]
+            attention_mask = kwargs.get("attention_mask")  # generate leaves out an all-ones mask
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            calls.append({"input_ids": input_ids.clone(), "attention_mask": mask.clone()})
 
-    monkeypatch.setattr(model, "generate", recording_generate)
-    return calls
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    yield calls
+    handle.remove()
 
 
 def test_left_pad_aligns_sequences_on_the_right():
@@ -79,9 +90,11 @@ def test_prompt_order_is_kept_although_batches_are_sorted_by_length(plugin_manag
     assert [per_prompt[0].text for per_prompt in batched] == [per_prompt[0].text for per_prompt in one_by_one]
 
 
-def test_batches_are_longest_first_and_left_padded(plugin_manager, model_and_tokenizer, generate_calls):
+def test_batches_are_longest_first_and_left_padded(
+    plugin_manager, model_and_tokenizer, generate_calls, sampling_path
+):
     _, tokenizer = model_and_tokenizer
-    make_generator(model_and_tokenizer, batch_size=2).generate(PROMPTS, 2)
+    make_generator(model_and_tokenizer, batch_size=2, **sampling_path).generate(PROMPTS, 1)
     encoded = [tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
     first, second = generate_calls
     padding = len(encoded[1]) - len(encoded[2])
@@ -90,10 +103,12 @@ def test_batches_are_longest_first_and_left_padded(plugin_manager, model_and_tok
     assert second["input_ids"].tolist() == [encoded[0]]
 
 
-def test_stop_strings_cut_the_completion(plugin_manager, model_and_tokenizer):
-    baseline = make_generator(model_and_tokenizer, max_new_tokens=12).generate(PROMPTS, 2)
+def test_stop_strings_cut_the_completion(plugin_manager, model_and_tokenizer, sampling_path):
+    baseline = make_generator(model_and_tokenizer, max_new_tokens=12, **sampling_path).generate(PROMPTS, 2)
     stop = baseline[1][0].text[3]
-    stopped = make_generator(model_and_tokenizer, max_new_tokens=12, stop=[stop]).generate(PROMPTS, 2)
+    stopped = make_generator(model_and_tokenizer, max_new_tokens=12, stop=[stop], **sampling_path).generate(
+        PROMPTS, 2
+    )
     for before, after in zip(baseline, stopped):
         for full, cut in zip(before, after):
             assert cut.text == full.text.split(stop)[0]
@@ -102,7 +117,9 @@ def test_stop_strings_cut_the_completion(plugin_manager, model_and_tokenizer):
     assert stopped[1][0].text == baseline[1][0].text[: baseline[1][0].text.index(stop)]
 
 
-def test_model_generates_in_eval_inference_mode_and_train_mode_is_restored(plugin_manager, model_and_tokenizer):
+def test_model_generates_in_eval_inference_mode_and_train_mode_is_restored(
+    plugin_manager, model_and_tokenizer, sampling_path
+):
     model, _ = model_and_tokenizer
     seen = []
     handle = model.register_forward_pre_hook(
@@ -110,10 +127,10 @@ def test_model_generates_in_eval_inference_mode_and_train_mode_is_restored(plugi
     )
     try:
         model.train()
-        make_generator(model_and_tokenizer).generate(PROMPTS, 2)
+        make_generator(model_and_tokenizer, **sampling_path).generate(PROMPTS, 2)
         assert model.training is True
         model.eval()
-        make_generator(model_and_tokenizer).generate(PROMPTS, 1)
+        make_generator(model_and_tokenizer, **sampling_path).generate(PROMPTS, 1)
         assert model.training is False
     finally:
         handle.remove()
@@ -121,24 +138,29 @@ def test_model_generates_in_eval_inference_mode_and_train_mode_is_restored(plugi
     assert seen and set(seen) == {(False, True)}
 
 
-def test_train_mode_is_restored_when_generation_fails(plugin_manager, model_and_tokenizer, monkeypatch):
+def test_train_mode_is_restored_when_generation_fails(plugin_manager, model_and_tokenizer, sampling_path):
     model, _ = model_and_tokenizer
 
-    def failing_generate(*args, **kwargs):
+    def fail(module, args):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(model, "generate", failing_generate)
+    handle = model.register_forward_pre_hook(fail)
     model.train()
-    with pytest.raises(RuntimeError, match="out of memory"):
-        make_generator(model_and_tokenizer).generate(PROMPTS, 1)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            make_generator(model_and_tokenizer, **sampling_path).generate(PROMPTS, 1)
+    finally:
+        handle.remove()
     assert model.training is True
 
 
-def test_chat_prompts_go_through_the_chat_template(plugin_manager, model_and_tokenizer, generate_calls):
+def test_chat_prompts_go_through_the_chat_template(
+    plugin_manager, model_and_tokenizer, generate_calls, sampling_path
+):
     _, tokenizer = model_and_tokenizer
     messages = [{"role": "user", "content": "what is 2+2?"}]
-    (completions,) = make_generator(model_and_tokenizer).generate([messages], 2)
-    assert len(completions) == 2
+    (completions,) = make_generator(model_and_tokenizer, **sampling_path).generate([messages], 1)
+    assert len(completions) == 1
     rendered = "<user>what is 2+2?\n<assistant>"
     assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == rendered
     (call,) = generate_calls
@@ -159,20 +181,20 @@ def test_malformed_chat_messages_are_named(plugin_manager, model_and_tokenizer):
         make_generator(model_and_tokenizer).generate([[{"text": "hi"}]], 1)
 
 
-def test_same_seed_same_samples_and_each_call_draws_new_ones(plugin_manager, model_and_tokenizer):
-    first = make_generator(model_and_tokenizer, seed=7)
-    second = make_generator(model_and_tokenizer, seed=7)
+def test_same_seed_same_samples_and_each_call_draws_new_ones(plugin_manager, model_and_tokenizer, sampling_path):
+    first = make_generator(model_and_tokenizer, seed=7, **sampling_path)
+    second = make_generator(model_and_tokenizer, seed=7, **sampling_path)
     texts = lambda completions: [[item.text for item in per_prompt] for per_prompt in completions]  # noqa: E731
     first_call = texts(first.generate(PROMPTS, 2))
     assert first_call == texts(second.generate(PROMPTS, 2))
     assert texts(first.generate(PROMPTS, 2)) != first_call
 
 
-def test_generation_does_not_move_the_global_random_state(plugin_manager, model_and_tokenizer):
+def test_generation_does_not_move_the_global_random_state(plugin_manager, model_and_tokenizer, sampling_path):
     torch.manual_seed(99)
     expected = torch.rand(3)
     torch.manual_seed(99)
-    make_generator(model_and_tokenizer).generate(PROMPTS, 1)
+    make_generator(model_and_tokenizer, **sampling_path).generate(PROMPTS, 1)
     assert torch.equal(torch.rand(3), expected)
 
 

@@ -1,4 +1,5 @@
-"""The ``hf`` generator encodes each prompt once for its K samples, and samples exactly what it sampled before."""
+"""On its ``generate()`` path the ``hf`` generator encodes each prompt once for its K samples, and samples exactly
+what ``generate`` samples from K copies of each prompt."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def load(path, model_class=AutoModelForCausalLM):
 
 
 def generate(model, tokenizer, num_samples, **options):
-    generator = create_component("generator", "hf", {"max_new_tokens": 10, "seed": 7, **options})
+    options = {"max_new_tokens": 10, "seed": 7, "use_generate": True, **options}
+    generator = create_component("generator", "hf", options)
     generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
     return generator.generate(PROMPTS, num_samples)
 

@@ -1,18 +1,24 @@
-"""Built-in generator ``hf``: sampling with ``model.generate`` from the live model being trained."""
+"""Built-in generator ``hf``: sampling from the live model being trained, with iterframe's decoding loop or
+transformers' ``model.generate``."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import logging
+from collections.abc import Callable
 from typing import Optional
 
 import torch
 
 from ..components import Completion, Generator, Prompt, RunContext
 from ..hookspecs import hookimpl
+from .decoding import DecodingSettings, decode, unsupported_reason
+from .prompt_cache import shared_prompt_cache
 from .prompts import encode_prompt
 
 __all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad", "shared_prompt_cache"]
+
+logger = logging.getLogger(__name__)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,56 +54,13 @@ def check_num_samples(generator_name: str, num_samples: int, do_sample: bool) ->
         )
 
 
-def _cache_argument(model, parameters) -> Optional[str]:
-    """The name under which ``model`` takes and returns its KV cache (``cache`` in transformers 5,
-    ``past_key_values`` before), or ``None`` when it cannot continue from a prefilled cache the way ``generate``
-    would have filled it (encoder-decoders, forwards without ``position_ids`` such as wrapped models, a fixed
-    cache implementation, beam search)."""
-    generation_config = getattr(model, "generation_config", None)
-    if (
-        getattr(model.config, "is_encoder_decoder", False)
-        or getattr(generation_config, "cache_implementation", None)
-        or (getattr(generation_config, "num_beams", 1) or 1) > 1
-        or "position_ids" not in parameters
-    ):
-        return None
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
-
-
-def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int):
-    """``(argument name, cache)``: the KV cache of every left-padded prompt but its last token, computed once and
-    repeated for the prompt's ``num_samples`` samples; ``None`` when there is nothing to share or the model cannot
-    continue from it.
-
-    ``generate(num_return_sequences=K)`` copies each prompt K times before its first forward pass. Given this
-    cache it runs only the prompts' last tokens, at the same positions and with the same attention, so the logits,
-    and hence the samples drawn with a given seed, are those it would have produced, for one prompt pass, not K.
-    """
-    from transformers import DynamicCache
-
-    if num_samples < 2 or input_ids.shape[1] < 2:
-        return None
-    parameters = inspect.signature(model.forward).parameters
-    argument = _cache_argument(model, parameters)
-    if argument is None:
-        return None
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # generate's positions for left-padded rows
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-    inputs = {name: tensor[:, :-1] for name, tensor in inputs.items()}
-    if "logits_to_keep" in parameters:
-        inputs["logits_to_keep"] = 1
-    cache = getattr(model(**inputs, use_cache=True), argument, None)
-    if not isinstance(cache, DynamicCache):
-        return None
-    cache.batch_repeat_interleave(num_samples)
-    return argument, cache
-
-
 class HFGenerator(Generator):
-    """Samples K completions per prompt with ``model.generate`` (batched, length-sorted, left-padded)."""
+    """Samples K completions per prompt from the live model (batched, length-sorted, left-padded): with
+    iterframe's decoding loop (:mod:`iterframe.builtin.decoding`) where the model allows it, else, or when
+    ``use_generate`` is set, with ``model.generate``."""
 
     name = "hf"
-    description = "Sample K completions per prompt from the live model with transformers' generate()."
+    description = "Sample K completions per prompt from the live model (transformers models, any device)."
 
     @dataclasses.dataclass
     class Options:
@@ -117,6 +80,13 @@ class HFGenerator(Generator):
         batch_size: int = dataclasses.field(default=8, metadata={"help": "Prompts per generate() call."})
         seed: Optional[int] = dataclasses.field(
             default=None, metadata={"help": "Sampling seed (default: the run's seed); each call uses the next."}
+        )
+        use_generate: bool = dataclasses.field(
+            default=False,
+            metadata={
+                "help": "Always sample with transformers' generate() (slower). By default iterframe's decoding "
+                "loop samples from the same distribution wherever the model allows it."
+            },
         )
 
         def __post_init__(self):
@@ -142,6 +112,7 @@ class HFGenerator(Generator):
         self.tokenizer = context.tokenizer
         self.seed = self.options.seed if self.options.seed is not None else context.seed
         self.calls = 0
+        self._reported_fallback = False
 
     def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
         check_num_samples(self.name, num_samples, self.options.do_sample)
@@ -167,9 +138,64 @@ class HFGenerator(Generator):
         return self.tokenizer.eos_token_id if pad_id is None else pad_id
 
     def _generate_batch(self, encoded: list[list[int]], num_samples: int) -> list[Completion]:
-        options = self.options
         input_ids, attention_mask = left_pad(encoded, self._pad_id())
         device = self.model.device
+        devices = [device.index or 0] if device.type == "cuda" else []
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(self.seed + self.calls)
+            self.calls += 1
+            new_tokens = None
+            if self._use_decoding_loop(input_ids.shape[1]):
+                new_tokens = decode(
+                    self.model, input_ids, attention_mask, num_samples, self._settings(), self._stop_check()
+                )
+            if new_tokens is None:
+                new_tokens = self._call_generate(input_ids, attention_mask, num_samples)
+        return [self._completion(row.tolist()) for row in new_tokens.cpu()]
+
+    def _use_decoding_loop(self, prompt_width: int) -> bool:
+        """Whether iterframe's decoding loop samples this batch; the first time it cannot, says why."""
+        if self.options.use_generate:
+            return False
+        reason = unsupported_reason(self.model, prompt_width + self.options.max_new_tokens)
+        if reason is None and self.tokenizer.eos_token_id is None:
+            reason = "the tokenizer has no eos token"
+        if reason is not None and not self._reported_fallback:
+            logger.info("The hf generator samples with transformers' generate(): %s.", reason)
+            self._reported_fallback = True
+        return reason is None
+
+    def _settings(self) -> DecodingSettings:
+        options = self.options
+        return DecodingSettings(
+            max_new_tokens=options.max_new_tokens,
+            min_new_tokens=getattr(self.model.generation_config, "min_new_tokens", None) or 0,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self._pad_id(),
+            do_sample=options.do_sample,
+            temperature=options.temperature,
+            top_k=options.top_k,
+            top_p=options.top_p,
+        )
+
+    def _stop_check(self) -> Optional[Callable[[list[int]], bool]]:
+        """Whether generated tokens end in a stop string; only their tail is decoded (a token spells at least
+        one character, the margin covers tokens that spell part of one)."""
+        stop = [marker for marker in self.options.stop if marker]
+        if not stop:
+            return None
+        window = max(map(len, stop)) + 8
+
+        def stopped(tokens: list[int]) -> bool:
+            tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+            return any(marker in tail for marker in stop)
+
+        return stopped
+
+    def _call_generate(self, input_ids, attention_mask, num_samples: int) -> torch.Tensor:
+        """The new tokens of ``model.generate``, from the prompts' shared KV cache where the model allows it."""
+        options = self.options
         kwargs = dict(
             max_new_tokens=options.max_new_tokens,
             do_sample=options.do_sample,
@@ -181,18 +207,12 @@ class HFGenerator(Generator):
             kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
         if options.stop:
             kwargs.update(stop_strings=list(options.stop), tokenizer=self.tokenizer)
-        devices = [device.index or 0] if device.type == "cuda" else []
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(self.seed + self.calls)
-            self.calls += 1
-            shared = shared_prompt_cache(self.model, input_ids, attention_mask, num_samples)
-            if shared is not None:
-                kwargs[shared[0]] = shared[1]
-            sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        shared = shared_prompt_cache(self.model, input_ids, attention_mask, num_samples)
+        if shared is not None:
+            kwargs[shared[0]] = shared[1]
+        sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         is_encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
-        new_tokens = sequences[:, 1:] if is_encoder_decoder else sequences[:, input_ids.shape[1] :]
-        return [self._completion(row.tolist()) for row in new_tokens.cpu()]
+        return sequences[:, 1:] if is_encoder_decoder else sequences[:, input_ids.shape[1] :]
 
     def _completion(self, tokens: list[int]) -> Completion:
         eos_id, pad_id = self.tokenizer.eos_token_id, self._pad_id()

@@ -1,0 +1,269 @@
+"""iterframe's decoding loop: the tokens ``generate`` would pick, the distribution ``generate`` samples from, and
+the cases it leaves to ``generate``."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from iterframe.builtin import decoding
+from iterframe.builtin.decoding import DecodingSettings, decode, draw_tokens, unsupported_reason, warp_logits
+from iterframe.builtin.generators import left_pad
+from iterframe.builtin.kv_buffers import PreallocatedKV
+from iterframe.components import RunContext
+from iterframe.plugins import create_component
+
+PROMPTS = ["The quick brown fox", "what", "Iterative fine-tuning trains on the model's own best", "0 1 2 3"]
+MODEL_PATHS = ["tiny_llama_path", "tiny_qwen2_path"]
+
+
+def load(path, model_class=AutoModelForCausalLM, **kwargs):
+    model = model_class.from_pretrained(path, **kwargs)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def prompt_batch(tokenizer):
+    return left_pad([tokenizer(prompt)["input_ids"] for prompt in PROMPTS], tokenizer.pad_token_id)
+
+
+def greedy_reference(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, **kwargs):
+    with torch.inference_mode():
+        sequences = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            **kwargs,
+        )
+    new = sequences[:, input_ids.shape[1] :]
+    padding = torch.full((new.shape[0], max_new_tokens - new.shape[1]), pad_token_id, dtype=new.dtype)
+    return torch.cat([new, padding], dim=1)  # generate stops early when every row has finished
+
+
+def greedy_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, **settings):
+    settings = DecodingSettings(
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        do_sample=False,
+        **settings,
+    )
+    with torch.inference_mode():
+        return decode(model, input_ids, attention_mask, 1, settings)
+
+
+@pytest.mark.parametrize("model_path", MODEL_PATHS)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_greedy_tokens_are_those_generate_picks(request, model_path, attention):
+    model, tokenizer = load(request.getfixturevalue(model_path), attn_implementation=attention)
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    expected = greedy_reference(model, input_ids, attention_mask, 12, -1, tokenizer.pad_token_id)
+    ours = greedy_decode(model, input_ids, attention_mask, 12, -1, tokenizer.pad_token_id)
+    assert torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize("model_path", MODEL_PATHS)
+def test_rows_that_reach_eos_leave_the_batch_and_are_padded_as_generate_pads_them(request, model_path):
+    model, tokenizer = load(request.getfixturevalue(model_path))
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    free_run = greedy_reference(model, input_ids, attention_mask, 12, -1, tokenizer.pad_token_id)
+    eos = int(free_run[0, 3])  # the first row ends at its 4th token; others when (if) they pick the same one
+    expected = greedy_reference(model, input_ids, attention_mask, 12, eos, tokenizer.pad_token_id)
+    rows_seen = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows_seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        ours = greedy_decode(model, input_ids, attention_mask, 12, eos, tokenizer.pad_token_id)
+    finally:
+        handle.remove()
+    assert torch.equal(ours, expected)
+    assert (expected[0, 4:] == tokenizer.pad_token_id).all()
+    assert min(rows_seen) < len(PROMPTS), "a finished row should have left the batch"
+
+
+def test_eos_is_held_back_until_min_new_tokens(tiny_llama_path):
+    model, tokenizer = load(tiny_llama_path)
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    eos = int(greedy_reference(model, input_ids, attention_mask, 1, -1, tokenizer.pad_token_id)[0, 0])
+    expected = greedy_reference(model, input_ids, attention_mask, 8, eos, tokenizer.pad_token_id, min_new_tokens=5)
+    ours = greedy_decode(model, input_ids, attention_mask, 8, eos, tokenizer.pad_token_id, min_new_tokens=5)
+    assert torch.equal(ours, expected)
+    assert not (ours[:, :5] == eos).any()
+    unrestrained = greedy_decode(model, input_ids, attention_mask, 8, eos, tokenizer.pad_token_id)
+    assert int(unrestrained[0, 0]) == eos  # without the floor, the first row would have ended at once
+
+
+def test_samples_do_not_depend_on_the_kv_buffers(tiny_llama_path, monkeypatch):
+    model, tokenizer = load(tiny_llama_path)
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    eos = int(greedy_reference(model, input_ids, attention_mask, 3, -1, tokenizer.pad_token_id)[0, 2])
+    settings = DecodingSettings(  # near-greedy, so the first prompt's samples end where its greedy path does
+        max_new_tokens=10, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, temperature=0.05
+    )
+
+    def sample():
+        torch.manual_seed(3)
+        with torch.inference_mode():
+            return decode(model, input_ids, attention_mask, 3, settings)
+
+    buffered = sample()
+    monkeypatch.setattr(decoding.PreallocatedKV, "attach", classmethod(lambda cls, cache, capacity: None))
+    assert torch.equal(buffered, sample())
+    assert (buffered == eos).any(), "some row should have finished early and left the batch"
+
+
+def test_kv_buffers_refuse_to_write_past_their_capacity(tiny_llama_path):
+    model, tokenizer = load(tiny_llama_path)
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    with torch.inference_mode():
+        output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+    cache = getattr(output, "past_key_values", None) or output.cache
+    buffers = PreallocatedKV.attach(cache, input_ids.shape[1] + 1)
+    layer = cache.layers[0]
+    key = layer.keys[:, :, :1].clone()
+    buffers.layers[0].update(key, key.clone())
+    assert layer.keys.shape[2] == input_ids.shape[1] + 1 and torch.equal(layer.keys[:, :, -1:], key)
+    with pytest.raises(RuntimeError, match="hold"):
+        buffers.layers[0].update(key, key.clone())
+
+
+def test_a_prompts_samples_are_consecutive_rows_and_differ(tiny_llama_path):
+    model, tokenizer = load(tiny_llama_path)
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    settings = DecodingSettings(max_new_tokens=8, eos_token_id=-1, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        samples = decode(model, input_ids, attention_mask, 3, settings)
+    assert samples.shape == (3 * len(PROMPTS), 8)
+    assert len({tuple(row) for row in samples.tolist()}) > len(PROMPTS)
+    # the first token of a sample is drawn from its own prompt's next-token distribution
+    with torch.inference_mode():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -1]
+    for row, token in enumerate(samples[:, 0].tolist()):
+        assert logits[row // 3].softmax(-1)[token] > 0
+
+
+def hf_warped(logits, temperature, top_k, top_p):
+    processors = LogitsProcessorList()
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        processors.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p))
+    return processors(None, logits.clone())
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"),
+    [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.9), (1.3, 20, 0.5), (0.5, 1, 0.1), (1.0, 0, 1e-9)],
+)
+def test_warping_matches_generates_warpers(temperature, top_k, top_p):
+    logits = torch.randn(16, 200, generator=torch.Generator().manual_seed(0)) * 3
+    settings = DecodingSettings(1, 0, 0, temperature=temperature, top_k=top_k, top_p=top_p)
+    ours, theirs = warp_logits(logits, settings), hf_warped(logits, temperature, top_k, top_p)
+    assert torch.equal(torch.isinf(ours), torch.isinf(theirs))
+    torch.testing.assert_close(ours[~torch.isinf(ours)], theirs[~torch.isinf(theirs)])
+    assert (~torch.isinf(ours)).sum(-1).min() >= 1
+
+
+def test_samples_follow_the_softmax_and_never_pick_masked_tokens():
+    probabilities = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
+    logits = probabilities.log().expand(40_000, -1)
+    tokens = draw_tokens(logits, torch.rand(40_000, generator=torch.Generator().manual_seed(0)))
+    frequencies = torch.bincount(tokens, minlength=5).double() / len(tokens)
+    torch.testing.assert_close(frequencies, probabilities.double(), atol=0.01, rtol=0)
+    assert frequencies[4] == 0
+    edges = draw_tokens(logits[:2], torch.tensor([0.0, 1.0 - 1e-12], dtype=torch.float64))
+    assert edges.tolist() == [0, 3]  # the ends of [0, 1) map to the first and the last possible token
+
+
+def test_greedy_draw_is_the_argmax():
+    logits = torch.randn(8, 50)
+    assert torch.equal(draw_tokens(logits), logits.argmax(-1))
+
+
+def test_lora_models_decode_through_their_base_model_with_the_adapters(tiny_llama_path):
+    peft = pytest.importorskip("peft")
+    model, tokenizer = load(tiny_llama_path)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    lora = peft.get_peft_model(model, config)
+    lora.eval()
+    assert unsupported_reason(lora, 64) is None
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    expected = greedy_reference(lora, input_ids, attention_mask, 6, -1, tokenizer.pad_token_id)
+    ours = greedy_decode(lora, input_ids, attention_mask, 6, -1, tokenizer.pad_token_id)
+    assert torch.equal(ours, expected)
+    with lora.disable_adapter():
+        without = greedy_reference(lora, input_ids, attention_mask, 6, -1, tokenizer.pad_token_id)
+    assert not torch.equal(ours, without), "the adapters should change what is decoded"
+
+
+def test_what_is_left_to_generate_is_named(tiny_llama_path, tiny_t5_path):
+    t5, _ = load(tiny_t5_path, AutoModelForSeq2SeqLM)
+    assert "encoder-decoder" in unsupported_reason(t5, 16)
+    llama, _ = load(tiny_llama_path)
+    assert unsupported_reason(llama, 16) is None
+    llama.generation_config.repetition_penalty = 1.3
+    assert "repetition_penalty" in unsupported_reason(llama, 16)
+    llama.generation_config.repetition_penalty = 1.0  # neutral, as many saved generation configs have it
+    assert unsupported_reason(llama, 16) is None
+    llama.config.sliding_window = 8
+    assert "sliding window" in unsupported_reason(llama, 16)
+    assert unsupported_reason(llama, 8) is None
+    llama.config.sliding_window = None
+    llama.generation_config.cache_implementation = "static"
+    assert "prefilled cache" in unsupported_reason(llama, 16)
+
+
+def test_the_generator_falls_back_to_generate_and_says_why(plugin_manager, tiny_llama_path, caplog):
+    model, tokenizer = load(tiny_llama_path)
+    model.generation_config.repetition_penalty = 1.3
+    calls = []
+    original = model.generate
+    model.generate = lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs)
+    generator = create_component("generator", "hf", {"max_new_tokens": 4, "seed": 0})
+    generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
+    with caplog.at_level("INFO", logger="iterframe.builtin.generators"):
+        completions = generator.generate(PROMPTS, 2)
+    assert calls and [len(per_prompt) for per_prompt in completions] == [2] * len(PROMPTS)
+    assert "generate(): the model's generation config sets repetition_penalty" in caplog.text
+
+
+@pytest.mark.parametrize("use_generate", [False, True])
+def test_the_generator_uses_the_loop_unless_told_otherwise(plugin_manager, tiny_llama_path, use_generate):
+    model, tokenizer = load(tiny_llama_path)
+    calls = []
+    original = model.generate
+    model.generate = lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs)
+    options = {"max_new_tokens": 4, "seed": 0, "use_generate": use_generate}
+    generator = create_component("generator", "hf", options)
+    generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
+    generator.generate(PROMPTS, 2)
+    assert bool(calls) == use_generate
+
+
+@pytest.mark.parametrize("model_path", MODEL_PATHS)
+def test_greedy_completions_match_between_the_loop_and_generate(plugin_manager, request, model_path):
+    model, tokenizer = load(request.getfixturevalue(model_path))
+
+    def completions(use_generate):
+        options = {"max_new_tokens": 10, "do_sample": False, "batch_size": 3, "use_generate": use_generate}
+        generator = create_component("generator", "hf", options)
+        generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
+        return [(c.text, c.num_tokens, c.finish_reason) for (c,) in generator.generate(PROMPTS, 1)]
+
+    assert completions(False) == completions(True)
