@@ -3,7 +3,9 @@ the cases it leaves to ``generate``."""
 
 from __future__ import annotations
 
+import gc
 import types
+import weakref
 
 import pytest
 import torch
@@ -120,9 +122,32 @@ def test_samples_do_not_depend_on_the_kv_buffers(tiny_llama_path, monkeypatch):
             return decode(model, input_ids, attention_mask, 3, settings)
 
     buffered = sample()
-    monkeypatch.setattr(decoding.PreallocatedKV, "attach", classmethod(lambda cls, cache, capacity: None))
+    monkeypatch.setattr(decoding.PreallocatedKV, "attach", classmethod(lambda cls, cache, capacity, repeats=1: None))
     assert torch.equal(buffered, sample())
     assert (buffered == eos).any(), "some row should have finished early and left the batch"
+
+
+def test_kv_buffers_are_freed_when_the_decode_ends_without_waiting_for_the_collector(tiny_llama_path, monkeypatch):
+    model, tokenizer = load(tiny_llama_path)
+    input_ids, attention_mask = prompt_batch(tokenizer)
+    attached = []
+    original = PreallocatedKV.attach.__func__
+
+    def attach(cls, cache, capacity, repeats=1):
+        buffers = original(cls, cache, capacity, repeats)
+        attached.append((weakref.ref(buffers.buffer), buffers))
+        return buffers
+
+    monkeypatch.setattr(PreallocatedKV, "attach", classmethod(attach))
+    settings = DecodingSettings(max_new_tokens=4, eos_token_id=-1, pad_token_id=tokenizer.pad_token_id)
+    gc.disable()
+    try:
+        with torch.inference_mode():
+            decode(model, input_ids, attention_mask, 2, settings)
+        ((buffer, buffers),) = attached
+        assert buffer() is None and buffers.buffer is None
+    finally:
+        gc.enable()
 
 
 def test_kv_buffers_refuse_to_write_past_their_capacity(tiny_llama_path):

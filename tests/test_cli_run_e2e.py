@@ -194,9 +194,7 @@ def test_component_setup_failure_leaves_no_output_dir(tiny_llama_path, arithmeti
     assert not output_dir.exists()
 
 
-def test_early_failure_leaves_a_users_folder_as_it_was(
-    tiny_llama_path, arithmetic_path, tmp_path
-):
+def test_early_failure_leaves_a_users_folder_as_it_was(tiny_llama_path, arithmetic_path, tmp_path):
     output_dir = tmp_path / "mine"
     output_dir.mkdir()
     (output_dir / "notes.txt").write_text("mine")

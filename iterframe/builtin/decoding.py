@@ -166,6 +166,8 @@ def decode(
     max_new_tokens] tensor (a prompt's samples in consecutive rows), each row padded with ``pad_token_id`` after
     its eos, or after the token for which ``stopped(generated tokens)`` first held. ``None`` when the model's
     forward does not hand back a dynamic cache (call ``generate`` instead). Call under ``torch.inference_mode``."""
+    from transformers import DynamicCache
+
     model = decoding_model(model)
     parameters = inspect.signature(model.forward).parameters
     argument = cache_argument(model, parameters)
@@ -174,18 +176,51 @@ def decode(
     output = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **extra
     )
-    from transformers import DynamicCache
-
     cache = getattr(output, argument, None)
     if not isinstance(cache, DynamicCache):
         return None
-    logits = output.logits[:, -1, :].float().repeat_interleave(num_samples, dim=0)
-    if num_samples > 1:
+    buffers = PreallocatedKV.attach(cache, input_ids.shape[1] + settings.max_new_tokens, num_samples)
+    if buffers is None and num_samples > 1:
         cache.batch_repeat_interleave(num_samples)
-    buffers = PreallocatedKV.attach(cache, input_ids.shape[1] + settings.max_new_tokens)
-    keep = attention_mask.bool().repeat_interleave(num_samples, dim=0)
-    next_position = position_ids[:, -1].repeat_interleave(num_samples, dim=0) + 1
-    rows = torch.arange(logits.shape[0], device=logits.device)  # the output row of each row still decoding
+    rows = _Rows(
+        keep=attention_mask.bool().repeat_interleave(num_samples, dim=0),
+        next_position=position_ids[:, -1].repeat_interleave(num_samples, dim=0) + 1,
+    )
+    try:
+        logits = output.logits[:, -1, :].float().repeat_interleave(num_samples, dim=0)
+        return _sample_steps(model, argument, cache, buffers, logits, rows, settings, stopped)
+    finally:
+        if buffers is not None:
+            buffers.release()
+
+
+@dataclasses.dataclass
+class _Rows:
+    """The rows still decoding: which prompt positions each attends to, where its next token goes and which
+    output row it fills."""
+
+    keep: torch.Tensor
+    next_position: torch.Tensor
+    output_rows: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        if self.output_rows is None:
+            self.output_rows = torch.arange(self.keep.shape[0], device=self.keep.device)
+
+    def select(self, alive: torch.Tensor) -> None:
+        self.keep, self.next_position = self.keep[alive], self.next_position[alive]
+        self.output_rows = self.output_rows[alive]
+
+    def advance(self) -> torch.Tensor:
+        """Extend every row by the token it just drew; its attention mask for the step."""
+        self.keep = torch.cat([self.keep, self.keep.new_ones((self.keep.shape[0], 1))], dim=-1)
+        position = self.next_position[:, None]
+        self.next_position = self.next_position + 1
+        return position
+
+
+def _sample_steps(model, argument, cache, buffers, logits, rows: _Rows, settings, stopped) -> torch.Tensor:
+    """Draw ``max_new_tokens`` tokens per row from ``logits`` on, one forward pass per step."""
     generated = torch.full(
         (logits.shape[0], settings.max_new_tokens), settings.pad_token_id, dtype=torch.long, device=logits.device
     )
@@ -194,31 +229,28 @@ def decode(
         if step < settings.min_new_tokens:
             logits[:, settings.eos_token_id] = float("-inf")
         # every row draws its number each step, finished or not, so a row's sample never depends on others'
-        uniform = torch.rand(generated.shape[0], device=logits.device)[rows] if settings.do_sample else None
-        tokens = draw_tokens(warp_logits(logits, settings), uniform)
-        generated[rows, step] = tokens
+        uniform = torch.rand(generated.shape[0], device=logits.device) if settings.do_sample else None
+        tokens = draw_tokens(warp_logits(logits, settings), None if uniform is None else uniform[rows.output_rows])
+        generated[rows.output_rows, step] = tokens
         finished = tokens == settings.eos_token_id
         if stopped is not None:
-            texts_done = [stopped(generated[row, : step + 1].tolist()) for row in rows.tolist()]
+            texts_done = [stopped(generated[row, : step + 1].tolist()) for row in rows.output_rows.tolist()]
             finished |= torch.tensor(texts_done, dtype=torch.bool, device=finished.device)
         if step + 1 == settings.max_new_tokens or bool(finished.all()):
             break
         if bool(finished.any()):
             alive = (~finished).nonzero().squeeze(-1)
-            if buffers is not None:
-                buffers.select_rows(alive)
-            else:
-                cache.batch_select_indices(alive)
-            rows, tokens, keep, next_position = rows[alive], tokens[alive], keep[alive], next_position[alive]
-        keep = torch.cat([keep, keep.new_ones((keep.shape[0], 1))], dim=-1)
+            buffers.select_rows(alive) if buffers is not None else cache.batch_select_indices(alive)
+            rows.select(alive)
+            tokens = tokens[alive]
+        position = rows.advance()
         output = model(
             input_ids=tokens[:, None],
-            attention_mask=_additive_mask(keep, mask_dtype),
-            position_ids=next_position[:, None],
+            attention_mask=_additive_mask(rows.keep, mask_dtype),
+            position_ids=position,
             use_cache=True,
             **{argument: cache},
         )
         cache = getattr(output, argument)
-        next_position = next_position + 1
         logits = output.logits[:, -1, :].float()
     return generated
