@@ -114,9 +114,14 @@ class PaddingRecorder:
         self._handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
 
     def _record(self, module, args, kwargs):
-        if module.training and kwargs.get("attention_mask") is not None:
+        if not module.training:
+            return
+        if kwargs.get("attention_mask") is not None:
             self.real_tokens += int(kwargs["attention_mask"].sum())
             self.padded_tokens += kwargs["attention_mask"].numel()
+        elif kwargs.get("position_ids") is not None:  # a padding-free (packed) row: every position is a token
+            self.real_tokens += kwargs["input_ids"].numel()
+            self.padded_tokens += kwargs["input_ids"].numel()
 
     @property
     def padding_fraction(self) -> float:

@@ -19,6 +19,8 @@ __all__ = [
     "as_texts",
     "build_micro_batches",
     "count_loss_tokens",
+    "pack_samples",
+    "packed_targets",
     "pad_samples",
     "samples_from_tensors",
     "samples_from_texts",
@@ -54,6 +56,9 @@ class MicroBatch:
     num_loss_tokens: int
     num_input_tokens: int
     sample_indices: list[int]
+    #: Padding-free micro-batches only: positions restarting at 0 per sample, and each sample's (start, end).
+    position_ids: Optional[torch.Tensor] = None
+    segments: Optional[list[tuple[int, int]]] = None
 
     def to(self, device) -> MicroBatch:
         return dataclasses.replace(
@@ -61,6 +66,7 @@ class MicroBatch:
             input_ids=self.input_ids.to(device),
             attention_mask=self.attention_mask.to(device),
             labels=self.labels.to(device),
+            position_ids=None if self.position_ids is None else self.position_ids.to(device),
         )
 
 
@@ -316,6 +322,33 @@ def pad_samples(
     )
 
 
+def pack_samples(samples: list[TokenizedSample], sample_indices: Optional[list[int]] = None) -> MicroBatch:
+    """Lay causal-LM samples end to end in one row (no padding), positions restarting at 0 for each sample.
+    ``segments`` holds each sample's ``(start, end)`` in the row; no target crosses from one into the next
+    (see :func:`packed_targets`)."""
+    input_ids = torch.cat([sample.input_ids for sample in samples])[None]
+    position_ids = torch.cat([torch.arange(len(sample.input_ids)) for sample in samples])[None]
+    ends = torch.tensor([len(sample.input_ids) for sample in samples]).cumsum(0).tolist()
+    return MicroBatch(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        labels=torch.cat([sample.labels for sample in samples])[None],
+        num_loss_tokens=sum(count_loss_tokens(sample.labels[None], False) for sample in samples),
+        num_input_tokens=input_ids.shape[1],
+        sample_indices=list(sample_indices) if sample_indices is not None else list(range(len(samples))),
+        position_ids=position_ids,
+        segments=list(zip([0, *ends[:-1]], ends)),
+    )
+
+
+def packed_targets(batch: MicroBatch) -> torch.Tensor:
+    """The next-token targets [tokens] of a packed micro-batch: each position's next label within its own
+    sample, and -100 at each sample's last position."""
+    targets = torch.nn.functional.pad(batch.labels[0, 1:], (0, 1), value=IGNORE_INDEX)
+    targets[[end - 1 for _, end in batch.segments]] = IGNORE_INDEX
+    return targets
+
+
 def without_loss(batch: MicroBatch) -> MicroBatch:
     """A copy of ``batch`` whose labels carry no loss and that holds no sample (padding for DDP ranks)."""
     return dataclasses.replace(
@@ -335,8 +368,10 @@ def build_micro_batches(
     is_encoder_decoder: bool,
     pad_to_multiple_of: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    packed: bool = False,
 ) -> list[MicroBatch]:
-    """Group samples of similar length into micro-batches of ``batch_size``, each padded to its own longest.
+    """Group samples of similar length into micro-batches of ``batch_size``, each padded to its own longest
+    (or, with ``packed``, laid end to end without padding: :func:`pack_samples`).
 
     Every sample lands in exactly one micro-batch. The micro-batches' order is shuffled with ``generator``
     (when given) so that optimizer updates do not follow sequence length.
@@ -345,6 +380,8 @@ def build_micro_batches(
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if generator is not None and len(chunks) > 1:
         chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
+    if packed:
+        return [pack_samples([samples[i] for i in chunk], chunk) for chunk in chunks]
     return [
         pad_samples(
             [samples[i] for i in chunk],

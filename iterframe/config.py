@@ -69,6 +69,15 @@ class IterativeSFTConfig(TrainingArguments):
         default=None,
         metadata={"help": "Pad each micro-batch to a multiple of this many tokens (8 suits tensor cores)."},
     )
+    padding_free: Optional[bool] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Train each micro-batch's samples laid end to end in one row, with no padding (each sample "
+            "attends only to itself). Default: on where the model allows it (transformers' own decoder-only "
+            "models with sdpa or eager attention, no sliding window) and pad_to_multiple_of is unset; true: "
+            "required; false: padded micro-batches."
+        },
+    )
     # Different defaults from TrainingArguments.
     logging_steps: float = dataclasses.field(
         default=10, metadata={"help": "Log every this many optimizer updates (a float < 1 is a ratio)."}
@@ -93,6 +102,11 @@ class IterativeSFTConfig(TrainingArguments):
             raise ValueError(f"max_length={self.max_length!r} must be a positive integer or None.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of={self.pad_to_multiple_of!r} must be a positive integer or None.")
+        if self.padding_free and self.pad_to_multiple_of is not None:
+            raise ValueError(
+                f"padding_free=True leaves no padding to round, but pad_to_multiple_of={self.pad_to_multiple_of}; "
+                "unset one of them."
+            )
         self.model_init_kwargs = self._parse_model_init_kwargs(self.model_init_kwargs)
         if self._is_multi_process_without_accelerator():
             self.use_cpu = True  # CPU DDP (gloo) under torchrun / accelerate launch

@@ -119,12 +119,14 @@ def build_tiny_causal_lm(
     hidden_size: int = 32,
     num_layers: int = 2,
     num_heads: int = 4,
+    num_key_value_heads: Optional[int] = None,
     intermediate_size: Optional[int] = None,
     max_position_embeddings: int = 512,
     tie_word_embeddings: bool = False,
     seed: int = 0,
 ):
-    """Build a randomly initialised causal LM (``"llama"`` or ``"qwen2"``) sized for ``tokenizer``.
+    """Build a randomly initialised causal LM (``"llama"`` or ``"qwen2"``) sized for ``tokenizer``
+    (``num_key_value_heads`` below ``num_heads`` gives grouped-query attention).
 
     Returns ``(model, tokenizer)``; with ``save_dir``, both are also saved there with ``save_pretrained``.
     """
@@ -138,7 +140,7 @@ def build_tiny_causal_lm(
         intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_key_value_heads=num_key_value_heads or num_heads,
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,

@@ -28,7 +28,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import batching
+from . import batching, packing
 from .adapters import wrap_with_adapters
 from .config import TRUNCATION_MODES, IterativeSFTConfig
 from .model_card import write_model_card
@@ -150,10 +150,22 @@ class IterativeSFTTrainer(Trainer):
             ],
         )
         self.state.max_steps = max(self.args.max_steps, 0)
+        self.padding_free = self._resolve_padding_free()
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
         self._train_begun = False
 
     # --- construction helpers -------------------------------------------------------------------------------
+
+    def _resolve_padding_free(self) -> bool:
+        """Whether step() trains on packed rows: ``args.padding_free``, or when unset, whether the model can."""
+        reason = packing.unsupported_reason(self.model)
+        if self.args.padding_free and reason is not None:
+            raise ValueError(
+                f"padding_free=True, but {reason}; set padding_free=False (or leave it unset to decide per model)."
+            )
+        if self.args.padding_free is None:
+            return reason is None and self.args.pad_to_multiple_of is None
+        return bool(self.args.padding_free)
 
     @staticmethod
     def _resolve_args(args, model_id: Optional[str]) -> IterativeSFTConfig:
@@ -295,6 +307,7 @@ class IterativeSFTTrainer(Trainer):
             is_encoder_decoder=self.is_encoder_decoder,
             pad_to_multiple_of=self.args.pad_to_multiple_of,
             generator=generator,
+            packed=self.padding_free,
         )
 
     def _global_count(self, count: int) -> int:
@@ -319,6 +332,16 @@ class IterativeSFTTrainer(Trainer):
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
             )
             logits, targets = outputs.logits, batch.labels
+        elif batch.segments is not None:
+            # Packed row: the head runs only where a target carries loss (at least once, so that every parameter
+            # is in the graph, as DDP needs).
+            targets = batching.packed_targets(batch)
+            keep = (targets != batching.IGNORE_INDEX).nonzero().squeeze(-1)
+            keep = keep if keep.numel() else targets.new_zeros(1)
+            outputs = self.model_wrapped(
+                input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep
+            )
+            logits, targets = outputs.logits, targets[keep]
         else:
             outputs = self.model_wrapped(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             # Shift the labels, not the logits: slicing the logits would copy them (and their gradient) whole.
@@ -354,7 +377,12 @@ class IterativeSFTTrainer(Trainer):
                 batch = batch.to(self.accelerator.device)
                 last = position == len(group) - 1
                 sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
-                with sync, self.compute_loss_context_manager():
+                attention = (
+                    packing.packed_attention(self.model, batch.segments)
+                    if batch.segments is not None
+                    else contextlib.nullcontext()
+                )
+                with sync, self.compute_loss_context_manager(), attention:
                     batch_loss = self._loss_sum(batch)
                     self.accelerator.backward(batch_loss * scale)
                 update_loss += float(batch_loss.detach())

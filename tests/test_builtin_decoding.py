@@ -122,7 +122,8 @@ def test_samples_do_not_depend_on_the_kv_buffers(tiny_llama_path, monkeypatch):
             return decode(model, input_ids, attention_mask, 3, settings)
 
     buffered = sample()
-    monkeypatch.setattr(decoding.PreallocatedKV, "attach", classmethod(lambda cls, cache, capacity, repeats=1: None))
+    no_buffers = classmethod(lambda cls, cache, capacity, repeats=1: None)
+    monkeypatch.setattr(decoding.PreallocatedKV, "attach", no_buffers)
     assert torch.equal(buffered, sample())
     assert (buffered == eos).any(), "some row should have finished early and left the batch"
 

@@ -71,9 +71,23 @@ def trainer(tmp_path_factory, tiny_llama_path):
     return trainer
 
 
+def sample_rows(batch):
+    """``(sample index, labels, attention mask)`` of each sample of a padded or a packed micro-batch."""
+    if batch.segments is None:
+        return [
+            (index, batch.labels[row], batch.attention_mask[row]) for row, index in enumerate(batch.sample_indices)
+        ]
+    return [
+        (index, batch.labels[0, start:end], batch.attention_mask[0, start:end])
+        for index, (start, end) in zip(batch.sample_indices, batch.segments)
+    ]
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=step_inputs())
-def test_every_label_token_contributes_exactly_once(trainer, case):
+def test_every_label_token_contributes_exactly_once(trainer, case, padding_free):
+    trainer.padding_free = padding_free
     trainer.args.per_device_train_batch_size = case["batch_size"]
     trainer.args.gradient_accumulation_steps = case["accumulation"]
     trainer.args.max_length = case["max_length"]
@@ -98,11 +112,12 @@ def test_every_label_token_contributes_exactly_once(trainer, case):
     for batch in seen:
         # padding never carries loss, and labels stay aligned with their ids after truncation
         assert ((batch.labels == -100) | (batch.attention_mask == 1)).all()
-        for row, sample_index in enumerate(batch.sample_indices):
-            real = int(batch.attention_mask[row].sum())
-            assert (batch.attention_mask[row, :real] == 1).all() and (batch.attention_mask[row, real:] == 0).all()
+        assert (batch.segments is not None) == padding_free
+        for sample_index, row_labels, row_mask in sample_rows(batch):
+            real = int(row_mask.sum())
+            assert (row_mask[:real] == 1).all() and (row_mask[real:] == 0).all()
             for position in range(1, real):
-                label = int(batch.labels[row, position])
+                label = int(row_labels[position])
                 if label != -100:
                     trained.append((sample_index, position, label))
     expected = expected_trained_tokens(case["samples"], case["max_length"], case["mode"])

@@ -106,8 +106,9 @@ def test_given_labels_are_used_as_given_for_causal_lms(tmp_path, tiny_llama_path
     assert torch.equal(seen[0].labels, labels)
 
 
-def test_without_labels_a_final_eos_equal_to_pad_is_still_trained(tmp_path, tiny_nopad_llama_path):
-    trainer = make_trainer(tmp_path, tiny_nopad_llama_path)
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_without_labels_a_final_eos_equal_to_pad_is_still_trained(tmp_path, tiny_nopad_llama_path, padding_free):
+    trainer = make_trainer(tmp_path, tiny_nopad_llama_path, padding_free=padding_free)
     tokenizer = trainer.processing_class
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     eos = tokenizer.eos_token_id
@@ -119,6 +120,9 @@ def test_without_labels_a_final_eos_equal_to_pad_is_still_trained(tmp_path, tiny
     stats = trainer.step(input_ids=ids, attention_mask=mask)
     assert stats["num_tokens"] == (len(short) - 1) + (len(long) - 1)
     (batch,) = seen
+    if padding_free:  # one row, the long sample first (longest first), no padding at all
+        assert batch.labels.tolist() == [long + short] and batch.segments == [(0, 6), (6, 10)]
+        return
     short_row = batch.labels[batch.attention_mask.sum(dim=1) == 4][0]
     assert short_row[3] == eos, "the real final eos must carry loss"
     assert (short_row[4:] == -100).all(), "padding must not carry loss"
@@ -226,7 +230,7 @@ def test_global_step_accumulates_across_calls(tmp_path, tiny_llama_path):
 
 
 def test_micro_batches_are_grouped_by_length_and_padded_to_their_own_longest(tmp_path, tiny_llama_path):
-    trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=2)
+    trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=2, padding_free=False)
     seen = record_micro_batches(trainer)
     texts = ["a", "a b c d e f g h i j k l", "b", "m n o p q r s t u v w x"]
     stats = trainer.step(texts=texts)

@@ -1,0 +1,147 @@
+"""Padding-free micro-batches: the same losses and gradients as padded ones, no sample attending to another,
+and padded micro-batches wherever the model cannot train on packed rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iterframe import IterativeSFTConfig, IterativeSFTTrainer, packing
+from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
+
+TEXTS = ["a b", "the quick brown fox jumps over the lazy dog", "hello world again", "x", "twelve plus seven"]
+
+
+@pytest.fixture(scope="module")
+def gqa_qwen2_path(tmp_path_factory):
+    """A Qwen2-style model with grouped-query attention (4 query heads share 2 key/value heads)."""
+    path = str(tmp_path_factory.mktemp("models") / "gqa-qwen2")
+    build_tiny_causal_lm(path, train_bpe_tokenizer(), architecture="qwen2", num_key_value_heads=2)
+    return path
+
+
+def make_trainer(tmp_path, model_path, **overrides):
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=8,
+        max_grad_norm=0.0,
+        seed=0,
+    )
+    settings.update(overrides)
+    return IterativeSFTTrainer(model_path, args=IterativeSFTConfig(**settings))
+
+
+def loss_and_gradient(tmp_path, model_path, padding_free, **step_inputs):
+    """The loss of one step() and the gradient of its update (plain SGD with lr 1, so the weight change)."""
+    trainer = make_trainer(tmp_path, model_path, padding_free=padding_free)
+    assert trainer.padding_free is padding_free
+    trainer.optimizer = trainer.accelerator.prepare(torch.optim.SGD(trainer.model.parameters(), lr=1.0))
+    trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)
+    before = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
+    stats = trainer.step(**step_inputs)
+    gradient = {name: before[name] - param.detach() for name, param in trainer.model.named_parameters()}
+    return stats, gradient, trainer
+
+
+@pytest.mark.parametrize("model_path", ["tiny_llama_path", "tiny_qwen2_path", "gqa_qwen2_path"])
+def test_packed_rows_train_exactly_like_padded_micro_batches(request, tmp_path, model_path):
+    path = request.getfixturevalue(model_path)
+    padded_stats, padded, _ = loss_and_gradient(tmp_path / "padded", path, False, texts=TEXTS)
+    packed_stats, packed, trainer = loss_and_gradient(tmp_path / "packed", path, True, texts=TEXTS)
+    assert packed_stats["num_tokens"] == padded_stats["num_tokens"]
+    assert packed_stats["loss"] == pytest.approx(padded_stats["loss"], rel=1e-5)
+    for name in padded:
+        torch.testing.assert_close(packed[name], padded[name], atol=1e-6, rtol=1e-4, msg=name)
+    assert packed_stats["padding_fraction"] == 0.0 < padded_stats["padding_fraction"]
+    assert trainer.model.config._attn_implementation == "sdpa", "the model's own kernel is back after the step"
+
+
+def test_prompt_masked_labels_train_the_same_packed_or_padded(tmp_path, tiny_llama_path):
+    tokenizer = make_trainer(tmp_path / "t", tiny_llama_path).processing_class
+    input_ids = [tokenizer(text)["input_ids"] for text in TEXTS]
+    labels = [[-100] * (len(ids) // 2) + ids[len(ids) // 2 :] for ids in input_ids]  # loss on the second half
+    inputs = dict(input_ids=[torch.tensor(ids) for ids in input_ids], labels=[torch.tensor(x) for x in labels])
+    padded_stats, padded, _ = loss_and_gradient(tmp_path / "padded", tiny_llama_path, False, **inputs)
+    packed_stats, packed, _ = loss_and_gradient(tmp_path / "packed", tiny_llama_path, True, **inputs)
+    assert (
+        packed_stats["num_tokens"]
+        == padded_stats["num_tokens"]
+        == sum(sum(label != -100 for label in row[1:]) for row in labels)
+    )
+    assert packed_stats["loss"] == pytest.approx(padded_stats["loss"], rel=1e-5)
+    for name in padded:
+        torch.testing.assert_close(packed[name], padded[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_gradient_checkpointing_recomputes_within_each_sample(tmp_path, tiny_llama_path):
+    padded_stats, padded, _ = loss_and_gradient(tmp_path / "padded", tiny_llama_path, False, texts=TEXTS)
+    trainer = make_trainer(tmp_path / "ckpt", tiny_llama_path, padding_free=True, gradient_checkpointing=True)
+    trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainer.optimizer = trainer.accelerator.prepare(torch.optim.SGD(trainer.model.parameters(), lr=1.0))
+    trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)
+    before = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
+    stats = trainer.step(texts=TEXTS)
+    assert stats["loss"] == pytest.approx(padded_stats["loss"], rel=1e-5)
+    for name, param in trainer.model.named_parameters():
+        torch.testing.assert_close(before[name] - param.detach(), padded[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_no_sample_attends_to_another_in_a_packed_row(tiny_llama_path):
+    trainer = IterativeSFTTrainer(tiny_llama_path, args=IterativeSFTConfig(output_dir="unused", report_to="none"))
+    model, tokenizer = trainer.model.eval(), trainer.processing_class
+    first, second = (torch.tensor(tokenizer(text)["input_ids"]) for text in TEXTS[1:3])
+    with torch.no_grad():
+        alone = model(input_ids=second[None]).logits[0]
+        row = torch.cat([first, second])[None]
+        positions = torch.cat([torch.arange(len(first)), torch.arange(len(second))])[None]
+        with packing.packed_attention(model, [(0, len(first)), (len(first), row.shape[1])]):
+            packed = model(input_ids=row, position_ids=positions).logits[0, len(first) :]
+            calls = packing._ACTIVE.calls
+        one_causal_row = model(input_ids=row).logits[0, len(first) :]
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-4)
+    assert calls == model.config.num_hidden_layers
+    assert not torch.allclose(one_causal_row, alone, atol=1e-3), (
+        "in one causal row, sample 2 sees sample 1"
+    )
+
+
+def test_models_that_cannot_pack_train_padded_or_are_refused_when_packing_is_required(tmp_path, tiny_t5_path):
+    assert make_trainer(tmp_path / "auto", tiny_t5_path).padding_free is False
+    with pytest.raises(
+        ValueError, match="padding_free=True, but the model is an encoder-decoder; set padding_free"
+    ):
+        make_trainer(tmp_path / "required", tiny_t5_path, padding_free=True)
+
+
+def test_other_attention_kernels_train_padded(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path)
+    assert trainer.padding_free is True
+    trainer.model.config._attn_implementation = "flex_attention"
+    assert "'flex_attention' attention kernel" in packing.unsupported_reason(trainer.model)
+    trainer.model.config._attn_implementation = "sdpa"
+    trainer.model.config.sliding_window = 16
+    assert packing.unsupported_reason(trainer.model) == "the model uses sliding-window attention"
+
+
+def test_pad_to_multiple_of_keeps_padded_micro_batches_and_conflicts_with_required_packing(
+    tmp_path, tiny_llama_path
+):
+    assert make_trainer(tmp_path, tiny_llama_path, pad_to_multiple_of=8).padding_free is False
+    with pytest.raises(ValueError, match="padding_free=True leaves no padding to round, but pad_to_multiple_of="):
+        IterativeSFTConfig(output_dir=str(tmp_path), padding_free=True, pad_to_multiple_of=8)
+
+
+def test_a_model_that_bypasses_the_attention_interface_is_an_error_not_a_silent_mix(tiny_llama_path):
+    trainer = IterativeSFTTrainer(tiny_llama_path, args=IterativeSFTConfig(output_dir="unused", report_to="none"))
+    with pytest.raises(RuntimeError, match="did not call transformers' attention interface"):
+        with packing.packed_attention(trainer.model, [(0, 3)]):
+            pass  # stands for a forward pass that never reached packed_sdpa
+    assert trainer.model.config._attn_implementation == "sdpa"
+
+
+def test_packed_attention_outside_a_packed_step_is_an_error(tiny_llama_path):
+    query = torch.zeros(1, 2, 3, 4)
+    with pytest.raises(RuntimeError, match="only runs inside iterframe's padding-free training step"):
+        packing.packed_sdpa(torch.nn.Module(), query, query, query)
