@@ -360,6 +360,11 @@ class Summary:
         return sum(run.cpu_seconds for run in self.runs) / sum(run.wall_seconds for run in self.runs)
 
 
+def median_peak(summary: Summary) -> float:
+    """The median over rounds of a configuration's peak RSS (MiB)."""
+    return statistics.median(run.peak_rss_mib for run in summary.runs)
+
+
 def print_report(args, workload: Workload, summaries: dict[tuple[str, bool], Summary], trl_version: str) -> None:
     print("\n=== loop throughput ===")
     print("command:", shlex.join([sys.executable, *sys.argv]))
@@ -385,7 +390,8 @@ def print_report(args, workload: Workload, summaries: dict[tuple[str, bool], Sum
             f"{statistics.fmean(r.generated_tokens for r in summary.iterations):.0f} generated and "
             f"{statistics.fmean(r.trained_tokens for r in summary.iterations):.0f} trained tokens/iteration; "
             f"peak RSS {max(run.peak_rss_mib for run in summary.runs):.0f} MiB "
-            f"(at start {min(run.setup_rss_mib for run in summary.runs):.0f}, ru_maxrss "
+            f"(rounds {', '.join(f'{run.peak_rss_mib:.0f}' for run in summary.runs)}; "
+            f"at start {min(run.setup_rss_mib for run in summary.runs):.0f}, ru_maxrss "
             f"{max(run.max_rss_mib for run in summary.runs):.0f}); {summary.cores_busy:.2f} cores busy"
         )
     for checkpoint in (False, True):
@@ -395,7 +401,8 @@ def print_report(args, workload: Workload, summaries: dict[tuple[str, bool], Sum
                 f"speedup iterframe vs hand loop{' (checkpoint every iteration)' if checkpoint else ''}: "
                 f"{theirs.seconds_per_iteration / ours.seconds_per_iteration:.2f}x "
                 f"(hand-loop s/iteration / iterframe s/iteration); peak RSS iterframe - hand loop: "
-                f"{max(r.peak_rss_mib for r in ours.runs) - max(r.peak_rss_mib for r in theirs.runs):+.0f} MiB"
+                f"{max(r.peak_rss_mib for r in ours.runs) - max(r.peak_rss_mib for r in theirs.runs):+.0f} MiB "
+                f"(highest round), {median_peak(ours) - median_peak(theirs):+.0f} MiB (median round)"
             )
     print("mean seconds per iteration by stage:")
     print(f"  {'stage':<20}" + "".join(f"{summary.label:>26}" for summary in summaries.values()))
