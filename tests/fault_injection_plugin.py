@@ -3,7 +3,7 @@
 ``ITERFRAME_FAULT_AT=SIGNAL:POINT:ITERATION`` (e.g. ``KILL:optimizer-step:2``) sends ``SIGNAL`` (KILL, TERM or
 INT) to the running process when the run reaches ``POINT`` in 0-based ``ITERATION``:
 
-- ``generation``: inside the generator's ``model.generate`` call, before any token is produced;
+- ``generation``: at the generator's first forward pass (the model in eval mode), before any token is produced;
 - ``optimizer-step``: right after ``optimizer.step()`` changed the weights in memory, before the update is counted;
 - ``checkpoint``: the loop checkpoint's weights are written to its temporary folder, its optimizer state not yet.
 
@@ -45,7 +45,9 @@ def _wrap(owner, attribute: str, before=None, after=None) -> None:
 @hookimpl
 def on_run_start(context):
     trainer = context.trainer
-    _wrap(trainer.model, "generate", before=lambda *a, **k: _stop_if_at("generation"))
+    trainer.model.register_forward_pre_hook(
+        lambda module, args: None if module.training else _stop_if_at("generation")
+    )
     _wrap(trainer.optimizer, "step", after=lambda *a, **k: _stop_if_at("optimizer-step"))
     _wrap(trainer, "_save_optimizer_and_scheduler", before=lambda *a, **k: _stop_if_at("checkpoint"))
 
