@@ -17,11 +17,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .model_support import native_decoder_reason
+
 __all__ = ["ATTENTION_NAME", "packed_attention", "packed_sdpa", "unsupported_reason"]
 
 #: The name ``packed_sdpa`` is registered under in transformers' attention interface.
 ATTENTION_NAME = "iterframe_packed_sdpa"
-_ATTENTION_KERNELS = ("sdpa", "eager")
 
 
 @dataclasses.dataclass
@@ -79,16 +80,11 @@ def unsupported_reason(model) -> Optional[str]:
     decoder-only implementations, with the sdpa or eager attention kernel, no sliding window, and a forward that
     takes ``position_ids`` and ``logits_to_keep``."""
     base = _base_model(model)
-    config = getattr(base, "config", None)
-    if config is None or not type(base).__module__.startswith("transformers.models."):
-        return "the model is not one of transformers' own implementations"
-    if getattr(config, "is_encoder_decoder", False):
-        return "the model is an encoder-decoder"
-    kernel = getattr(config, "_attn_implementation", None)
-    if kernel not in _ATTENTION_KERNELS:
-        return f"the model uses the {kernel!r} attention kernel (padding-free training drives sdpa and eager)"
-    layer_types = getattr(config, "layer_types", None) or []
-    if getattr(config, "sliding_window", None) or "sliding_attention" in layer_types:
+    reason = native_decoder_reason(base, "padding-free training")
+    if reason is not None:
+        return reason
+    layer_types = getattr(base.config, "layer_types", None) or []
+    if getattr(base.config, "sliding_window", None) or "sliding_attention" in layer_types:
         return "the model uses sliding-window attention"
     parameters = inspect.signature(base.forward).parameters
     missing = [name for name in ("position_ids", "logits_to_keep") if name not in parameters]

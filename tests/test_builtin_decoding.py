@@ -136,7 +136,7 @@ def test_kv_buffers_are_freed_when_the_decode_ends_without_waiting_for_the_colle
 
     def attach(cls, cache, capacity, repeats=1):
         buffers = original(cls, cache, capacity, repeats)
-        attached.append((weakref.ref(buffers.buffer), buffers))
+        attached.append((weakref.ref(buffers.buffers[0][0]), buffers))
         return buffers
 
     monkeypatch.setattr(PreallocatedKV, "attach", classmethod(attach))
@@ -146,7 +146,7 @@ def test_kv_buffers_are_freed_when_the_decode_ends_without_waiting_for_the_colle
         with torch.inference_mode():
             decode(model, input_ids, attention_mask, 2, settings)
         ((buffer, buffers),) = attached
-        assert buffer() is None and buffers.buffer is None
+        assert buffer() is None and buffers.buffers == []
     finally:
         gc.enable()
 

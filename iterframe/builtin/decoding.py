@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from ..model_support import native_decoder_reason
 from .kv_buffers import PreallocatedKV
 from .prompt_cache import cache_argument
 
@@ -60,7 +61,6 @@ _NEUTRAL_VALUES = {
     "repetition_penalty": 1.0,
     "typical_p": 1.0,
 }
-_ATTENTION_KERNELS = ("sdpa", "eager")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,15 +93,10 @@ def unsupported_reason(model, max_total_length: int) -> Optional[str]:
     transformers' own decoder-only implementations with the sdpa or eager attention kernel, a dynamic cache and
     a generation config asking for nothing beyond temperature, top-k, top-p and min_new_tokens."""
     model = decoding_model(model)
-    config = getattr(model, "config", None)
-    if config is None or not type(model).__module__.startswith("transformers.models."):
-        return "the model is not one of transformers' own implementations"
-    if getattr(config, "is_encoder_decoder", False):
-        return "the model is an encoder-decoder"
-    kernel = getattr(config, "_attn_implementation", None)
-    if kernel not in _ATTENTION_KERNELS:
-        return f"the model uses the {kernel!r} attention kernel (the loop drives sdpa and eager)"
-    window = getattr(config, "sliding_window", None)
+    reason = native_decoder_reason(model, "the loop")
+    if reason is not None:
+        return reason
+    window = getattr(model.config, "sliding_window", None)
     if window and max_total_length > window:
         return f"prompt + completion ({max_total_length} tokens) may exceed the sliding window ({window})"
     if cache_argument(model, inspect.signature(model.forward).parameters) is None:

@@ -1,0 +1,24 @@
+"""What iterframe's fast paths (the ``hf`` generator's decoding loop, padding-free training) need of a model."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["ATTENTION_KERNELS", "native_decoder_reason"]
+
+#: The attention kernels both fast paths drive (they pass masks and call attention the way these take them).
+ATTENTION_KERNELS = ("sdpa", "eager")
+
+
+def native_decoder_reason(model, feature: str) -> Optional[str]:
+    """Why ``model`` is not one of transformers' own decoder-only implementations running the sdpa or eager
+    attention kernel (``None`` when it is); ``feature`` names what needs it, for the message."""
+    config = getattr(model, "config", None)
+    if config is None or not type(model).__module__.startswith("transformers.models."):
+        return "the model is not one of transformers' own implementations"
+    if getattr(config, "is_encoder_decoder", False):
+        return "the model is an encoder-decoder"
+    kernel = getattr(config, "_attn_implementation", None)
+    if kernel not in ATTENTION_KERNELS:
+        return f"the model uses the {kernel!r} attention kernel ({feature} drives sdpa and eager)"
+    return None
