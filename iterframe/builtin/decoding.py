@@ -229,8 +229,8 @@ def _sample_steps(model, argument, cache, buffers, logits, rows: _Rows, settings
         generated[rows.output_rows, step] = tokens
         finished = tokens == settings.eos_token_id
         if stopped is not None:
-            texts_done = [stopped(generated[row, : step + 1].tolist()) for row in rows.output_rows.tolist()]
-            finished |= torch.tensor(texts_done, dtype=torch.bool, device=finished.device)
+            so_far = generated[rows.output_rows, : step + 1].tolist()  # one transfer for all rows
+            finished |= torch.tensor([stopped(row) for row in so_far], device=finished.device)
         if step + 1 == settings.max_new_tokens or bool(finished.all()):
             break
         if bool(finished.any()):
