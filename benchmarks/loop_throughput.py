@@ -36,9 +36,9 @@ import psutil
 import torch
 from step_throughput import (
     RssSampler,
+    build_model,
     load_trl,
     machine_lines,
-    make_lexicon,
     make_sentence_stream,
     trainer_settings,
 )
@@ -75,16 +75,8 @@ class Workload:
 
 def build_workload(args, directory: str) -> Workload:
     """Train a BPE tokenizer, build the model from a config (no hub) and save both; make the prompts."""
-    from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
-
-    preset = dict(MODEL_PRESETS[args.preset])
-    vocab_size = preset.pop("vocab_size")
     rng = random.Random(args.seed)
-    lexicon = make_lexicon(rng, 4 * vocab_size)
-    tokenizer = train_bpe_tokenizer([make_sentence_stream(rng, lexicon, 200) for _ in range(400)], vocab_size)
-    model, _ = build_tiny_causal_lm(
-        None, tokenizer, max_position_embeddings=args.max_length, seed=args.seed, **preset
-    )
+    model, tokenizer, lexicon = build_model(MODEL_PRESETS[args.preset], args.max_length, rng, args.seed)
     model.generation_config.min_new_tokens = args.max_new_tokens  # both loops generate exactly this many
     model_dir = os.path.join(directory, "model")
     model.save_pretrained(model_dir)

@@ -68,6 +68,17 @@ def make_sentence_stream(rng: random.Random, lexicon: list[str], num_words: int)
     return " ".join(pieces)
 
 
+def build_model(preset: dict, max_length: int, rng: random.Random, seed: int):
+    """``(model, tokenizer, lexicon)``: a BPE tokenizer trained on sentences of a made-up lexicon drawn with
+    ``rng`` and a Llama-style model of ``preset``'s shape built from a config (no hub)."""
+    preset = dict(preset)
+    vocab_size = preset.pop("vocab_size")
+    lexicon = make_lexicon(rng, 4 * vocab_size)
+    tokenizer = train_bpe_tokenizer([make_sentence_stream(rng, lexicon, 200) for _ in range(400)], vocab_size)
+    model, _ = build_tiny_causal_lm(None, tokenizer, max_position_embeddings=max_length, seed=seed, **preset)
+    return model, tokenizer, lexicon
+
+
 def make_texts(tokenizer, rng, lexicon, count: int, min_tokens: int, max_tokens: int) -> list[str]:
     """``count`` texts whose token counts are spread uniformly over ``[min_tokens, max_tokens]``."""
     texts = []
@@ -386,15 +397,8 @@ def main(argv=None) -> None:
     trl_classes = None if args.no_trl else load_trl()
     if not args.no_trl and trl_classes is None:
         print("TRL with IterativeSFTTrainer is not installed here; measuring iterframe alone (run: tox -e bench).")
-    preset = dict(MODEL_PRESETS[args.preset])
-    vocab_size = preset.pop("vocab_size")
-
     rng = random.Random(args.seed)
-    lexicon = make_lexicon(rng, 4 * vocab_size)
-    tokenizer = train_bpe_tokenizer([make_sentence_stream(rng, lexicon, 200) for _ in range(400)], vocab_size)
-    model, _ = build_tiny_causal_lm(
-        None, tokenizer, max_position_embeddings=args.max_length, seed=args.seed, **preset
-    )
+    model, tokenizer, lexicon = build_model(MODEL_PRESETS[args.preset], args.max_length, rng, args.seed)
     warmup_texts = [make_texts(tokenizer, rng, lexicon, 16, args.min_tokens, args.max_tokens)]
     round_texts = [
         make_texts(tokenizer, rng, lexicon, args.texts_per_step, args.min_tokens, args.max_tokens)

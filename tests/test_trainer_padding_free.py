@@ -102,9 +102,7 @@ def test_no_sample_attends_to_another_in_a_packed_row(tiny_llama_path):
         one_causal_row = model(input_ids=row).logits[0, len(first) :]
     torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-4)
     assert calls == model.config.num_hidden_layers
-    assert not torch.allclose(one_causal_row, alone, atol=1e-3), (
-        "in one causal row, sample 2 sees sample 1"
-    )
+    assert not torch.allclose(one_causal_row, alone, atol=1e-3), "in one causal row, sample 2 sees sample 1"
 
 
 def test_models_that_cannot_pack_train_padded_or_are_refused_when_packing_is_required(tmp_path, tiny_t5_path):
