@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -16,6 +17,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # Built-in plugins only: a test loads installed entry points only when that is what it is about.
 os.environ.setdefault("ITERFRAME_LOAD_PLUGINS", "")
+
+
+@pytest.fixture(scope="session")
+def arithmetic_path(tmp_path_factory) -> str:
+    """``tests/arithmetic_data.PROBLEMS`` as a JSONL dataset (``prompt``, ``answer``)."""
+    from arithmetic_data import PROBLEMS
+
+    path = tmp_path_factory.mktemp("data") / "arithmetic.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in PROBLEMS))
+    return str(path)
 
 
 @pytest.fixture(scope="session")

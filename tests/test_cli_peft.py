@@ -15,15 +15,6 @@ from iterframe.artifacts import read_metrics
 from iterframe.cli import cli
 from iterframe.run_config import RunConfigError, apply_flags, apply_overrides, load_config_file, resolve_run_config
 
-PROBLEMS = [("1+1=", "2"), ("2+3=", "5"), ("4+4=", "8"), ("3+2=", "5")]
-
-
-@pytest.fixture(scope="module")
-def arithmetic_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "arithmetic.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in PROBLEMS))
-    return str(path)
-
 
 def _run_args(model: str, dataset: str, output_dir: str, *extra: str) -> list[str]:
     return [

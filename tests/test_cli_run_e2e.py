@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from arithmetic_data import PROBLEMS
 from click.testing import CliRunner
 
 from iterframe.artifacts import read_metrics, read_samples, samples_path
@@ -17,14 +18,6 @@ from iterframe.cli import cli
 from iterframe.run_config import load_config_file, resolve_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBLEMS = [("1+1=", "2"), ("2+3=", "5"), ("4+4=", "8"), ("3+2=", "5")]
-
-
-@pytest.fixture(scope="module")
-def arithmetic_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "arithmetic.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in PROBLEMS))
-    return str(path)
 
 
 def _run_args(model: str, dataset: str, output_dir: str, *extra: str) -> list[str]:

@@ -7,6 +7,7 @@ the assistant turn of the chat-templated conversation.
 from __future__ import annotations
 
 import dataclasses
+from abc import abstractmethod
 
 from ..components import RunContext, Sample, SampleTokenizer
 from ..hookspecs import hookimpl
@@ -44,8 +45,9 @@ class _PromptCompletionTokenizer(SampleTokenizer):
             "labels": [labels for _, labels in pairs],
         }
 
+    @abstractmethod
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
-        raise NotImplementedError
+        """``(input_ids, labels)`` of one sample."""
 
     def _completion_ids(self, completion: str, add_eos: bool) -> list[int]:
         ids = list(self.tokenizer(completion, add_special_tokens=False)["input_ids"])
