@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the loop from Python with ``reversal_reward`` as the reward; return the metrics rows."""
     from iterframe import IterativeSFTConfig, IterativeSFTTrainer
     from iterframe.loop import IterativeLoop, LoopConfig
+    from iterframe.loop.datasets import DatasetSettings, load_prompt_sets
     from iterframe.plugins import create_component
-    from iterframe.prompts import DatasetSettings, load_prompt_sets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="Model folder or Hub id.")

@@ -1,6 +1,6 @@
 """``python -m iterframe`` runs the CLI."""
 
-from .cli import main
+from iterframe.cli import main
 
 if __name__ == "__main__":
     main()

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
-from iterframe.batching import IGNORE_INDEX
-from iterframe.components import Completion, Filter, Generator, Logger, Reward, SampleTokenizer
+from iterframe.engine.batching import IGNORE_INDEX
 from iterframe.loop import IterativeLoop, LoopConfig, PromptRecord
+from iterframe.plugins.components import Completion, Filter, Generator, Logger, Reward, SampleTokenizer
 
 
 class ScriptedGenerator(Generator):

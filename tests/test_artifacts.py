@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from iterframe.artifacts import (
+from iterframe.loop.artifacts import (
     SAMPLE_COLUMNS,
     atomic_write_bytes,
     atomic_write_json,
@@ -20,7 +20,7 @@ from iterframe.artifacts import (
     write_metrics_row,
     write_samples,
 )
-from iterframe.components import Sample
+from iterframe.plugins.components import Sample
 
 
 def test_iteration_dir_is_zero_padded_to_six_digits(tmp_path):

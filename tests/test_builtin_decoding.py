@@ -17,12 +17,12 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from iterframe.builtin import decoding
-from iterframe.builtin.decoding import DecodingSettings, decode, draw_tokens, unsupported_reason, warp_logits
 from iterframe.builtin.generators import left_pad
-from iterframe.builtin.kv_buffers import PreallocatedKV
-from iterframe.components import RunContext
+from iterframe.generation import decoding
+from iterframe.generation.decoding import DecodingSettings, decode, draw_tokens, unsupported_reason, warp_logits
+from iterframe.generation.kv_buffers import PreallocatedKV
 from iterframe.plugins import create_component
+from iterframe.plugins.components import RunContext
 
 PROMPTS = ["The quick brown fox", "what", "Iterative fine-tuning trains on the model's own best", "0 1 2 3"]
 MODEL_PATHS = ["tiny_llama_path", "tiny_qwen2_path"]

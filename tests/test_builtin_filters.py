@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from iterframe.components import Sample
 from iterframe.plugins import ComponentOptionError, create_component
+from iterframe.plugins.components import Sample
 
 NAN = math.nan
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from iterframe.builtin.generators import cut_at_stop, left_pad
-from iterframe.components import Completion, RunContext
 from iterframe.plugins import ComponentOptionError, create_component
+from iterframe.plugins.components import Completion, RunContext
 from iterframe.testing import build_char_tokenizer, build_tiny_causal_lm
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 +=?:.<>/\n"

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 from iterframe.builtin import generators
 from iterframe.builtin.generators import left_pad, shared_prompt_cache
-from iterframe.components import RunContext
 from iterframe.plugins import create_component
+from iterframe.plugins.components import RunContext
 
 PROMPTS = ["The quick brown fox", "what", "Iterative fine-tuning trains on the model's own best", "0 1 2 3"]
 

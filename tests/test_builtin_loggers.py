@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from iterframe.artifacts import SAMPLE_COLUMNS, read_metrics
-from iterframe.components import RunContext, Sample
+from iterframe.loop.artifacts import SAMPLE_COLUMNS, read_metrics
 from iterframe.plugins import create_component
+from iterframe.plugins.components import RunContext, Sample
 
 SAMPLES = [
     Sample(

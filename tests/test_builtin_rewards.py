@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from iterframe.builtin.rewards import extract_final_number
-from iterframe.components import RunContext, Sample
 from iterframe.plugins import ComponentOptionError, create_component
+from iterframe.plugins.components import RunContext, Sample
 
 CONTEXT = RunContext(trainer=None, tokenizer=None)
 

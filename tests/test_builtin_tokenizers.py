@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from iterframe.components import RunContext, Sample
 from iterframe.plugins import create_component
+from iterframe.plugins.components import RunContext, Sample
 from iterframe.testing import build_char_tokenizer
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 +=?:.<>/\n"

@@ -9,11 +9,17 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
+from iterframe.run_config.resolve import (
+    RunConfigError,
+    apply_flags,
+    apply_overrides,
+    load_config_file,
+    resolve_run_config,
+)
 from safetensors.torch import load_file
 
-from iterframe.artifacts import read_metrics
 from iterframe.cli import cli
-from iterframe.run_config import RunConfigError, apply_flags, apply_overrides, load_config_file, resolve_run_config
+from iterframe.loop.artifacts import read_metrics
 
 
 def _run_args(model: str, dataset: str, output_dir: str, *extra: str) -> list[str]:

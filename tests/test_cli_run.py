@@ -424,7 +424,7 @@ def test_resume_of_nothing_is_refused(captured, tmp_path, prompts_path):
 
 
 def test_plugin_load_errors_stop_the_run(captured, tmp_path, prompts_path, monkeypatch):
-    import iterframe.plugins as plugins
+    import iterframe.plugins.manager as plugins
 
     def broken():
         raise plugins.PluginLoadError("Plugin(s) failed to load:\n  iterframe-broken: ImportError")

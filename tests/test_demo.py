@@ -77,8 +77,8 @@ def test_run_spec_names_the_cached_model_and_shipped_prompts(model_path):
 def test_shortened_demo_run_learns_to_add(model_path, tmp_path):
     from click.testing import CliRunner
 
-    from iterframe.artifacts import read_metrics
     from iterframe.cli import cli
+    from iterframe.loop.artifacts import read_metrics
 
     output_dir = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["run", "--iterations", "10", "--output-dir", str(output_dir), "--quiet"])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iterframe.distributed import gather_in_order, group, interleave, shard
+from iterframe.loop.distributed import gather_in_order, group, interleave, shard
 
 
 def test_shard_takes_every_world_th_item_from_rank():

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from iterframe import hookspecs
-from iterframe.plugins import HOOK_NAMES, list_components
+from iterframe.plugins import HOOK_NAMES, hookspecs, list_components
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "docs" / "plugins.md").read_text()

@@ -12,8 +12,8 @@ from loop_fakes import (
     make_trainer,
 )
 
-from iterframe.components import Completion
 from iterframe.loop import IterativeLoop, LoopConfig, PromptRecord
+from iterframe.plugins.components import Completion
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from loop_fakes import RecordingLogger, make_loop
 
 from iterframe import hookimpl
-from iterframe.artifacts import read_metrics, read_samples, samples_path
+from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
 
 
 class RecordingPlugin:

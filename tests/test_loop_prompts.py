@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from loop_fakes import ScriptedGenerator, make_loop, make_prompts
 
-from iterframe.prompt_sampler import PromptSampler
+from iterframe.loop.prompt_sampler import PromptSampler
 
 
 def test_each_epoch_visits_every_prompt_once():

@@ -17,8 +17,8 @@ from loop_fakes import (
     make_prompts,
 )
 
-from iterframe.artifacts import iteration_dir, read_metrics, read_samples, samples_path
 from iterframe.loop import FAILED_REWARD
+from iterframe.loop.artifacts import iteration_dir, read_metrics, read_samples, samples_path
 
 CONTRACT_KEYS = {
     "iteration",

@@ -7,8 +7,8 @@ import math
 import torch
 from loop_fakes import PromptCompletionTokenizer, make_loop
 
-from iterframe.components import Sample
-from iterframe.replay import ReplayBuffer
+from iterframe.loop.replay import ReplayBuffer
+from iterframe.plugins.components import Sample
 
 
 def sample(index: int) -> Sample:

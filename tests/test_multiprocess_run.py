@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from iterframe.artifacts import read_metrics
+from iterframe.loop.artifacts import read_metrics
 
 pytestmark = pytest.mark.slow
 

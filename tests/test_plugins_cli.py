@@ -11,8 +11,8 @@ from click.testing import CliRunner
 import iterframe
 from iterframe import hookimpl
 from iterframe.cli import cli
-from iterframe.components import Filter
 from iterframe.plugins import DEFAULT_PLUGINS
+from iterframe.plugins.components import Filter
 
 
 class LongFilter(Filter):

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from iterframe import hookimpl
-from iterframe.components import RunContext, Sample
 from iterframe.plugins import get_plugin_manager, register, reset_plugin_manager, unregister
+from iterframe.plugins.components import RunContext, Sample
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 
 import iterframe
 from iterframe import hookimpl
-from iterframe.components import Reward
 from iterframe.plugins import (
     DEFAULT_PLUGINS,
     ComponentOptionError,
@@ -23,6 +22,7 @@ from iterframe.plugins import (
     reset_plugin_manager,
     unregister,
 )
+from iterframe.plugins.components import Reward
 
 BUILTIN_NAMES = {
     "generator": {"hf"},

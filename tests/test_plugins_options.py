@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import pytest
 
-from iterframe.options import (
+from iterframe.plugins.options import (
     ComponentOptionError,
     build_options,
     check_options_class,

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from iterframe.cli import cli
-from iterframe.components import RunContext, Sample
 from iterframe.plugins import create_component, get_plugin_manager, reset_plugin_manager
+from iterframe.plugins.components import RunContext, Sample
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from iterframe.prompts import DatasetSettings, PromptSetError, load_prompt_sets
+from iterframe.loop.datasets import DatasetSettings, PromptSetError, load_prompt_sets
 
 ROWS = [
     {"prompt": "1+1=", "answer": "2", "topic": "add"},

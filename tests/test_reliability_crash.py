@@ -28,8 +28,8 @@ import sys
 
 import pytest
 
-from iterframe.artifacts import read_metrics, samples_path
-from iterframe.run_state import latest_checkpoint, read_loop_state
+from iterframe.loop.artifacts import read_metrics, samples_path
+from iterframe.loop.run_state import latest_checkpoint, read_loop_state
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ITERATIONS = 5

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from loop_fakes import PromptCompletionTokenizer, make_loop, make_trainer
 
-from iterframe.artifacts import read_metrics, read_samples, samples_path
-from iterframe.component_errors import ComponentError
-from iterframe.components import Completion, Filter, Generator, Logger, Reward
-from iterframe.hookspecs import hookimpl
 from iterframe.loop import FAILED_REWARD
+from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
 from iterframe.plugins import create_component
+from iterframe.plugins.components import Completion, Filter, Generator, Logger, Reward
+from iterframe.plugins.errors import ComponentError
+from iterframe.plugins.hookspecs import hookimpl
 
 PLUGIN = "faulty-plugin"
 

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iterframe.artifacts import read_metrics, truncate_metrics, write_metrics_row
 from iterframe.builtin.filters import normalise_text
-from iterframe.components import Sample
 from iterframe.loop import FAILED_REWARD, IterativeLoop
+from iterframe.loop.artifacts import read_metrics, truncate_metrics, write_metrics_row
+from iterframe.loop.prompt_sampler import PromptSampler
+from iterframe.loop.replay import ReplayBuffer
 from iterframe.plugins import create_component
-from iterframe.prompt_sampler import PromptSampler
-from iterframe.replay import ReplayBuffer
+from iterframe.plugins.components import Sample
 
 FAST = settings(max_examples=100, deadline=None)
 

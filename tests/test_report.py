@@ -9,9 +9,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from iterframe.artifacts import write_metrics_row
 from iterframe.cli import cli
-from iterframe.report import load_run_metrics, summary_table, write_report
+from iterframe.loop.artifacts import write_metrics_row
+from iterframe.loop.report import load_run_metrics, summary_table, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

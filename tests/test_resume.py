@@ -9,9 +9,9 @@ import shutil
 import pytest
 from loop_fakes import ScriptedGenerator, TableReward, make_loop, make_prompts
 
-from iterframe import loop as loop_module
-from iterframe.artifacts import read_metrics, read_samples, samples_path
-from iterframe.run_state import OutputDirError
+from iterframe.loop import iterative_loop as loop_module
+from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
+from iterframe.loop.run_state import OutputDirError
 
 
 class CrashingReward(TableReward):

@@ -14,7 +14,6 @@ import torch
 from click.testing import CliRunner
 
 from iterframe.cli import cli
-from iterframe.components import RunContext, Sample
 from iterframe.plugins import (
     ComponentOptionError,
     UnknownComponentError,
@@ -23,6 +22,7 @@ from iterframe.plugins import (
     list_components,
     reset_plugin_manager,
 )
+from iterframe.plugins.components import RunContext, Sample
 
 DISTRIBUTION = "iterframe-reward-model"
 

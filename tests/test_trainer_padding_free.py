@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iterframe import IterativeSFTConfig, IterativeSFTTrainer, packing
+from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+from iterframe.engine import packing
 from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
 
 TEXTS = ["a b", "the quick brown fox jumps over the lazy dog", "hello world again", "x", "twelve plus seven"]

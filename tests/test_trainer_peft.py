@@ -10,7 +10,7 @@ peft = pytest.importorskip("peft")
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer  # noqa: E402
-from iterframe.adapters import build_lora_config, merged_copy  # noqa: E402
+from iterframe.engine.adapters import build_lora_config, merged_copy  # noqa: E402
 
 
 def make_trainer(tmp_path, model_path, **config_overrides):

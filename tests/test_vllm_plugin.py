@@ -29,9 +29,9 @@ from iterframe_vllm.weights import full_weights
 from iterframe_vllm.worker_extension import LOAD_SERIALIZED, LOAD_WEIGHTS, WeightLoaderExtension
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer, RunContext
-from iterframe.adapters import build_lora_config, merged_copy
-from iterframe.builtin.prompts import encode_prompt
-from iterframe.options import ComponentOptionError, build_options
+from iterframe.engine.adapters import build_lora_config, merged_copy
+from iterframe.generation.prompt_encoding import encode_prompt
+from iterframe.plugins.options import ComponentOptionError, build_options
 from iterframe.testing import build_tiny_causal_lm
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"

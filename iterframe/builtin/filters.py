@@ -10,8 +10,8 @@ import math
 from collections import defaultdict
 from typing import Optional
 
-from ..components import Filter, Sample
-from ..hookspecs import hookimpl
+from iterframe.plugins.components import Filter, Sample
+from iterframe.plugins.hookspecs import hookimpl
 
 __all__ = [
     "BestOfNFilter",

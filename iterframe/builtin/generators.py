@@ -10,11 +10,11 @@ from typing import Optional
 
 import torch
 
-from ..components import Completion, Generator, Prompt, RunContext
-from ..hookspecs import hookimpl
-from .decoding import DecodingSettings, decode, unsupported_reason
-from .prompt_cache import shared_prompt_cache
-from .prompts import encode_prompt
+from iterframe.generation.decoding import DecodingSettings, decode, unsupported_reason
+from iterframe.generation.prompt_cache import shared_prompt_cache
+from iterframe.generation.prompt_encoding import encode_prompt
+from iterframe.plugins.components import Completion, Generator, Prompt, RunContext
+from iterframe.plugins.hookspecs import hookimpl
 
 __all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad", "shared_prompt_cache"]
 
@@ -56,7 +56,7 @@ def check_num_samples(generator_name: str, num_samples: int, do_sample: bool) ->
 
 class HFGenerator(Generator):
     """Samples K completions per prompt from the live model (batched, length-sorted, left-padded): with
-    iterframe's decoding loop (:mod:`iterframe.builtin.decoding`) where the model allows it, else, or when
+    iterframe's decoding loop (:mod:`iterframe.generation.decoding`) where the model allows it, else, or when
     ``use_generate`` is set, with ``model.generate``."""
 
     name = "hf"

@@ -10,9 +10,9 @@ import sys
 from numbers import Real
 from typing import Any, Optional
 
-from ..artifacts import METRICS_FILE, SAMPLE_COLUMNS, _sample_row, write_metrics_row
-from ..components import Logger, RunContext, Sample
-from ..hookspecs import hookimpl
+from iterframe.loop.artifacts import METRICS_FILE, SAMPLE_COLUMNS, _sample_row, write_metrics_row
+from iterframe.plugins.components import Logger, RunContext, Sample
+from iterframe.plugins.hookspecs import hookimpl
 
 __all__ = ["ConsoleLogger", "JsonlLogger", "TensorBoardLogger", "WandbLogger", "sample_table"]
 
@@ -26,8 +26,8 @@ def _table_row(sample: Sample) -> dict[str, Any]:
 
 
 def sample_table(samples: list[Sample], limit: Optional[int] = None) -> list[list[Any]]:
-    """Rows of ``samples.parquet``'s columns (:data:`iterframe.artifacts.SAMPLE_COLUMNS`) for the first ``limit``
-    samples; chat prompts and non-text references as JSON."""
+    """Rows of ``samples.parquet``'s columns (:data:`iterframe.loop.artifacts.SAMPLE_COLUMNS`) for the first
+    ``limit`` samples; chat prompts and non-text references as JSON."""
     return [[row[column] for column in SAMPLE_COLUMNS] for row in map(_table_row, samples[:limit])]
 
 

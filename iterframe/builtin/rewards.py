@@ -12,8 +12,8 @@ from collections.abc import Callable
 from numbers import Real
 from typing import Optional
 
-from ..components import Reward, RunContext, Sample
-from ..hookspecs import hookimpl
+from iterframe.plugins.components import Reward, RunContext, Sample
+from iterframe.plugins.hookspecs import hookimpl
 
 __all__ = ["AnswerMatchReward", "PythonReward", "extract_final_number", "load_callable"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from abc import abstractmethod
 
-from ..components import RunContext, Sample, SampleTokenizer
-from ..hookspecs import hookimpl
-from .prompts import check_messages, encode_prompt, is_chat, render_prompt
+from iterframe.generation.prompt_encoding import check_messages, encode_prompt, is_chat, render_prompt
+from iterframe.plugins.components import RunContext, Sample, SampleTokenizer
+from iterframe.plugins.hookspecs import hookimpl
 
 __all__ = ["ChatTokenizer", "CompletionOnlyTokenizer", "EosOptions", "FullTextTokenizer", "IGNORE_INDEX"]
 

@@ -2,7 +2,7 @@
 
 import click
 
-from .. import __version__
+from iterframe import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

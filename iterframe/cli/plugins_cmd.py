@@ -8,9 +8,8 @@ import os
 
 import click
 
-from ..components import COMPONENT_KINDS
-from ..options import did_you_mean
-from ..plugins import (
+from iterframe.plugins.components import COMPONENT_KINDS
+from iterframe.plugins.manager import (
     LOAD_PLUGINS_ENV,
     ComponentInfo,
     PluginInfo,
@@ -19,6 +18,7 @@ from ..plugins import (
     list_components,
     list_plugins,
 )
+from iterframe.plugins.options import did_you_mean
 
 
 def _plugin_json(info: PluginInfo) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..report import ReportError, write_report
+from iterframe.loop.report import ReportError, write_report
 
 
 @click.command("report")

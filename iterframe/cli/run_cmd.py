@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 import click
 
-from ..peft_settings import PEFT_METHODS
-from ..run_config import (
+from iterframe.engine.peft_settings import PEFT_METHODS
+from iterframe.run_config.resolve import (
     CONFIG_FILE,
     ComponentSpec,
     RunConfig,
@@ -65,14 +65,14 @@ class PreparedRun:
 def check_output_dir(output_dir: str, existing_output: str) -> None:
     """Check the output directory against the existing-output policy and prove it is writable, changing nothing.
 
-    A folder "holds a run" when it has any of the run's artifacts (:data:`iterframe.run_state.RUN_ARTIFACTS`).
+    A folder "holds a run" when it has any of the run's artifacts (:data:`iterframe.loop.run_state.RUN_ARTIFACTS`).
     Writability is proven by creating the folder (and missing parents) and a probe file, then removing them.
 
     Raises:
         RunConfigError: the path is a file, is not writable, holds a run while ``existing_output`` is
             ``"error"``, or holds none while it is ``"resume"``.
     """
-    from ..run_state import RUN_ARTIFACTS, RUN_FILE
+    from iterframe.loop.run_state import RUN_ARTIFACTS, RUN_FILE
 
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise RunConfigError(f"Output directory {output_dir!r} is a file; choose another --output-dir.")
@@ -113,8 +113,8 @@ def check_output_dir(output_dir: str, existing_output: str) -> None:
 
 def _built(spec: ComponentSpec) -> tuple[ComponentSpec, Any]:
     """Build the component of ``spec``; return it with ``spec`` completed by every option's resolved value."""
-    from ..options import option_infos
-    from ..plugins import create_component
+    from iterframe.plugins.manager import create_component
+    from iterframe.plugins.options import option_infos
 
     component = create_component(spec.kind, spec.name, spec.options)
     options = {info.name: getattr(component.options, info.name) for info in option_infos(type(component.options))}
@@ -129,8 +129,8 @@ def prepare_run(run_config: RunConfig) -> PreparedRun:
             which).
         PluginLoadError: an installed plugin failed to import.
     """
-    from ..plugins import check_plugin_load_errors
-    from ..prompts import load_prompt_sets
+    from iterframe.loop.datasets import load_prompt_sets
+    from iterframe.plugins.manager import check_plugin_load_errors
 
     check_plugin_load_errors()
     check_output_dir(run_config.loop.output_dir, run_config.loop.existing_output)
@@ -190,7 +190,7 @@ def _peft_config(run_config: RunConfig):
 def _load_trainer(run_config: RunConfig):
     """``IterativeSFTTrainer(model, args=..., peft_config=...)``; a model that fails to load, or adapters that do
     not fit it, are a :class:`RunConfigError`."""
-    from ..trainer import IterativeSFTTrainer
+    from iterframe.engine.trainer import IterativeSFTTrainer
 
     peft_config = _peft_config(run_config)
     try:
@@ -207,8 +207,8 @@ def _load_trainer(run_config: RunConfig):
 def _remove_unstarted_run(output_dir: str, existed: bool) -> None:
     """Remove what a new run wrote when it stopped before finishing an iteration (nothing there to resume), so
     the same command can simply be run again; the folder itself goes too when the run created it."""
-    from ..artifacts import METRICS_FILE, read_metrics
-    from ..run_state import RUN_ARTIFACTS
+    from iterframe.loop.artifacts import METRICS_FILE, read_metrics
+    from iterframe.loop.run_state import RUN_ARTIFACTS
 
     if not os.path.isdir(output_dir) or read_metrics(os.path.join(output_dir, METRICS_FILE)):
         return
@@ -231,7 +231,7 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
     Returns:
         The metrics rows of every finished iteration (restored ones included on resume).
     """
-    from ..loop import IterativeLoop
+    from iterframe.loop.iterative_loop import IterativeLoop
 
     run_config = prepared.config
     output_dir = run_config.loop.output_dir
@@ -266,8 +266,8 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
 
 def _save_merged_final(trainer, output_dir: str) -> str:
     """Write ``final/merged/``: the base model with the trained adapters merged in, and the tokenizer."""
-    from ..adapters import merged_copy
-    from ..run_state import FINAL_DIR
+    from iterframe.engine.adapters import merged_copy
+    from iterframe.loop.run_state import FINAL_DIR
 
     path = os.path.join(output_dir, FINAL_DIR, MERGED_DIR)
     if trainer.args.should_save:
@@ -311,14 +311,14 @@ def _base_config(config_file: Optional[str], flags: dict[str, Any], existing_out
     saved = os.path.join(flags.get("output_dir") or "", CONFIG_FILE)
     if existing_output == "resume" and flags.get("output_dir") and os.path.isfile(saved):
         return load_config_file(saved), saved
-    from ..demo import demo_run_spec
+    from iterframe.demo import demo_run_spec
 
     return demo_run_spec(), "demo"
 
 
 def _where_the_run_stands(prepared: PreparedRun) -> str:
     """After a failure: whether finished iterations are there to resume."""
-    from ..artifacts import METRICS_FILE, read_metrics
+    from iterframe.loop.artifacts import METRICS_FILE, read_metrics
 
     output_dir = prepared.config.loop.output_dir
     if read_metrics(os.path.join(output_dir, METRICS_FILE)):
@@ -395,8 +395,8 @@ def command(config_file, overrides, resume, overwrite, **flags):
             "--resume and --overwrite exclude each other: --resume continues the run in --output-dir, "
             "--overwrite deletes it and starts again. Pass one of them."
         )
-    from ..component_errors import ComponentError
-    from ..plugins import PluginLoadError
+    from iterframe.plugins.errors import ComponentError
+    from iterframe.plugins.manager import PluginLoadError
 
     existing_output = "resume" if resume else "overwrite" if overwrite else "error"
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .model import build_demo_model, demo_model_path
+from iterframe.demo.model import build_demo_model, demo_model_path
 
 __all__ = ["DEMO_EVAL_PROMPTS", "DEMO_TRAIN_PROMPTS", "build_demo_model", "demo_model_path", "demo_run_spec"]
 

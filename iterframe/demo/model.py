@@ -17,7 +17,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .. import __version__
+from iterframe import __version__
 
 __all__ = ["MODEL_CONFIG_FILE", "build_demo_model", "demo_cache_dir", "demo_model_path", "load_model_config"]
 
@@ -66,8 +66,8 @@ def _warmup_batch(tokenizer, rng: random.Random, batch_size: int, max_operand: i
 
 def _format_warmup(model, tokenizer, settings: dict[str, Any]) -> float:
     """Train the answer format on random answers; return the last step's loss."""
-    from ..config import IterativeSFTConfig
-    from ..trainer import IterativeSFTTrainer
+    from iterframe.engine.config import IterativeSFTConfig
+    from iterframe.engine.trainer import IterativeSFTTrainer
 
     rng = random.Random(settings["seed"])
     with tempfile.TemporaryDirectory() as scratch:
@@ -100,7 +100,7 @@ def build_demo_model(path: str, config: dict[str, Any] | None = None) -> str:
     Returns:
         ``path``.
     """
-    from ..testing import build_char_tokenizer, build_tiny_causal_lm
+    from iterframe.testing import build_char_tokenizer, build_tiny_causal_lm
 
     config = config or load_model_config()
     sizes = dict(config["model"])

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from iterframe.builtin.generators import check_num_samples, cut_at_stop
-from iterframe.builtin.prompts import encode_prompt
-from iterframe.components import Completion, Generator, Prompt, RunContext
+from iterframe.generation.prompt_encoding import encode_prompt
+from iterframe.plugins.components import Completion, Generator, Prompt, RunContext
 
 from .engine import (
     EngineHandle,

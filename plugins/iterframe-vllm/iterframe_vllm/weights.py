@@ -107,7 +107,7 @@ def full_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(checkpoint name, full tensor)`` for every parameter of ``model`` as it computes now (PEFT
     adapters merged). Every process must iterate it to the end, in step with the others."""
     with _unsharded(strip_wrappers(model)) as module:
-        from iterframe.adapters import is_peft_model
+        from iterframe.engine.adapters import is_peft_model
 
         if is_peft_model(module):
             yield from _merged_adapter_weights(module)

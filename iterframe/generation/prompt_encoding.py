@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..components import Prompt
+from iterframe.plugins.components import Prompt
 
 __all__ = ["check_messages", "encode_prompt", "is_chat", "render_prompt"]
 

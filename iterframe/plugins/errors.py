@@ -42,7 +42,7 @@ class ComponentTypeError(ComponentError, TypeError):
 
 
 def _plugin_of(component_class: type) -> Optional[str]:
-    from .plugins import list_components
+    from iterframe.plugins.manager import list_components
 
     for info in list_components():
         if info.component_class is component_class:

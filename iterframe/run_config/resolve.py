@@ -28,9 +28,9 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .options import ComponentOptionError, build_options, coerce_option
-from .peft_settings import PeftSettings
-from .prompts import DatasetSettings
+from iterframe.engine.peft_settings import PeftSettings
+from iterframe.loop.datasets import DatasetSettings
+from iterframe.plugins.options import ComponentOptionError, build_options, coerce_option
 
 __all__ = [
     "CONFIG_FILE",
@@ -439,7 +439,7 @@ def _numeric_annotation(annotation) -> bool:
 
 
 def _training_arguments(settings: dict[str, Any], output_dir: str, seed: int, model_init_kwargs):
-    from .config import IterativeSFTConfig
+    from iterframe.engine.config import IterativeSFTConfig
 
     hints = typing.get_type_hints(IterativeSFTConfig)
     valid = [field.name for field in dataclasses.fields(IterativeSFTConfig) if field.init]
@@ -469,7 +469,7 @@ def _training_arguments(settings: dict[str, Any], output_dir: str, seed: int, mo
 
 
 def _loop_config(settings: dict[str, Any], output_dir: str, existing_output: str):
-    from .loop import LoopConfig
+    from iterframe.loop.iterative_loop import LoopConfig
 
     for key in settings:
         name = str(key).replace("-", "_")
@@ -553,7 +553,7 @@ def resolve_run_config(config: dict[str, Any], existing_output: str = "error") -
 
 def save_run_config(run_config: RunConfig, path: str) -> None:
     """Write the resolved config as YAML (atomically), so ``iterframe run PATH`` repeats the run."""
-    from .artifacts import atomic_write_bytes
+    from iterframe.loop.artifacts import atomic_write_bytes
 
     text = yaml.safe_dump(run_config.to_config(), sort_keys=False, allow_unicode=True)
     atomic_write_bytes(path, text.encode("utf-8"))

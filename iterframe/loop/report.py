@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .artifacts import METRICS_FILE, atomic_write_bytes
+from iterframe.loop.artifacts import METRICS_FILE, atomic_write_bytes
 
 __all__ = [
     "REPORT_FILE",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .components import Prompt
-from .run_state import EXISTING_OUTPUT_MODES
+from iterframe.loop.run_state import EXISTING_OUTPUT_MODES
+from iterframe.plugins.components import Prompt
 
 __all__ = ["LoopConfig", "PromptRecord"]
 

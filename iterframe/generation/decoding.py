@@ -17,9 +17,9 @@ from typing import Optional
 
 import torch
 
-from ..model_support import native_decoder_reason
-from .kv_buffers import PreallocatedKV
-from .prompt_cache import cache_argument
+from iterframe.engine.model_support import native_decoder_reason
+from iterframe.generation.kv_buffers import PreallocatedKV
+from iterframe.generation.prompt_cache import cache_argument
 
 __all__ = ["DecodingSettings", "decode", "draw_tokens", "unsupported_reason", "warp_logits"]
 

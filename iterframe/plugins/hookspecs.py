@@ -21,7 +21,7 @@ hookimpl = pluggy.HookimplMarker("iterframe")
 def register_generators(register):
     """Contribute generator classes: call ``register(GeneratorClass, aliases=())`` once per class.
 
-    The class subclasses :class:`iterframe.components.Generator`. Returns nothing.
+    The class subclasses :class:`iterframe.plugins.components.Generator`. Returns nothing.
     """
 
 

@@ -28,10 +28,10 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import batching, packing
-from .adapters import wrap_with_adapters
-from .config import TRUNCATION_MODES, IterativeSFTConfig
-from .model_card import write_model_card
+from iterframe.engine import batching, packing
+from iterframe.engine.adapters import wrap_with_adapters
+from iterframe.engine.config import TRUNCATION_MODES, IterativeSFTConfig
+from iterframe.engine.model_card import write_model_card
 
 __all__ = ["IterativeSFTTrainer"]
 

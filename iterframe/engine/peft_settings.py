@@ -43,7 +43,7 @@ class PeftSettings:
 
     def lora_config(self, is_encoder_decoder: bool):
         """The ``peft.LoraConfig`` these settings describe."""
-        from .adapters import build_lora_config
+        from iterframe.engine.adapters import build_lora_config
 
         target_modules = "all-linear" if self.target_modules == ["all-linear"] else list(self.target_modules)
         return build_lora_config(

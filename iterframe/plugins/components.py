@@ -3,7 +3,7 @@
 A run is composed of one *generator*, one *reward*, a chain of *filters*, one *tokenizer* and any number of
 *loggers*. Each component is a class with a ``name``, a one-line ``description`` and an ``Options`` dataclass
 whose fields (with ``metadata={"help": ...}``) are the options settable from the CLI and YAML. Plugins hand
-these classes to the host through the ``register_*`` hooks (see :mod:`iterframe.hookspecs`).
+these classes to the host through the ``register_*`` hooks (see :mod:`iterframe.plugins.hookspecs`).
 
 Lifecycle of every component: ``Component(options)`` -> ``setup(context)`` once per run -> kind-specific calls
 -> ``close()``.
@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import IterativeSFTTrainer
+    from iterframe.engine.trainer import IterativeSFTTrainer
 
 __all__ = [
     "COMPONENT_KINDS",

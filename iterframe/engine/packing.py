@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .model_support import native_decoder_reason
+from iterframe.engine.model_support import native_decoder_reason
 
 __all__ = ["ATTENTION_NAME", "packed_attention", "packed_sdpa", "unsupported_reason"]
 

@@ -5,10 +5,10 @@ expert iteration / ReST-EM / RAFT / rejection-sampling fine-tuning with componen
 can pass its own objects (a plain function ``f(prompts, completions, references) -> list[float]`` is accepted as
 the reward). The command line (``iterframe run``) builds the same objects from names and options.
 
-Artifacts (see :mod:`iterframe.artifacts` and :mod:`iterframe.run_state`): ``metrics.jsonl`` (through the
+Artifacts (see :mod:`iterframe.loop.artifacts` and :mod:`iterframe.loop.run_state`): ``metrics.jsonl`` (through the
 ``jsonl`` logger, always enabled), ``iterations/NNNNNN/samples.parquet`` (+ ``eval_samples.parquet``), loop
-checkpoints and ``final/``. The options and prompt records live in :mod:`iterframe.loop_config` (re-exported
-here), the checks of component inputs and outputs in :mod:`iterframe.component_checks`.
+checkpoints and ``final/``. The options and prompt records live in :mod:`iterframe.loop.config` (re-exported
+here), the checks of component inputs and outputs in :mod:`iterframe.loop.checks`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
-from .artifacts import SAMPLES_FILE, iteration_dir, write_samples
-from .component_checks import (
+from iterframe.loop.artifacts import SAMPLES_FILE, iteration_dir, write_samples
+from iterframe.loop.checks import (
     check_batch,
     check_completions,
     check_prompt_lengths,
@@ -31,16 +31,13 @@ from .component_checks import (
     component_name,
     require_component,
 )
-from .component_errors import blame, describe_origin
-from .components import Completion, Filter, Generator, Logger, Reward, RunContext, Sample, SampleTokenizer
-from .distributed import gather_in_order, group, shard
-from .iteration_metrics import reward_metrics, training_metrics
-from .lifecycle import Hooks
-from .loop_config import LoopConfig, PromptRecord
-from .progress import Progress
-from .prompt_sampler import PromptSampler
-from .replay import ReplayBuffer
-from .run_state import (
+from iterframe.loop.config import LoopConfig, PromptRecord
+from iterframe.loop.distributed import gather_in_order, group, shard
+from iterframe.loop.metrics import reward_metrics, training_metrics
+from iterframe.loop.progress import Progress
+from iterframe.loop.prompt_sampler import PromptSampler
+from iterframe.loop.replay import ReplayBuffer
+from iterframe.loop.run_state import (
     FINAL_DIR,
     claim_output_dir,
     latest_checkpoint,
@@ -49,6 +46,18 @@ from .run_state import (
     save_loop_checkpoint,
     truncate_run,
 )
+from iterframe.plugins.components import (
+    Completion,
+    Filter,
+    Generator,
+    Logger,
+    Reward,
+    RunContext,
+    Sample,
+    SampleTokenizer,
+)
+from iterframe.plugins.errors import blame, describe_origin
+from iterframe.plugins.hooks import Hooks
 
 __all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "PromptRecord"]
 
@@ -136,7 +145,7 @@ class IterativeLoop:
             require_component(item, Logger, f"loggers[{index}]", "logger") for index, item in enumerate(loggers)
         ]
         if not any(component_name(logger) == "jsonl" for logger in self.loggers):
-            from .plugins import create_component
+            from iterframe.plugins.manager import create_component
 
             self.loggers.append(create_component("logger", "jsonl"))
         self.eval_generator = eval_generator if eval_generator is not None else _greedy_twin(self.generator)
@@ -176,7 +185,7 @@ class IterativeLoop:
 
     def run(self) -> list[dict[str, Any]]:
         """Run (or resume) the loop; return the metrics rows of all finished iterations."""
-        from .plugins import check_plugin_load_errors
+        from iterframe.plugins.manager import check_plugin_load_errors
 
         check_plugin_load_errors()
         if self.config.restart_from_base:
@@ -476,7 +485,7 @@ class IterativeLoop:
     def _print_summary(self) -> None:
         if self.config.quiet or not self.is_main_process or not self.metrics:
             return
-        from .report import summary_table, trend_line
+        from iterframe.loop.report import summary_table, trend_line
 
         lines = ["", summary_table(self.metrics)]
         trend = trend_line(self.metrics)

@@ -250,7 +250,7 @@ def _resolve_reference_column(settings: DatasetSettings, columns: list[str]) -> 
 
 
 def _records_from_rows(rows: list[dict], settings: DatasetSettings, source: str) -> list:
-    from .loop import PromptRecord
+    from iterframe.loop.iterative_loop import PromptRecord
 
     if not rows:
         raise PromptSetError(f"{source} has no rows: there are no prompts to train on.")

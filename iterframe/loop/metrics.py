@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Any
 
-from .components import Sample
+from iterframe.plugins.components import Sample
 
 __all__ = ["reward_metrics", "training_metrics"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .components import Sample
+from iterframe.plugins.components import Sample
 
 __all__ = ["ReplayBuffer"]
 

@@ -24,9 +24,18 @@ from typing import Any, Optional
 
 import pluggy
 
-from . import __version__, hookspecs
-from .components import COMPONENT_KINDS, Component, Filter, Generator, Logger, Reward, SampleTokenizer
-from .options import (
+from iterframe import __version__
+from iterframe.plugins import hookspecs
+from iterframe.plugins.components import (
+    COMPONENT_KINDS,
+    Component,
+    Filter,
+    Generator,
+    Logger,
+    Reward,
+    SampleTokenizer,
+)
+from iterframe.plugins.options import (
     ComponentOptionError,
     OptionInfo,
     build_options,
@@ -72,7 +81,7 @@ ENTRY_POINT_GROUP = "iterframe"
 LOAD_PLUGINS_ENV = "ITERFRAME_LOAD_PLUGINS"
 TRACE_PLUGINS_ENV = "ITERFRAME_TRACE_PLUGINS"
 
-#: Every hook iterframe defines, in the order of iterframe/hookspecs.py.
+#: Every hook iterframe defines, in the order of iterframe/plugins/hookspecs.py.
 HOOK_NAMES = tuple(name for name, value in vars(hookspecs).items() if hasattr(value, "iterframe_spec"))
 
 #: Interface class each component kind must subclass.
@@ -102,7 +111,7 @@ class ComponentInfo:
     """A registered component, as listed by ``iterframe plugins``.
 
     Args:
-        kind: one of :data:`iterframe.components.COMPONENT_KINDS`.
+        kind: one of :data:`iterframe.plugins.components.COMPONENT_KINDS`.
         name: the registry name.
         description: one line.
         plugin: name of the plugin that registered it.
@@ -247,7 +256,7 @@ def _register_checked(manager: pluggy.PluginManager, plugin, name: Optional[str]
                 plugin,
                 f"Plugin {registered_name!r} implements unknown hook {caller.name!r}."
                 f"{did_you_mean(caller.name, HOOK_NAMES)} "
-                "The hooks are listed in iterframe/hookspecs.py and docs/plugins.md.",
+                "The hooks are listed in iterframe/plugins/hookspecs.py and docs/plugins.md.",
             )
     return registered_name
 
@@ -441,7 +450,7 @@ def get_component_class(kind: str, name: str) -> type[Component]:
 
 def create_component(kind: str, name: str, options: Optional[dict[str, Any]] = None) -> Component:
     """Build the ``kind`` component ``name`` with ``options`` (values may be CLI strings; see
-    :func:`iterframe.options.build_options`)."""
+    :func:`iterframe.plugins.options.build_options`)."""
     component_class = get_component_class(kind, name)
     built = build_options(component_class.Options, options, f"{kind} {name!r}")
     return component_class(built)

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any, Union
 
-from .components import Sample
+from iterframe.plugins.components import Sample
 
 __all__ = [
     "METRICS_FILE",

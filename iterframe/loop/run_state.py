@@ -1,6 +1,6 @@
 """A run's output directory: claiming it (error / resume / overwrite), loop checkpoints and the final model.
 
-Layout, besides the artifacts of :mod:`iterframe.artifacts`::
+Layout, besides the artifacts of :mod:`iterframe.loop.artifacts`::
 
     OUTPUT_DIR/run.json                                    marks the directory as a run (loop settings, version)
     OUTPUT_DIR/checkpoints/iteration-NNNNNN/               model, tokenizer, optimizer, scheduler, RNG, trainer
@@ -21,8 +21,8 @@ import shutil
 import time
 from typing import Any, Optional
 
-from . import __version__
-from .artifacts import METRICS_FILE, atomic_write_json, truncate_metrics
+from iterframe import __version__
+from iterframe.loop.artifacts import METRICS_FILE, atomic_write_json, truncate_metrics
 
 __all__ = [
     "CHECKPOINTS_DIR",

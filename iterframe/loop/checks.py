@@ -1,7 +1,7 @@
 """Checks of what goes into the loop and what its components return, with errors that name the culprit.
 
 Each check raises ``TypeError`` or ``ValueError`` saying which component (or argument) is wrong, what it gave and
-what is expected; the loop runs the component checks inside :func:`iterframe.component_errors.blame`, which adds
+what is expected; the loop runs the component checks inside :func:`iterframe.plugins.errors.blame`, which adds
 the plugin and the iteration.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .components import Completion
-from .loop_config import PromptRecord
+from iterframe.loop.config import PromptRecord
+from iterframe.plugins.components import Completion
 
 __all__ = [
     "check_batch",
@@ -58,7 +58,7 @@ def check_prompt_lengths(trainer, prompts: list[PromptRecord]) -> None:
     max_length = trainer.args.max_length
     if max_length is None:
         return
-    from .builtin.prompts import encode_prompt
+    from iterframe.generation.prompt_encoding import encode_prompt
 
     tokenizer = trainer.processing_class
     room = max_length if trainer.is_encoder_decoder else max_length - 1

@@ -1,10 +1,10 @@
-"""Calls the lifecycle hooks of :mod:`iterframe.hookspecs` on every registered plugin, for one run."""
+"""Calls the lifecycle hooks of :mod:`iterframe.plugins.hookspecs` on every registered plugin, for one run."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .components import RunContext
+from iterframe.plugins.components import RunContext
 
 __all__ = ["Hooks"]
 
@@ -21,7 +21,7 @@ class Hooks:
 
     @property
     def manager(self):
-        from .plugins import get_plugin_manager
+        from iterframe.plugins.manager import get_plugin_manager
 
         return get_plugin_manager()
 

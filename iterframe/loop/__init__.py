@@ -1,0 +1,7 @@
+"""The iteration loop: prompts -> generate -> score -> filter -> train -> eval -> log, with its datasets, prompt
+sampler, replay buffer, artifacts, run state, metrics and report."""
+
+from iterframe.loop.config import LoopConfig, PromptRecord
+from iterframe.loop.iterative_loop import FAILED_REWARD, FunctionReward, IterativeLoop
+
+__all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "PromptRecord"]
