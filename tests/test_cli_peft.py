@@ -9,6 +9,10 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from iterframe.cli import cli
+from iterframe.loop.artifacts import read_metrics
 from iterframe.run_config.resolve import (
     RunConfigError,
     apply_flags,
@@ -16,10 +20,6 @@ from iterframe.run_config.resolve import (
     load_config_file,
     resolve_run_config,
 )
-from safetensors.torch import load_file
-
-from iterframe.cli import cli
-from iterframe.loop.artifacts import read_metrics
 
 
 def _run_args(model: str, dataset: str, output_dir: str, *extra: str) -> list[str]:

@@ -12,10 +12,10 @@ import sys
 import pytest
 from arithmetic_data import PROBLEMS
 from click.testing import CliRunner
-from iterframe.run_config.resolve import load_config_file, resolve_run_config
 
 from iterframe.cli import cli
 from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
+from iterframe.run_config.resolve import load_config_file, resolve_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

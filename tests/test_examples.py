@@ -7,10 +7,10 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from iterframe.run_config.resolve import load_config_file
 
 from iterframe.cli import cli
 from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
+from iterframe.run_config.resolve import load_config_file
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 #: Flags that shrink an example to one short iteration.

@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iterframe.builtin.filters import normalise_text
-from iterframe.loop import FAILED_REWARD, IterativeLoop
+from iterframe.loop import FAILED_REWARD
 from iterframe.loop.artifacts import read_metrics, truncate_metrics, write_metrics_row
 from iterframe.loop.prompt_sampler import PromptSampler
 from iterframe.loop.replay import ReplayBuffer
+from iterframe.loop.stages import filter_samples
 from iterframe.plugins import create_component
 from iterframe.plugins.components import Sample
 
@@ -128,13 +129,9 @@ def test_dedup_keeps_the_first_of_each_distinct_completion(samples, per_prompt):
 
 
 def _run_filter_chain(samples: list[Sample], filters: list) -> tuple[list[Sample], dict[str, int]]:
-    """The loop's own filter stage (``IterativeLoop._filter``) with no hook plugins."""
-    stage = SimpleNamespace(
-        hooks=SimpleNamespace(call_each=lambda *args, **kwargs: []),
-        filters=filters,
-        _check_mask=IterativeLoop._check_mask,
-    )
-    return IterativeLoop._filter(stage, samples, 0)
+    """The loop's own filter stage (:func:`iterframe.loop.stages.filter_samples`) with no hook plugins."""
+    no_hooks = SimpleNamespace(call_each=lambda *args, **kwargs: [])
+    return filter_samples(samples, filters, no_hooks, 0)
 
 
 @FAST

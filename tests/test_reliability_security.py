@@ -12,12 +12,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from iterframe.run_config.resolve import RunConfigError, load_config_file
 from loop_fakes import make_loop
 
 from iterframe.builtin.rewards import load_callable
 from iterframe.cli import cli
 from iterframe.loop.run_state import CHECKPOINTS_DIR, latest_checkpoint
+from iterframe.run_config.resolve import RunConfigError, load_config_file
 
 # --- trust_remote_code ---------------------------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ from iterframe.loop.run_state import CHECKPOINTS_DIR, latest_checkpoint
 def from_pretrained_calls(monkeypatch) -> list:
     """``(loader, kwargs)`` of every config/model ``from_pretrained`` call of the trainer; the model load then
     stops the run (nothing needs training to see what was asked for)."""
-    from iterframe.engine import trainer as trainer_module
+    from iterframe.engine import loading as trainer_module
 
     calls = []
     real_config_loader = trainer_module.AutoConfig.from_pretrained

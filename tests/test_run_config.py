@@ -6,6 +6,7 @@ import os
 
 import pytest
 import yaml
+
 from iterframe.run_config.resolve import (
     ComponentSpec,
     RunConfigError,
@@ -355,10 +356,9 @@ def test_saved_config_round_trips_to_an_equal_run_config(tmp_path):
 def test_docs_describe_every_config_key():
     import dataclasses
 
-    from iterframe.run_config.resolve import LOOP_FIELDS_SET_ELSEWHERE, TOP_LEVEL_KEYS
-
     from iterframe.loop import LoopConfig
     from iterframe.loop.datasets import DatasetSettings
+    from iterframe.run_config.resolve import LOOP_FIELDS_SET_ELSEWHERE, TOP_LEVEL_KEYS
 
     docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "config.md")
     with open(docs, encoding="utf-8") as handle:

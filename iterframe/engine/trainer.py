@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import os
 import time
@@ -12,11 +11,7 @@ from collections.abc import Callable
 from typing import Any, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     DefaultFlowCallback,
     PreTrainedModel,
@@ -28,33 +23,21 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from iterframe.engine import batching, packing
+from iterframe.engine import batching, packing, step_inputs
 from iterframe.engine.adapters import wrap_with_adapters
-from iterframe.engine.config import TRUNCATION_MODES, IterativeSFTConfig
+from iterframe.engine.config import IterativeSFTConfig
+from iterframe.engine.loading import (
+    empty_device_cache,
+    forward_deprecated_kwargs,
+    load_model,
+    pad_token_id,
+    resolve_args,
+)
+from iterframe.engine.loss import summed_token_loss
 from iterframe.engine.model_card import write_model_card
+from iterframe.engine.process_sync import equalized_across_processes, global_sum
 
 __all__ = ["IterativeSFTTrainer"]
-
-_DEPRECATED_KWARGS = ("max_length", "truncation_mode", "optimize_device_cache")
-
-
-def _config_from_training_arguments(args: TrainingArguments) -> IterativeSFTConfig:
-    values = {}
-    for name in TrainingArguments.__dataclass_fields__:
-        field = TrainingArguments.__dataclass_fields__[name]
-        if field.init and hasattr(args, name):
-            values[name] = getattr(args, name)
-    return IterativeSFTConfig(**values)
-
-
-def _empty_device_cache() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif hasattr(torch, "xpu") and torch.xpu.is_available():
-        torch.xpu.empty_cache()
-    elif torch.backends.mps.is_available():
-        torch.mps.empty_cache()
 
 
 class IterativeSFTTrainer(Trainer):
@@ -93,15 +76,15 @@ class IterativeSFTTrainer(Trainer):
         peft_config=None,
     ):
         model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
-        args = self._resolve_args(args, model_id)
-        self._forward_deprecated_kwargs(
+        args = resolve_args(args, model_id)
+        forward_deprecated_kwargs(
             args,
             max_length=max_length,
             truncation_mode=truncation_mode,
             optimize_device_cache=optimize_device_cache,
         )
         if isinstance(model, str):
-            model = self._load_model(model, args.model_init_kwargs or {})
+            model = load_model(model, args.model_init_kwargs or {})
         elif args.model_init_kwargs:
             warnings.warn(
                 "model_init_kwargs is set in the config but the model is already instantiated; it is ignored.",
@@ -121,7 +104,7 @@ class IterativeSFTTrainer(Trainer):
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         self.base_model_id = model_id
         if data_collator is None:
-            pad_id = self._pad_token_id(tokenizer)
+            pad_id = pad_token_id(tokenizer)
 
             def data_collator(features):
                 return batching.collate_features(features, pad_id, is_encoder_decoder=self.is_encoder_decoder)
@@ -167,55 +150,6 @@ class IterativeSFTTrainer(Trainer):
             return reason is None and self.args.pad_to_multiple_of is None
         return bool(self.args.padding_free)
 
-    @staticmethod
-    def _resolve_args(args, model_id: Optional[str]) -> IterativeSFTConfig:
-        if args is None:
-            name = (model_id or "model").rstrip("/").split("/")[-1]
-            return IterativeSFTConfig(output_dir=f"{name}-IterativeSFT")
-        if isinstance(args, IterativeSFTConfig):
-            return args
-        if isinstance(args, TrainingArguments):
-            return _config_from_training_arguments(args)
-        raise TypeError(f"args must be an IterativeSFTConfig or TrainingArguments, got {type(args).__name__}.")
-
-    @staticmethod
-    def _forward_deprecated_kwargs(args: IterativeSFTConfig, **kwargs) -> None:
-        for name, value in kwargs.items():
-            if value is None:
-                continue
-            warnings.warn(
-                f"Passing {name} to IterativeSFTTrainer is deprecated; set IterativeSFTConfig({name}=...).",
-                FutureWarning,
-                stacklevel=3,
-            )
-            if name == "truncation_mode" and value not in TRUNCATION_MODES:
-                raise ValueError(
-                    f"truncation_mode={value!r} is not supported; use one of {list(TRUNCATION_MODES)}."
-                )
-            if name == "max_length" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"max_length={value!r} must be a positive integer or None.")
-            setattr(args, name, value)
-
-    @staticmethod
-    def _load_model(model_id: str, init_kwargs: dict) -> PreTrainedModel:
-        init_kwargs = dict(init_kwargs)
-        if "torch_dtype" in init_kwargs and "dtype" not in init_kwargs:
-            init_kwargs["dtype"] = init_kwargs.pop("torch_dtype")
-        config = AutoConfig.from_pretrained(
-            model_id, trust_remote_code=init_kwargs.get("trust_remote_code", False)
-        )
-        model_class = (
-            AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        )
-        return model_class.from_pretrained(model_id, **init_kwargs)
-
-    @staticmethod
-    def _pad_token_id(tokenizer) -> int:
-        pad_id = getattr(tokenizer, "pad_token_id", None)
-        if pad_id is None:
-            pad_id = getattr(tokenizer, "eos_token_id", None)
-        return 0 if pad_id is None else int(pad_id)
-
     # --- optimizer / scheduler ------------------------------------------------------------------------------
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -250,7 +184,7 @@ class IterativeSFTTrainer(Trainer):
         stats = self._train_micro_batches(micro_batches)
         elapsed = max(time.perf_counter() - start, 1e-9)
         if self.args.optimize_device_cache:
-            _empty_device_cache()
+            empty_device_cache()
         input_tokens = sum(batch.num_input_tokens for batch in micro_batches)
         padded_tokens = sum(batch.input_ids.numel() for batch in micro_batches)
         stats.update(
@@ -274,11 +208,11 @@ class IterativeSFTTrainer(Trainer):
                     UserWarning,
                     stacklevel=3,
                 )
-            samples = batching.samples_from_texts(
+            samples = step_inputs.samples_from_texts(
                 self.processing_class, texts, texts_labels, is_encoder_decoder=self.is_encoder_decoder
             )
         elif input_ids is not None:
-            samples = batching.samples_from_tensors(
+            samples = step_inputs.samples_from_tensors(
                 input_ids,
                 attention_mask,
                 labels,
@@ -289,7 +223,7 @@ class IterativeSFTTrainer(Trainer):
             raise ValueError("step() got attention_mask or labels without input_ids; pass input_ids as well.")
         else:
             raise ValueError("step() needs inputs: pass input_ids=[...] (token ids) or texts=[...] (strings).")
-        return batching.truncate(samples, self.args.max_length, self.args.truncation_mode)
+        return step_inputs.truncate(samples, self.args.max_length, self.args.truncation_mode)
 
     def _vocab_size(self) -> Optional[int]:
         embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
@@ -303,56 +237,15 @@ class IterativeSFTTrainer(Trainer):
         return batching.build_micro_batches(
             samples,
             self.args.per_device_train_batch_size,
-            self._pad_token_id(tokenizer),
+            pad_token_id(tokenizer),
             is_encoder_decoder=self.is_encoder_decoder,
             pad_to_multiple_of=self.args.pad_to_multiple_of,
             generator=generator,
             packed=self.padding_free,
         )
 
-    def _global_count(self, count: int) -> int:
-        if self.accelerator.num_processes == 1:
-            return count
-        tensor = torch.tensor([count], device=self.accelerator.device, dtype=torch.long)
-        return int(self.accelerator.reduce(tensor, reduction="sum").item())
-
-    def _equalize_across_processes(self, micro_batches: list[batching.MicroBatch]) -> list[batching.MicroBatch]:
-        """Under DDP every rank must run as many backward passes: pad with micro-batches that carry no loss."""
-        if self.accelerator.num_processes == 1:
-            return micro_batches
-        count = torch.tensor([len(micro_batches)], device=self.accelerator.device, dtype=torch.long)
-        most = int(self.accelerator.reduce(count, reduction="max").item())
-        filler = batching.without_loss(micro_batches[-1])
-        return micro_batches + [filler] * (most - len(micro_batches))
-
     def _loss_sum(self, batch: batching.MicroBatch) -> torch.Tensor:
-        """Summed token cross-entropy of one micro-batch (mean is taken over the whole update)."""
-        if self.is_encoder_decoder:
-            outputs = self.model_wrapped(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
-            )
-            logits, targets = outputs.logits, batch.labels
-        elif batch.segments is not None:
-            # Packed row: the head runs only where a target carries loss (at least once, so that every parameter
-            # is in the graph, as DDP needs).
-            targets = batching.packed_targets(batch)
-            keep = (targets != batching.IGNORE_INDEX).nonzero().squeeze(-1)
-            keep = keep if keep.numel() else targets.new_zeros(1)
-            outputs = self.model_wrapped(
-                input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep
-            )
-            logits, targets = outputs.logits, targets[keep]
-        else:
-            outputs = self.model_wrapped(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            # Shift the labels, not the logits: slicing the logits would copy them (and their gradient) whole.
-            logits = outputs.logits
-            targets = F.pad(batch.labels[:, 1:], (0, 1), value=batching.IGNORE_INDEX)
-        return F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)),
-            targets.reshape(-1),
-            ignore_index=batching.IGNORE_INDEX,
-            reduction="sum",
-        )
+        return summed_token_loss(self.model_wrapped, batch, is_encoder_decoder=self.is_encoder_decoder)
 
     def _train_micro_batches(self, micro_batches: list[batching.MicroBatch]) -> dict[str, Any]:
         if not self._train_begun:
@@ -360,12 +253,12 @@ class IterativeSFTTrainer(Trainer):
             self._train_begun = True
         model = self.model_wrapped
         model.train()
-        micro_batches = self._equalize_across_processes(micro_batches)
+        micro_batches = equalized_across_processes(self.accelerator, micro_batches)
         accumulation = max(1, self.args.gradient_accumulation_steps)
         groups = [micro_batches[i : i + accumulation] for i in range(0, len(micro_batches), accumulation)]
         loss_sum, num_tokens, num_updates, grad_norm = 0.0, 0, 0, None
         for group in groups:
-            group_tokens = self._global_count(sum(batch.num_loss_tokens for batch in group))
+            group_tokens = global_sum(self.accelerator, sum(batch.num_loss_tokens for batch in group))
             if group_tokens == 0:
                 warnings.warn(
                     "A group of micro-batches has no label tokens (all -100); it is skipped.", stacklevel=4

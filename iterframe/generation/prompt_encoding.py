@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from iterframe.plugins.components import Prompt
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from iterframe.plugins.components import Prompt
 
 __all__ = ["check_messages", "encode_prompt", "is_chat", "render_prompt"]
 

@@ -3,12 +3,8 @@
 ``IterativeLoop(trainer, prompts, generator, reward, filters, tokenizer, config=LoopConfig(...)).run()`` runs
 expert iteration / ReST-EM / RAFT / rejection-sampling fine-tuning with component *instances*, so a notebook
 can pass its own objects (a plain function ``f(prompts, completions, references) -> list[float]`` is accepted as
-the reward). The command line (``iterframe run``) builds the same objects from names and options.
-
-Artifacts (see :mod:`iterframe.loop.artifacts` and :mod:`iterframe.loop.run_state`): ``metrics.jsonl`` (through the
-``jsonl`` logger, always enabled), ``iterations/NNNNNN/samples.parquet`` (+ ``eval_samples.parquet``), loop
-checkpoints and ``final/``. The options and prompt records live in :mod:`iterframe.loop.config` (re-exported
-here), the checks of component inputs and outputs in :mod:`iterframe.loop.checks`.
+the reward). The sample stages live in :mod:`iterframe.loop.stages`, the artifacts in
+:mod:`iterframe.loop.artifacts` and :mod:`iterframe.loop.run_state`.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ from iterframe.loop.checks import (
     check_completions,
     check_prompt_lengths,
     check_prompt_records,
-    checked_scores,
     component_name,
     require_component,
 )
@@ -46,6 +41,14 @@ from iterframe.loop.run_state import (
     save_loop_checkpoint,
     truncate_run,
 )
+from iterframe.loop.stages import (
+    FAILED_REWARD,
+    FunctionReward,
+    filter_samples,
+    greedy_twin,
+    samples_from_completions,
+    score_samples,
+)
 from iterframe.plugins.components import (
     Completion,
     Filter,
@@ -61,38 +64,8 @@ from iterframe.plugins.hooks import Hooks
 
 __all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "PromptRecord"]
 
-#: ``dropped_by`` of a sample whose reward was NaN or infinite (a failed sample, never kept).
-FAILED_REWARD = "failed-reward"
 SAMPLES_FILE_EVAL = "eval_samples.parquet"
 LOOP_STATE_VERSION = 1
-
-
-class FunctionReward(Reward):
-    """Wraps ``f(prompts, completions, references) -> list[float]`` as a reward component."""
-
-    description = "A Python function used as the reward."
-
-    def __init__(self, function: Callable[[list, list, list], Sequence[float]]):
-        super().__init__()
-        self.function = function
-        self.name = getattr(function, "__name__", type(function).__name__)
-
-    def score(self, samples: list[Sample]) -> list[float]:
-        return list(
-            self.function(
-                [sample.prompt for sample in samples],
-                [sample.completion for sample in samples],
-                [sample.reference for sample in samples],
-            )
-        )
-
-
-def _greedy_twin(generator: Generator) -> Generator:
-    """A copy of ``generator`` with ``do_sample=False`` when its options have that field, else ``generator``."""
-    options = generator.options
-    if dataclasses.is_dataclass(options) and "do_sample" in {field.name for field in dataclasses.fields(options)}:
-        return type(generator)(dataclasses.replace(options, do_sample=False))
-    return generator
 
 
 class IterativeLoop:
@@ -148,7 +121,7 @@ class IterativeLoop:
             from iterframe.plugins.manager import create_component
 
             self.loggers.append(create_component("logger", "jsonl"))
-        self.eval_generator = eval_generator if eval_generator is not None else _greedy_twin(self.generator)
+        self.eval_generator = eval_generator if eval_generator is not None else greedy_twin(self.generator)
         self.run_config = dict(run_config or {"loop": dataclasses.asdict(self.config)})
         self.sampler = PromptSampler(len(self.prompts), seed=self.config.seed, shuffle=self.config.shuffle_prompts)
         self.replay = ReplayBuffer(self.config.replay_buffer_size)
@@ -262,7 +235,7 @@ class IterativeLoop:
         generate_s, timer = time.perf_counter() - timer, time.perf_counter()
         samples, num_failed = self._scored_and_gathered(samples, self.config.samples_per_prompt, iteration)
         score_s, timer = time.perf_counter() - timer, time.perf_counter()
-        kept_samples, dropped_counts = self._filter(samples, iteration)
+        kept_samples, dropped_counts = filter_samples(samples, self.filters, self.hooks, iteration)
         filter_s, timer = time.perf_counter() - timer, time.perf_counter()
         train_stats = self._train(kept_samples + self.replay.samples, iteration)
         self.replay.add(kept_samples)
@@ -306,7 +279,7 @@ class IterativeLoop:
     def _scored_and_gathered(self, local_samples: list[Sample], num_samples: int, iteration: int):
         """Score this process's samples, then gather every process's in prompt order; return them and how many
         rewards failed."""
-        self._score(local_samples, iteration)
+        score_samples(self.reward, local_samples, iteration)
         per_prompt = gather_in_order(group(local_samples, num_samples), self._num_processes)
         samples = [sample for prompt_samples in per_prompt for sample in prompt_samples]
         return samples, sum(sample.dropped_by == FAILED_REWARD for sample in samples)
@@ -331,80 +304,7 @@ class IterativeLoop:
                 "any other, but check the generator's settings (max_new_tokens, stop strings).",
                 stacklevel=2,
             )
-        samples = []
-        for record, record_completions in zip(records, completions):
-            for index, completion in enumerate(record_completions):
-                info = {
-                    "sample_index": index,
-                    "generator": component_name(generator),
-                    "num_tokens": completion.num_tokens,
-                    "finish_reason": completion.finish_reason,
-                }
-                if record.extra:
-                    info["extra"] = dict(record.extra)
-                samples.append(
-                    Sample(
-                        iteration=iteration,
-                        prompt_id=record.prompt_id,
-                        prompt=record.prompt,
-                        completion=completion.text,
-                        reference=record.reference,
-                        info=info,
-                    )
-                )
-        return samples
-
-    def _score(self, samples: list[Sample], iteration: int) -> int:
-        """Set each sample's reward; return how many failed (non-finite score, dropped as ``failed-reward``)."""
-        if not samples:
-            return 0
-        with blame("reward", self.reward, iteration):
-            scores = checked_scores(self.reward, self.reward.score(samples), len(samples))
-        num_failed = 0
-        for sample, score in zip(samples, scores):
-            sample.reward = score
-            if not math.isfinite(sample.reward):
-                sample.reward, sample.dropped_by = math.nan, FAILED_REWARD
-                num_failed += 1
-        return num_failed
-
-    def _filter(self, samples: list[Sample], iteration: int) -> tuple[list[Sample], dict[str, int]]:
-        """Apply the ``on_samples_scored`` hooks, then the filter chain; return kept samples and drop counts."""
-        survivors = [sample for sample in samples if sample.dropped_by is None]
-        dropped_counts: dict[str, int] = {}
-        for plugin_name, verdict in self.hooks.call_each(
-            "on_samples_scored", iteration=iteration, samples=samples
-        ):
-            if verdict is None:
-                continue
-            self._check_mask(verdict, len(samples), f"Hook on_samples_scored of plugin {plugin_name!r}")
-            for sample, keep in zip(samples, verdict):
-                if not keep and sample.dropped_by is None:
-                    sample.dropped_by = plugin_name
-                    dropped_counts[plugin_name] = dropped_counts.get(plugin_name, 0) + 1
-            survivors = [sample for sample in survivors if sample.dropped_by is None]
-        for filter_component in self.filters:
-            if not survivors:
-                break
-            name = component_name(filter_component)
-            with blame("filter", filter_component, iteration):
-                mask = filter_component.select(survivors)
-                self._check_mask(mask, len(survivors), f"Filter {name!r}")
-            for sample, keep in zip(survivors, mask):
-                if not keep:
-                    sample.dropped_by = name
-            dropped_counts[name] = dropped_counts.get(name, 0) + sum(not keep for keep in mask)
-            survivors = [sample for sample, keep in zip(survivors, mask) if keep]
-        for sample in survivors:
-            sample.kept = True
-        return survivors, dropped_counts
-
-    @staticmethod
-    def _check_mask(mask, expected: int, who: str) -> None:
-        """A keep-mask (from a filter or an ``on_samples_scored`` hook) must have one entry per sample."""
-        if not isinstance(mask, (list, tuple)) or len(mask) != expected:
-            size = len(mask) if isinstance(mask, (list, tuple)) else type(mask).__name__
-            raise ValueError(f"{who} must return a list of {expected} booleans (one per sample), got {size}.")
+        return samples_from_completions(records, completions, component_name(generator), iteration)
 
     def _train(self, train_samples: list[Sample], iteration: int) -> dict[str, Any]:
         """Tokenize and train ``config.train_epochs`` passes; sync the generator(s); return ``train/*`` metrics."""

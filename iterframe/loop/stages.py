@@ -1,0 +1,137 @@
+"""The stages of an iteration that work on samples: completions become samples, samples get rewards, and the
+``on_samples_scored`` hooks and the filter chain decide which are kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+from iterframe.loop.checks import checked_scores, component_name
+from iterframe.loop.config import PromptRecord
+from iterframe.plugins.components import Completion, Filter, Generator, Reward, Sample
+from iterframe.plugins.errors import blame
+
+__all__ = [
+    "FAILED_REWARD",
+    "FunctionReward",
+    "check_mask",
+    "filter_samples",
+    "greedy_twin",
+    "samples_from_completions",
+    "score_samples",
+]
+
+#: ``dropped_by`` of a sample whose reward was NaN or infinite (a failed sample, never kept).
+FAILED_REWARD = "failed-reward"
+
+
+class FunctionReward(Reward):
+    """Wraps ``f(prompts, completions, references) -> list[float]`` as a reward component."""
+
+    description = "A Python function used as the reward."
+
+    def __init__(self, function: Callable[[list, list, list], Sequence[float]]):
+        super().__init__()
+        self.function = function
+        self.name = getattr(function, "__name__", type(function).__name__)
+
+    def score(self, samples: list[Sample]) -> list[float]:
+        return list(
+            self.function(
+                [sample.prompt for sample in samples],
+                [sample.completion for sample in samples],
+                [sample.reference for sample in samples],
+            )
+        )
+
+
+def greedy_twin(generator: Generator) -> Generator:
+    """A copy of ``generator`` with ``do_sample=False`` when its options have that field, else ``generator``."""
+    options = generator.options
+    if dataclasses.is_dataclass(options) and "do_sample" in {field.name for field in dataclasses.fields(options)}:
+        return type(generator)(dataclasses.replace(options, do_sample=False))
+    return generator
+
+
+def samples_from_completions(
+    records: list[PromptRecord], completions: list[list[Completion]], generator_name: str, iteration: int
+) -> list[Sample]:
+    """One :class:`Sample` per completion, in record order; ``info`` records where each came from."""
+    samples = []
+    for record, record_completions in zip(records, completions):
+        for index, completion in enumerate(record_completions):
+            info = {
+                "sample_index": index,
+                "generator": generator_name,
+                "num_tokens": completion.num_tokens,
+                "finish_reason": completion.finish_reason,
+            }
+            if record.extra:
+                info["extra"] = dict(record.extra)
+            samples.append(
+                Sample(
+                    iteration=iteration,
+                    prompt_id=record.prompt_id,
+                    prompt=record.prompt,
+                    completion=completion.text,
+                    reference=record.reference,
+                    info=info,
+                )
+            )
+    return samples
+
+
+def score_samples(reward: Reward, samples: list[Sample], iteration: int) -> int:
+    """Set each sample's reward; return how many failed (non-finite score, dropped as ``failed-reward``)."""
+    if not samples:
+        return 0
+    with blame("reward", reward, iteration):
+        scores = checked_scores(reward, reward.score(samples), len(samples))
+    num_failed = 0
+    for sample, score in zip(samples, scores):
+        sample.reward = score
+        if not math.isfinite(sample.reward):
+            sample.reward, sample.dropped_by = math.nan, FAILED_REWARD
+            num_failed += 1
+    return num_failed
+
+
+def filter_samples(
+    samples: list[Sample], filters: Sequence[Filter], hooks, iteration: int
+) -> tuple[list[Sample], dict[str, int]]:
+    """Apply the ``on_samples_scored`` hooks (``hooks``: the run's :class:`~iterframe.plugins.hooks.Hooks`), then
+    the filter chain; mark the survivors kept and return them with the drop count per filter or plugin."""
+    survivors = [sample for sample in samples if sample.dropped_by is None]
+    dropped_counts: dict[str, int] = {}
+    for plugin_name, verdict in hooks.call_each("on_samples_scored", iteration=iteration, samples=samples):
+        if verdict is None:
+            continue
+        check_mask(verdict, len(samples), f"Hook on_samples_scored of plugin {plugin_name!r}")
+        for sample, keep in zip(samples, verdict):
+            if not keep and sample.dropped_by is None:
+                sample.dropped_by = plugin_name
+                dropped_counts[plugin_name] = dropped_counts.get(plugin_name, 0) + 1
+        survivors = [sample for sample in survivors if sample.dropped_by is None]
+    for filter_component in filters:
+        if not survivors:
+            break
+        name = component_name(filter_component)
+        with blame("filter", filter_component, iteration):
+            mask = filter_component.select(survivors)
+            check_mask(mask, len(survivors), f"Filter {name!r}")
+        for sample, keep in zip(survivors, mask):
+            if not keep:
+                sample.dropped_by = name
+        dropped_counts[name] = dropped_counts.get(name, 0) + sum(not keep for keep in mask)
+        survivors = [sample for sample, keep in zip(survivors, mask) if keep]
+    for sample in survivors:
+        sample.kept = True
+    return survivors, dropped_counts
+
+
+def check_mask(mask, expected: int, who: str) -> None:
+    """A keep-mask (from a filter or an ``on_samples_scored`` hook) must have one entry per sample."""
+    if not isinstance(mask, (list, tuple)) or len(mask) != expected:
+        size = len(mask) if isinstance(mask, (list, tuple)) else type(mask).__name__
+        raise ValueError(f"{who} must return a list of {expected} booleans (one per sample), got {size}.")
