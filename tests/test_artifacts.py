@@ -114,6 +114,7 @@ def test_samples_round_trip_with_chat_prompts_and_failed_rewards(tmp_path):
             reference=4,
             reward=math.nan,
             dropped_by="threshold",
+            drop_reason={"reward": None, "min_reward": 0.5},
             info={"sample_index": 1},
         ),
     ]
@@ -131,6 +132,7 @@ def test_samples_round_trip_with_chat_prompts_and_failed_rewards(tmp_path):
         "reward": 1.0,
         "kept": True,
         "dropped_by": None,
+        "drop_reason": None,
         "generator": "fake",
         "num_tokens": 1,
         "finish_reason": "stop",
@@ -141,6 +143,7 @@ def test_samples_round_trip_with_chat_prompts_and_failed_rewards(tmp_path):
     assert rows[1]["reference"] == "4"
     assert math.isnan(rows[1]["reward"])
     assert rows[1]["kept"] is False and rows[1]["dropped_by"] == "threshold"
+    assert json.loads(rows[1]["drop_reason"]) == {"reward": None, "min_reward": 0.5}
 
 
 def test_write_samples_accepts_an_empty_iteration(tmp_path):

@@ -135,3 +135,66 @@ def test_filters_chain_in_order_each_seeing_what_the_previous_kept(plugin_manage
         flags = create_component("filter", name, options).select(kept)
         kept = [sample for sample, keep in zip(kept, flags) if keep]
     assert [(sample.prompt_id, sample.completion) for sample in kept] == [(0, "4"), (2, "9")]
+
+
+# --- why a sample was dropped ----------------------------------------------------------------------------------
+
+
+def dropped_reasons(name, batch, **options):
+    """``{position: reason}`` of the samples the filter drops."""
+    component = create_component("filter", name, options)
+    keep = component.select(batch)
+    reasons = component.drop_reasons(batch, keep)
+    return {position: reason for position, (kept, reason) in enumerate(zip(keep, reasons)) if not kept}
+
+
+def test_threshold_reason_is_the_reward_and_the_minimum(plugin_manager):
+    batch = samples((0, "a", 0.2), (0, "b", 0.9), (1, "c", NAN))
+    assert dropped_reasons("threshold", batch, min_reward=0.5) == {
+        0: {"reward": 0.2, "min_reward": 0.5},
+        2: {"reward": None, "min_reward": 0.5},
+    }
+
+
+def test_top_fraction_reason_is_the_rank_against_the_cut(plugin_manager):
+    batch = samples((0, "a", 0.1), (0, "b", 0.9), (1, "c", 0.8), (1, "d", 0.7))
+    assert dropped_reasons("top-fraction", batch, fraction=0.5) == {
+        0: {"rank": 4, "top": 2, "of": 4, "fraction": 0.5},
+        3: {"rank": 3, "top": 2, "of": 4, "fraction": 0.5},
+    }
+
+
+def test_best_of_n_reason_is_the_rank_within_the_prompt(plugin_manager):
+    batch = samples((0, "a", 0.1), (0, "b", 0.9), (0, "c", 0.5), (1, "d", 0.7))
+    assert dropped_reasons("best-of-n", batch, k=1) == {
+        0: {"rank_in_prompt": 3, "k": 1},
+        2: {"rank_in_prompt": 2, "k": 1},
+    }
+
+
+def test_dedup_reason_names_the_sample_it_repeats(plugin_manager):
+    batch = samples((0, "x", 1.0), (0, "y", 1.0), (0, " X ", 1.0), (1, "x", 1.0))
+    for index, sample in enumerate(batch):
+        sample.info["sample_index"] = 10 + index
+    assert dropped_reasons("dedup", batch) == {2: {"duplicate_of_prompt_id": 0, "duplicate_of_sample_index": 10}}
+    assert dropped_reasons("dedup", batch, per_prompt=False) == {
+        2: {"duplicate_of_prompt_id": 0, "duplicate_of_sample_index": 10},
+        3: {"duplicate_of_prompt_id": 0, "duplicate_of_sample_index": 10},
+    }
+
+
+def test_length_reason_is_the_length_and_the_bounds(plugin_manager):
+    batch = samples((0, "", 1.0), (0, "abc", 1.0), (0, "abcdef", 1.0))
+    assert dropped_reasons("length", batch, min_chars=1, max_chars=4) == {
+        0: {"chars": 0, "min_chars": 1, "max_chars": 4},
+        2: {"chars": 6, "min_chars": 1, "max_chars": 4},
+    }
+
+
+def test_drop_uniform_reason_is_the_prompts_reward_spread(plugin_manager):
+    batch = samples((0, "a", 1.0), (0, "b", 1.0), (1, "c", 0.0), (1, "d", 1.0), (2, "e", NAN))
+    assert dropped_reasons("drop-uniform", batch) == {
+        0: {"reward_spread": 0.0, "tolerance": 0.0},
+        1: {"reward_spread": 0.0, "tolerance": 0.0},
+        4: {"reward_spread": None, "tolerance": 0.0},
+    }

@@ -32,6 +32,7 @@ SAMPLES = [
         reference="19",
         reward=0.0,
         dropped_by="threshold",
+        drop_reason={"reward": 0.0, "min_reward": 0.5},
     ),
     Sample(
         iteration=1,
@@ -166,8 +167,23 @@ def test_wandb_offline_logs_metrics_and_a_samples_table_per_iteration(
         table = json.load(handle)
     assert table["columns"] == list(SAMPLE_COLUMNS)
     assert table["data"] == [
-        [1, 0, 0, "12 + 7?", "19", "19", 1.0, True, None, "hf", 2, "stop", '{"seed": 5}'],
-        [1, 0, None, "12 + 7?", "20", "19", 0.0, False, "threshold", None, None, None, "{}"],
+        [1, 0, 0, "12 + 7?", "19", "19", 1.0, True, None, None, "hf", 2, "stop", '{"seed": 5}'],
+        [
+            1,
+            0,
+            None,
+            "12 + 7?",
+            "20",
+            "19",
+            0.0,
+            False,
+            "threshold",
+            '{"reward": 0.0, "min_reward": 0.5}',
+            None,
+            None,
+            None,
+            "{}",
+        ],
         [
             1,
             1,
@@ -177,6 +193,7 @@ def test_wandb_offline_logs_metrics_and_a_samples_table_per_iteration(
             None,
             0.5,
             True,
+            None,
             None,
             None,
             None,
@@ -208,7 +225,8 @@ def test_tensorboard_writes_scalars_and_a_samples_text_table(plugin_manager, tmp
     (text_event,) = events.Tensors("samples/text_summary")
     text = text_event.tensor_proto.string_val[0].decode()
     assert text.splitlines()[0] == "| " + " | ".join(SAMPLE_COLUMNS) + " |"
-    assert "| 1 | 0 |  | 12 + 7? | 20 | 19 | 0.0 | False | threshold |  |  |  | {} |" in text
+    dropped_row = '| 1 | 0 |  | 12 + 7? | 20 | 19 | 0.0 | False | threshold | {"reward": 0.0, "min_reward": 0.5} |'
+    assert dropped_row + "  |  |  | {} |" in text
 
 
 def test_tensorboard_log_dir_option(plugin_manager, tmp_path):

@@ -52,7 +52,8 @@ def test_report_writes_png_and_prints_one_table_line_per_iteration(tmp_path):
     assert result.exit_code == 0, result.output
     with open(os.path.join(output_dir, "report.png"), "rb") as handle:
         assert handle.read(8) == PNG_MAGIC
-    table_lines = [line for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    summary = result.output.split("Funnel")[0]
+    table_lines = [line for line in summary.splitlines() if line.strip()[:1].isdigit()]
     assert [line.split()[0] for line in table_lines] == ["0", "1", "2"]
     assert "3 of 3 iterations finished" in result.output
     assert "eval/reward: 0.200 (iteration 0) -> 0.800 (iteration 2), change +0.600" in result.output

@@ -36,12 +36,25 @@ def _by_prompt(samples: list[Sample]) -> dict[int, list[int]]:
     return groups
 
 
-def _best_positions(samples: list[Sample], positions: list[int], count: int) -> set[int]:
-    """The ``count`` highest-reward scored positions; ties go to the earlier sample."""
-    ranked = sorted(
+def _ranked(samples: list[Sample], positions: list[int]) -> list[int]:
+    """The scored ``positions``, highest reward first; ties go to the earlier sample."""
+    return sorted(
         (position for position in positions if _scored(samples[position])), key=lambda p: -samples[p].reward
     )
-    return set(ranked[:count])
+
+
+def _best_positions(samples: list[Sample], positions: list[int], count: int) -> set[int]:
+    """The ``count`` highest-reward scored positions; ties go to the earlier sample."""
+    return set(_ranked(samples, positions)[:count])
+
+
+def _ranks(samples: list[Sample], positions: list[int]) -> dict[int, int]:
+    """1-based rank of each scored position among ``positions`` (unscored positions have none)."""
+    return {position: rank for rank, position in enumerate(_ranked(samples, positions), start=1)}
+
+
+def _reward_or_none(sample: Sample):
+    return sample.reward if _scored(sample) else None
 
 
 def normalise_text(text: str) -> str:
@@ -62,6 +75,9 @@ class ThresholdFilter(Filter):
     def select(self, samples: list[Sample]) -> list[bool]:
         return [_scored(sample) and sample.reward >= self.options.min_reward for sample in samples]
 
+    def drop_reasons(self, samples, keep):
+        return [{"reward": _reward_or_none(sample), "min_reward": self.options.min_reward} for sample in samples]
+
 
 class TopFractionFilter(Filter):
     """Keeps the best ``ceil(fraction * n)`` samples of the whole iteration (RAFT)."""
@@ -80,9 +96,19 @@ class TopFractionFilter(Filter):
                 raise ValueError(f"fraction must be in (0, 1], got {self.fraction}.")
 
     def select(self, samples: list[Sample]) -> list[bool]:
-        count = math.ceil(self.options.fraction * len(samples))
-        best = _best_positions(samples, list(range(len(samples))), count)
+        best = _best_positions(samples, list(range(len(samples))), self._count(samples))
         return [position in best for position in range(len(samples))]
+
+    def _count(self, samples: list[Sample]) -> int:
+        return math.ceil(self.options.fraction * len(samples))
+
+    def drop_reasons(self, samples, keep):
+        ranks = _ranks(samples, list(range(len(samples))))
+        top = self._count(samples)
+        return [
+            {"rank": ranks.get(position), "top": top, "of": len(samples), "fraction": self.options.fraction}
+            for position in range(len(samples))
+        ]
 
 
 class BestOfNFilter(Filter):
@@ -105,6 +131,12 @@ class BestOfNFilter(Filter):
             best |= _best_positions(samples, positions, self.options.k)
         return [position in best for position in range(len(samples))]
 
+    def drop_reasons(self, samples, keep):
+        ranks: dict[int, int] = {}
+        for positions in _by_prompt(samples).values():
+            ranks.update(_ranks(samples, positions))
+        return [{"rank_in_prompt": ranks.get(position), "k": self.options.k} for position in range(len(samples))]
+
 
 class DedupFilter(Filter):
     """Drops completions whose normalised text was already kept (per prompt, or across the iteration)."""
@@ -119,13 +151,28 @@ class DedupFilter(Filter):
         )
 
     def select(self, samples: list[Sample]) -> list[bool]:
-        seen = set()
-        keep = []
+        return [first is None for first in self._first_copies(samples)]
+
+    def _first_copies(self, samples: list[Sample]) -> list[Optional[Sample]]:
+        """For each sample, the earlier sample it repeats (``None`` for a first occurrence)."""
+        first_seen: dict[tuple, Sample] = {}
+        firsts = []
         for sample in samples:
             key = (sample.prompt_id if self.options.per_prompt else None, normalise_text(sample.completion))
-            keep.append(key not in seen)
-            seen.add(key)
-        return keep
+            firsts.append(first_seen.get(key))
+            first_seen.setdefault(key, sample)
+        return firsts
+
+    def drop_reasons(self, samples, keep):
+        return [
+            None
+            if first is None
+            else {
+                "duplicate_of_prompt_id": first.prompt_id,
+                "duplicate_of_sample_index": first.info.get("sample_index"),
+            }
+            for first in self._first_copies(samples)
+        ]
 
 
 class LengthFilter(Filter):
@@ -151,6 +198,10 @@ class LengthFilter(Filter):
         upper = math.inf if self.options.max_chars is None else self.options.max_chars
         return [self.options.min_chars <= len(sample.completion) <= upper for sample in samples]
 
+    def drop_reasons(self, samples, keep):
+        bounds = {"min_chars": self.options.min_chars, "max_chars": self.options.max_chars}
+        return [{"chars": len(sample.completion), **bounds} for sample in samples]
+
 
 class DropUniformFilter(Filter):
     """Drops every sample of a prompt whose samples all scored the same: they carry no signal about what is
@@ -167,12 +218,26 @@ class DropUniformFilter(Filter):
 
     def select(self, samples: list[Sample]) -> list[bool]:
         keep = [False] * len(samples)
-        for positions in _by_prompt(samples).values():
-            rewards = [samples[position].reward for position in positions if _scored(samples[position])]
-            if rewards and max(rewards) - min(rewards) > self.options.tolerance:
+        for positions, spread in self._spreads(samples):
+            if spread is not None and spread > self.options.tolerance:
                 for position in positions:
                     keep[position] = _scored(samples[position])
         return keep
+
+    def _spreads(self, samples: list[Sample]) -> list[tuple[list[int], Optional[float]]]:
+        """Each prompt's sample positions and the spread of their finite rewards (``None``: none scored)."""
+        spreads = []
+        for positions in _by_prompt(samples).values():
+            rewards = [samples[position].reward for position in positions if _scored(samples[position])]
+            spreads.append((positions, max(rewards) - min(rewards) if rewards else None))
+        return spreads
+
+    def drop_reasons(self, samples, keep):
+        reasons: list[Optional[dict]] = [None] * len(samples)
+        for positions, spread in self._spreads(samples):
+            for position in positions:
+                reasons[position] = {"reward_spread": spread, "tolerance": self.options.tolerance}
+        return reasons
 
 
 @hookimpl

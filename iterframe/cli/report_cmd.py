@@ -17,8 +17,9 @@ from iterframe.loop.report import ReportError, write_report
     help="Where to write the PNG plot. Default: OUTPUT_DIR/report.png.",
 )
 def command(output_dir: str, plot_path: str | None) -> None:
-    """Plot reward (all / kept / eval), keep rate and loss per iteration of the run in OUTPUT_DIR, and print a
-    summary table. Works on finished, running and stopped runs."""
+    """Plot reward (all / eval), the sample funnel, keep rate and loss per iteration of the run in OUTPUT_DIR, and
+    print a summary table and the funnel (generated -> failed -> each filter -> kept -> trained). Works on
+    finished, running and stopped runs."""
     try:
         report = write_report(output_dir, plot_path)
     except ReportError as error:

@@ -49,6 +49,7 @@ SAMPLE_COLUMNS = (
     "reward",
     "kept",
     "dropped_by",
+    "drop_reason",
     "generator",
     "num_tokens",
     "finish_reason",
@@ -201,6 +202,7 @@ def _sample_row(sample: Union[Sample, dict[str, Any]]) -> dict[str, Any]:
         "reward": math.nan if reward is None else float(reward),
         "kept": bool(fields.get("kept", False)),
         "dropped_by": fields.get("dropped_by"),
+        "drop_reason": _as_text(fields.get("drop_reason")),
         "generator": info.pop("generator", fields.get("generator")),
         "num_tokens": info.pop("num_tokens", fields.get("num_tokens")),
         "finish_reason": info.pop("finish_reason", fields.get("finish_reason")),
@@ -222,6 +224,7 @@ def _samples_schema():
             ("reward", pa.float64()),
             ("kept", pa.bool_()),
             ("dropped_by", pa.string()),
+            ("drop_reason", pa.string()),
             ("generator", pa.string()),
             ("num_tokens", pa.int64()),
             ("finish_reason", pa.string()),
@@ -233,7 +236,7 @@ def _samples_schema():
 def write_samples(path: Union[str, os.PathLike], samples: Iterable[Union[Sample, dict[str, Any]]]) -> None:
     """Write samples to a parquet file atomically, one row per sample (columns: :data:`SAMPLE_COLUMNS`).
 
-    Chat-message prompts and non-string references are stored as JSON strings; ``Sample.info`` keys
+    Chat-message prompts, non-string references and drop reasons are stored as JSON strings; ``Sample.info`` keys
     ``sample_index``, ``generator``, ``num_tokens`` and ``finish_reason`` get their own columns, the rest is
     stored as a JSON object in ``info``. Failed (non-finite) rewards are stored as NaN.
     """

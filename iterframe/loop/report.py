@@ -16,10 +16,12 @@ from typing import Any, Optional
 import yaml
 
 from iterframe.loop.artifacts import METRICS_FILE, atomic_write_bytes
+from iterframe.loop.funnel import FUNNEL_TITLE, draw_funnel, funnel_columns
 
 __all__ = [
     "REPORT_FILE",
     "Report",
+    "funnel_table",
     "load_run_metrics",
     "plot_metrics",
     "trend_line",
@@ -31,7 +33,7 @@ REPORT_FILE = "report.png"
 CONFIG_FILE = "config.yaml"
 
 #: (metric key, label) of the reward curves, in plot order.
-REWARD_CURVES = (("reward/mean", "all samples"), ("reward/kept_mean", "kept samples"), ("eval/reward", "eval"))
+REWARD_CURVES = (("reward/mean", "all samples"), ("eval/reward", "eval"))
 #: (header, metric key, format) of the summary table's columns.
 TABLE_COLUMNS = (
     ("iter", "iteration", "{:d}"),
@@ -119,24 +121,26 @@ def _planned_iterations(output_dir: str) -> Optional[int]:
 
 
 def plot_metrics(rows: list[dict[str, Any]], path: str) -> str:
-    """Draw reward (all / kept / eval), keep rate and loss per iteration into a PNG at ``path``."""
+    """Draw reward (all / eval), the sample funnel, keep rate and loss per iteration into a PNG at ``path``."""
     from matplotlib.figure import Figure  # a Figure without pyplot renders with Agg and touches no global state
 
     iterations = [row["iteration"] for row in rows]
-    figure = Figure(figsize=(12, 3.6), layout="constrained")
-    reward_axes, keep_axes, loss_axes = figure.subplots(1, 3)
+    figure = Figure(figsize=(16, 3.6), layout="constrained")
+    reward_axes, funnel_axes, keep_axes, loss_axes = figure.subplots(1, 4)
     for key, label in REWARD_CURVES:
         values = [_number(row.get(key)) for row in rows]
         if any(math.isfinite(value) for value in values):
             reward_axes.plot(iterations, values, marker="o", label=label)
     reward_axes.set_title("reward")
-    reward_axes.legend(loc="best")
+    if reward_axes.get_lines():
+        reward_axes.legend(loc="best")
+    draw_funnel(funnel_axes, rows)
     keep_axes.plot(iterations, [_number(row.get("keep_rate")) for row in rows], marker="o", color="tab:purple")
     keep_axes.set_title("keep rate")
     keep_axes.set_ylim(-0.05, 1.05)
     loss_axes.plot(iterations, [_number(row.get("train/loss")) for row in rows], marker="o", color="tab:red")
     loss_axes.set_title("train loss")
-    for axes in (reward_axes, keep_axes, loss_axes):
+    for axes in (reward_axes, funnel_axes, keep_axes, loss_axes):
         axes.set_xlabel("iteration")
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
@@ -156,14 +160,30 @@ def _cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
+def _text_table(header: list[str], lines: list[list[str]]) -> str:
+    """Right-aligned columns under ``header`` and a rule."""
+    cells = [header, *lines]
+    widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
+    text = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
+    text.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(text)
+
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table, one line per iteration (``-`` where a metric is missing)."""
-    cells = [[header for header, _, _ in TABLE_COLUMNS]]
-    cells += [[_cell(row.get(key), fmt) for _, key, fmt in TABLE_COLUMNS] for row in rows]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(TABLE_COLUMNS))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return _text_table(
+        [header for header, _, _ in TABLE_COLUMNS],
+        [[_cell(row.get(key), fmt) for _, key, fmt in TABLE_COLUMNS] for row in rows],
+    )
+
+
+def funnel_table(rows: list[dict[str, Any]]) -> str:
+    """Where each iteration's samples went, as a plain-text table with a title line (``-``: not recorded)."""
+    header, lines = funnel_columns(rows)
+    header = ["iter", *(name.removeprefix("dropped by ") for name in header[1:])]
+    return f"Funnel, {FUNNEL_TITLE}:\n" + _text_table(
+        header, [[_cell(value, "{:d}") for value in line] for line in lines]
+    )
 
 
 def trend_line(rows: list[dict[str, Any]]) -> Optional[str]:
@@ -200,7 +220,7 @@ def write_report(output_dir: str, plot_path: Optional[str] = None) -> Report:
         status = f"{finished} of {planned} iterations finished"
         if finished < planned:
             status += " (running or stopped; `iterframe run --resume` continues a stopped run)"
-    lines = [f"Run {output_dir}: {status}", "", summary_table(rows), ""]
+    lines = [f"Run {output_dir}: {status}", "", summary_table(rows), "", funnel_table(rows), ""]
     trend = trend_line(rows)
     if trend:
         lines.append(trend)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from iterframe.loop.checks import checked_scores, component_name
 from iterframe.loop.config import PromptRecord
@@ -15,7 +16,9 @@ from iterframe.plugins.errors import blame
 __all__ = [
     "FAILED_REWARD",
     "FunctionReward",
+    "apply_filters",
     "check_mask",
+    "check_reasons",
     "filter_samples",
     "greedy_twin",
     "samples_from_completions",
@@ -101,7 +104,8 @@ def filter_samples(
     samples: list[Sample], filters: Sequence[Filter], hooks, iteration: int
 ) -> tuple[list[Sample], dict[str, int]]:
     """Apply the ``on_samples_scored`` hooks (``hooks``: the run's :class:`~iterframe.plugins.hooks.Hooks`), then
-    the filter chain; mark the survivors kept and return them with the drop count per filter or plugin."""
+    the filter chain; mark the survivors kept, the others with who dropped them and why, and return the survivors
+    with the drop count per plugin and filter (every filter of the chain, in order, 0 when it dropped none)."""
     survivors = [sample for sample in samples if sample.dropped_by is None]
     dropped_counts: dict[str, int] = {}
     for plugin_name, verdict in hooks.call_each("on_samples_scored", iteration=iteration, samples=samples):
@@ -113,21 +117,39 @@ def filter_samples(
                 sample.dropped_by = plugin_name
                 dropped_counts[plugin_name] = dropped_counts.get(plugin_name, 0) + 1
         survivors = [sample for sample in survivors if sample.dropped_by is None]
-    for filter_component in filters:
-        if not survivors:
-            break
-        name = component_name(filter_component)
-        with blame("filter", filter_component, iteration):
-            mask = filter_component.select(survivors)
-            check_mask(mask, len(survivors), f"Filter {name!r}")
-        for sample, keep in zip(survivors, mask):
-            if not keep:
-                sample.dropped_by = name
-        dropped_counts[name] = dropped_counts.get(name, 0) + sum(not keep for keep in mask)
-        survivors = [sample for sample, keep in zip(survivors, mask) if keep]
+    survivors, drops = apply_filters(survivors, filters, iteration)
+    for name, dropped in drops:
+        dropped_counts[name] = dropped_counts.get(name, 0) + len(dropped)
+        for sample, reason in dropped:
+            sample.dropped_by, sample.drop_reason = name, reason
     for sample in survivors:
         sample.kept = True
     return survivors, dropped_counts
+
+
+def apply_filters(
+    samples: list[Sample], filters: Sequence[Filter], iteration: int
+) -> tuple[list[Sample], list[tuple[str, list[tuple[Sample, Optional[dict[str, Any]]]]]]]:
+    """Run the filter chain over ``samples`` without changing them: each filter sees the survivors of the one
+    before. Return the survivors and, per filter in chain order, its name and the ``(sample, reason)`` pairs it
+    dropped (``reason`` from :meth:`~iterframe.Filter.drop_reasons`)."""
+    survivors = list(samples)
+    drops = []
+    for filter_component in filters:
+        name = component_name(filter_component)
+        dropped: list[tuple[Sample, Optional[dict[str, Any]]]] = []
+        if survivors:
+            with blame("filter", filter_component, iteration):
+                mask = filter_component.select(survivors)
+                check_mask(mask, len(survivors), f"Filter {name!r}")
+                reasons = [None] * len(survivors)
+                if not all(mask):
+                    reasons = filter_component.drop_reasons(survivors, list(mask))
+                    check_reasons(reasons, len(survivors), f"Filter {name!r}")
+            dropped = [(sample, reason) for sample, keep, reason in zip(survivors, mask, reasons) if not keep]
+            survivors = [sample for sample, keep in zip(survivors, mask) if keep]
+        drops.append((name, dropped))
+    return survivors, drops
 
 
 def check_mask(mask, expected: int, who: str) -> None:
@@ -135,3 +157,13 @@ def check_mask(mask, expected: int, who: str) -> None:
     if not isinstance(mask, (list, tuple)) or len(mask) != expected:
         size = len(mask) if isinstance(mask, (list, tuple)) else type(mask).__name__
         raise ValueError(f"{who} must return a list of {expected} booleans (one per sample), got {size}.")
+
+
+def check_reasons(reasons, expected: int, who: str) -> None:
+    """``drop_reasons`` must give one dict or ``None`` per sample."""
+    if not isinstance(reasons, (list, tuple)) or len(reasons) != expected:
+        size = len(reasons) if isinstance(reasons, (list, tuple)) else type(reasons).__name__
+        raise ValueError(f"{who}: drop_reasons must return a list of {expected} dicts or None, got {size}.")
+    wrong = next((reason for reason in reasons if reason is not None and not isinstance(reason, dict)), None)
+    if wrong is not None:
+        raise ValueError(f"{who}: drop_reasons must return dicts or None, got {type(wrong).__name__}.")

@@ -69,6 +69,8 @@ class Sample:
         kept: whether the filter chain kept the sample for training.
         dropped_by: name of the filter that dropped it (``None`` while kept or not yet filtered).
         info: free-form metadata (generator name, token counts, finish reason, ...).
+        drop_reason: the values that decided the drop, as the filter explained them (e.g.
+            ``{"reward": 0.2, "min_reward": 0.5}``); ``None`` while kept or when the dropper gave no reason.
     """
 
     iteration: int
@@ -80,6 +82,7 @@ class Sample:
     kept: bool = False
     dropped_by: Optional[str] = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    drop_reason: Optional[dict[str, Any]] = None
 
 
 @dataclasses.dataclass
@@ -153,6 +156,15 @@ class Filter(Component):
     @abstractmethod
     def select(self, samples: list[Sample]) -> list[bool]:
         """Return one bool per sample: ``True`` keeps it."""
+
+    def drop_reasons(self, samples: list[Sample], keep: list[bool]) -> list[Optional[dict[str, Any]]]:
+        """Why each sample ``select`` dropped was dropped: a JSON-able dict of the values that decided (the
+        sample's value and the limit it missed), or ``None``; entries of kept samples are ignored.
+
+        Called with the samples and the mask of the ``select`` call just made, only when it dropped any.
+        The default gives no reasons.
+        """
+        return [None] * len(samples)
 
 
 class SampleTokenizer(Component):
