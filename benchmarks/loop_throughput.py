@@ -11,7 +11,7 @@ Each configuration (iterframe / hand loop, without / with a checkpoint every ite
 forked from this one after the imports, so that its peak RSS is its own; rounds alternate the order.
 
     tox -e loopbench                                            # in the TRL 0.23.1 env; benchmarks/README.md
-    benchmarks/.venv-trl/bin/python benchmarks/loop_throughput.py --iterations 1 --tiny   # a smoke run
+    benchmarks/.venv-trl-loop/bin/python benchmarks/loop_throughput.py --iterations 1 --tiny   # a smoke run
 """
 
 from __future__ import annotations

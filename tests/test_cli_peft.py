@@ -84,6 +84,25 @@ def test_only_adapter_parameters_train(tiny_llama_path, tmp_path):
     assert trainable and all("lora_" in name and "q_proj" in name for name in trainable)
 
 
+def test_lora_final_loads_from_any_folder_when_the_base_model_was_given_as_a_relative_path(
+    tiny_llama_path, arithmetic_path, tmp_path, monkeypatch
+):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.chdir(os.path.dirname(tiny_llama_path))
+    output_dir = str(tmp_path / "run")
+    result = _lora_run(os.path.basename(tiny_llama_path), arithmetic_path, output_dir)
+    assert result.exit_code == 0, result.output
+    final = os.path.join(output_dir, "final")
+    adapter_config = json.loads(open(os.path.join(final, "adapter_config.json")).read())
+    assert adapter_config["base_model_name_or_path"] == os.path.abspath(tiny_llama_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert any("lora_B" in name for name, _ in model.named_parameters())
+
+
 def test_resume_restores_the_adapters_and_continues(tiny_llama_path, arithmetic_path, tmp_path):
     output_dir = str(tmp_path / "run")
     assert _lora_run(tiny_llama_path, arithmetic_path, output_dir).exit_code == 0

@@ -18,6 +18,7 @@ import tempfile
 from typing import Any
 
 from iterframe import __version__
+from iterframe.engine.file_modes import follow_umask
 
 __all__ = ["MODEL_CONFIG_FILE", "build_demo_model", "demo_cache_dir", "demo_model_path", "load_model_config"]
 
@@ -115,6 +116,7 @@ def build_demo_model(path: str, config: dict[str, Any] | None = None) -> str:
         tokenizer.save_pretrained(temp_path)
         with open(os.path.join(temp_path, _BUILT_MARKER), "w", encoding="utf-8") as handle:
             json.dump({"config": config, "iterframe_version": __version__, "warmup_loss": final_loss}, handle)
+        follow_umask(temp_path)  # a shared cache folder: readable as the umask allows, not private like mkdtemp
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(temp_path, path)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Union
+
+from iterframe.engine.file_modes import follow_umask
 
 __all__ = ["build_lora_config", "is_peft_model", "merged_copy", "wrap_with_adapters"]
 
@@ -72,4 +75,7 @@ def merged_copy(model, save_dir: Optional[str] = None):
     merged = copy.deepcopy(model).merge_and_unload()
     if save_dir is not None:
         merged.save_pretrained(save_dir)
+        for name in os.listdir(save_dir):  # safetensors writes its files with mode 0600 whatever the umask
+            if name.endswith(".safetensors"):
+                follow_umask(os.path.join(save_dir, name))
     return merged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import warnings
 from typing import Optional
 
@@ -17,7 +18,24 @@ from transformers import (
 
 from iterframe.engine.config import TRUNCATION_MODES, IterativeSFTConfig
 
-__all__ = ["empty_device_cache", "forward_deprecated_kwargs", "load_model", "pad_token_id", "resolve_args"]
+__all__ = [
+    "absolute_if_local",
+    "empty_device_cache",
+    "forward_deprecated_kwargs",
+    "load_model",
+    "pad_token_id",
+    "resolve_args",
+]
+
+
+def absolute_if_local(model_id: str) -> str:
+    """A model folder that exists here made absolute; a Hub id unchanged.
+
+    The model remembers the path it was loaded from (``config._name_or_path``), and adapters, model cards and
+    checkpoints record it as their base model, so a relative path would only work from the folder it was given
+    in.
+    """
+    return os.path.abspath(model_id) if os.path.isdir(model_id) else model_id
 
 
 def config_from_training_arguments(args: TrainingArguments) -> IterativeSFTConfig:

@@ -27,6 +27,7 @@ from iterframe.engine import batching, packing, step_inputs
 from iterframe.engine.adapters import wrap_with_adapters
 from iterframe.engine.config import IterativeSFTConfig
 from iterframe.engine.loading import (
+    absolute_if_local,
     empty_device_cache,
     forward_deprecated_kwargs,
     load_model,
@@ -75,6 +76,7 @@ class IterativeSFTTrainer(Trainer):
         optimize_device_cache: Optional[bool] = None,
         peft_config=None,
     ):
+        model = absolute_if_local(model) if isinstance(model, str) else model
         model_id = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
         args = resolve_args(args, model_id)
         forward_deprecated_kwargs(

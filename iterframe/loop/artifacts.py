@@ -6,7 +6,8 @@ Layout (a contract: ``iterframe report``, loggers and resume read it)::
     OUTPUT_DIR/iterations/NNNNNN/samples.parquet    every sample generated in iteration NNNNNN
 
 Every write goes to a temporary file in the target's directory and is moved into place with ``os.replace``, so a
-reader (or a resumed run) sees either the old file or the new one, never a half-written one.
+reader (or a resumed run) sees either the old file or the new one, never a half-written one. The file gets the
+mode the umask asks for (a temporary file alone would be private to its owner).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any, Union
 
+from iterframe.engine.file_modes import follow_umask
 from iterframe.plugins.components import Sample
 
 __all__ = [
@@ -61,7 +63,8 @@ SAMPLE_COLUMNS = (
 
 
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``, with the
+    mode the umask asks for."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -71,6 +74,7 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
             temp_file.write(data)
             temp_file.flush()
             os.fsync(temp_file.fileno())
+        follow_umask(temp_path)
         os.replace(temp_path, path)
     except BaseException:
         if os.path.exists(temp_path):

@@ -22,6 +22,7 @@ import time
 from typing import Any, Optional
 
 from iterframe import __version__
+from iterframe.engine.file_modes import follow_umask
 from iterframe.loop.artifacts import METRICS_FILE, atomic_write_json, truncate_metrics
 
 __all__ = [
@@ -209,6 +210,7 @@ def save_loop_checkpoint(
     trainer.accelerator.wait_for_everyone()
     if is_main:
         atomic_write_json(os.path.join(temp_path, LOOP_STATE_FILE), loop_state)
+        follow_umask(temp_path)
         _move_into_place(temp_path, path)
         if keep > 0:
             for _old_iteration, old_path in _complete_checkpoints(output_dir)[:-keep]:
@@ -234,6 +236,7 @@ def save_final_model(trainer, output_dir: str, model_card: Optional[dict[str, An
         trainer.save_model(temp_path)
     if is_main:
         trainer.create_model_card(output_dir=temp_path, **(model_card or {}))
+        follow_umask(temp_path)
         _move_into_place(temp_path, path)
     trainer.accelerator.wait_for_everyone()
     return path
