@@ -28,27 +28,72 @@ _PUBLIC = {
     "IterativeLoop": "iterframe.loop.iterative_loop",
     "LoopConfig": "iterframe.loop.config",
     "PromptRecord": "iterframe.loop.config",
+    # the built-in components, to subclass or to register configured
+    "HFGenerator": "iterframe.builtin.generators",
+    "PythonReward": "iterframe.builtin.rewards",
+    "AnswerMatchReward": "iterframe.builtin.rewards",
+    "ThresholdFilter": "iterframe.builtin.filters",
+    "TopFractionFilter": "iterframe.builtin.filters",
+    "BestOfNFilter": "iterframe.builtin.filters",
+    "DedupFilter": "iterframe.builtin.filters",
+    "LengthFilter": "iterframe.builtin.filters",
+    "DropUniformFilter": "iterframe.builtin.filters",
+    "CompletionOnlyTokenizer": "iterframe.builtin.tokenizers",
+    "FullTextTokenizer": "iterframe.builtin.tokenizers",
+    "ChatTokenizer": "iterframe.builtin.tokenizers",
+    "ConsoleLogger": "iterframe.builtin.loggers",
+    "JsonlLogger": "iterframe.builtin.loggers",
+    "WandbLogger": "iterframe.builtin.loggers",
+    "TensorBoardLogger": "iterframe.builtin.loggers",
 }
 
 __all__ = [
+    "AnswerMatchReward",
+    "BestOfNFilter",
+    "ChatTokenizer",
     "Completion",
+    "CompletionOnlyTokenizer",
     "ComponentError",
+    "ConsoleLogger",
+    "DedupFilter",
+    "DropUniformFilter",
     "Filter",
+    "FullTextTokenizer",
     "Generator",
+    "HFGenerator",
     "IterativeLoop",
     "IterativeSFTConfig",
     "IterativeSFTTrainer",
+    "JsonlLogger",
+    "LengthFilter",
     "Logger",
     "LoopConfig",
     "PromptRecord",
+    "PythonReward",
     "Reward",
     "RunContext",
     "Sample",
     "SampleTokenizer",
+    "TensorBoardLogger",
+    "ThresholdFilter",
+    "TopFractionFilter",
+    "WandbLogger",
     "hookimpl",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from iterframe.builtin.filters import (
+        BestOfNFilter,
+        DedupFilter,
+        DropUniformFilter,
+        LengthFilter,
+        ThresholdFilter,
+        TopFractionFilter,
+    )
+    from iterframe.builtin.generators import HFGenerator
+    from iterframe.builtin.loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger, WandbLogger
+    from iterframe.builtin.rewards import AnswerMatchReward, PythonReward
+    from iterframe.builtin.tokenizers import ChatTokenizer, CompletionOnlyTokenizer, FullTextTokenizer
     from iterframe.engine.config import IterativeSFTConfig
     from iterframe.engine.trainer import IterativeSFTTrainer
     from iterframe.loop.config import LoopConfig, PromptRecord

@@ -15,6 +15,7 @@ from iterframe.loop.artifacts import (
     iteration_dir,
     read_metrics,
     read_samples,
+    sample_row,
     samples_path,
     truncate_metrics,
     write_metrics_row,
@@ -155,3 +156,22 @@ def test_write_samples_accepts_an_empty_iteration(tmp_path):
 def test_read_samples_names_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="No samples file"):
         read_samples(tmp_path / "nope.parquet")
+
+
+def test_sample_row_is_the_row_samples_parquet_stores(tmp_path):
+    sample = Sample(
+        iteration=2,
+        prompt_id=5,
+        prompt=[{"role": "user", "content": "2+2?"}],
+        completion="4",
+        reference=4,
+        reward=1.0,
+        kept=True,
+        info={"sample_index": 1, "generator": "hf", "num_tokens": 3, "finish_reason": "stop", "note": "x"},
+    )
+    row = sample_row(sample)
+    assert tuple(row) == SAMPLE_COLUMNS
+    assert row["prompt"] == '[{"role": "user", "content": "2+2?"}]' and row["reference"] == "4"
+    assert (row["sample_index"], row["generator"], row["num_tokens"], row["info"]) == (1, "hf", 3, '{"note": "x"}')
+    write_samples(tmp_path / "samples.parquet", [sample])
+    assert read_samples(tmp_path / "samples.parquet") == [row]

@@ -47,7 +47,7 @@ def test_documented_hooks_all_exist():
 
 def test_every_builtin_component_is_documented(plugin_manager):
     table_rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in DOCS.splitlines()}
-    for info in list_components():
-        assert (info.kind, f"`{info.name}`") in table_rows, (
-            f"docs/plugins.md lacks a row for {info.kind} {info.name}"
+    for entry in list_components():
+        assert (entry["kind"], f"`{entry['name']}`") in table_rows, (
+            f"docs/plugins.md lacks a row for {entry['kind']} {entry['name']}"
         )

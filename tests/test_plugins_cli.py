@@ -57,7 +57,7 @@ def test_json_lists_third_party_plugins_with_name_version_hooks_and_provides(lon
             "distribution": None,
             "builtin": False,
             "hooks": ["register_filters", "on_iteration_end"],
-            "provides": {"filter": ["long"]},
+            "provides": {"filter": [{"name": "long", "aliases": ["longer"]}]},
             "error": None,
         }
     ]
@@ -67,20 +67,24 @@ def test_all_adds_the_builtin_plugins_first(long_filter_plugin):
     listed = json.loads(invoke("--all", "--json").stdout)
     assert [entry["name"] for entry in listed] == [*DEFAULT_PLUGINS, "long-filter"]
     builtin_rewards = listed[DEFAULT_PLUGINS.index("iterframe.builtin.rewards")]
-    assert builtin_rewards["provides"] == {"reward": ["python", "answer-match"]}
+    assert builtin_rewards["provides"] == {
+        "reward": [{"name": "python", "aliases": []}, {"name": "answer-match", "aliases": []}]
+    }
     assert builtin_rewards["version"] == iterframe.__version__
     assert builtin_rewards["hooks"] == ["register_rewards"]
 
 
 def test_kind_keeps_only_plugins_providing_that_kind(long_filter_plugin):
     listed = json.loads(invoke("--all", "--kind", "filter", "--json").stdout)
-    assert [(entry["name"], entry["provides"]) for entry in listed] == [
+    provided = [(entry["name"], [item["name"] for item in entry["provides"]["filter"]]) for entry in listed]
+    assert provided == [
         (
             "iterframe.builtin.filters",
-            {"filter": ["threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform"]},
+            ["threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform"],
         ),
-        ("long-filter", {"filter": ["long"]}),
+        ("long-filter", ["long"]),
     ]
+    assert [set(entry["provides"]) for entry in listed] == [{"filter"}, {"filter"}]
     assert json.loads(invoke("--kind", "generator", "--json").stdout) == []
 
 
@@ -93,7 +97,15 @@ def test_unknown_kind_is_a_usage_error(plugin_manager):
 def test_table_shows_name_version_provides_and_hooks(long_filter_plugin):
     lines = invoke().stdout.splitlines()
     assert lines[0].split() == ["NAME", "VERSION", "PROVIDES", "HOOKS"]
-    assert lines[2].split() == ["long-filter", "-", "filter:", "long", "register_filters,", "on_iteration_end"]
+    assert lines[2].split() == [
+        "long-filter",
+        "-",
+        "filter:",
+        "long",
+        "(longer)",
+        "register_filters,",
+        "on_iteration_end",
+    ]
 
 
 def test_without_third_party_plugins_the_table_says_so(plugin_manager, monkeypatch):
@@ -168,3 +180,19 @@ def test_show_unknown_name_of_a_kind_lists_that_kinds_names(plugin_manager):
         "No tokenizer named 'chatml'. Did you mean 'chat'? Available tokenizers: chat, completion-only"
         in result.output
     )
+
+
+def test_list_plugins_returns_what_json_prints(long_filter_plugin):
+    from iterframe.plugins import list_plugins
+
+    assert json.loads(invoke("--all", "--json").stdout) == list_plugins(include_builtins=True)
+    assert json.loads(invoke("--json").stdout) == list_plugins()
+
+
+def test_list_components_returns_what_show_json_prints(long_filter_plugin):
+    from iterframe.plugins import list_components
+
+    (long_filter,) = [entry for entry in list_components("filter") if entry["name"] == "long"]
+    assert json.loads(invoke("show", "long", "--json").stdout) == [long_filter]
+    shown = json.loads(invoke("show", "hf", "--json").stdout)
+    assert shown == [entry for entry in list_components() if entry["name"] == "hf"]

@@ -47,16 +47,21 @@ def test_entry_point_plugins_load_when_the_allow_list_is_unset(fake_distribution
     reward_distribution(fake_distribution, "iterframe-alpha", "alpha", version="2.3.4")
     monkeypatch.delenv("ITERFRAME_LOAD_PLUGINS", raising=False)
     assert get_component_class("reward", "alpha").__module__ == "iterframe_alpha"
-    (info,) = [info for info in list_components("reward") if info.name == "alpha"]
-    assert (info.plugin, info.distribution, info.version) == ("iterframe-alpha", "iterframe-alpha", "2.3.4")
+    (entry,) = [entry for entry in list_components("reward") if entry["name"] == "alpha"]
+    assert (entry["plugin"], entry["distribution"], entry["version"]) == (
+        "iterframe-alpha",
+        "iterframe-alpha",
+        "2.3.4",
+    )
     assert get_plugin_manager().get_plugin("iterframe-alpha").__name__ == "iterframe_alpha"
 
 
 def test_allow_list_loads_only_the_named_distributions(fake_distribution, monkeypatch):
     reward_distribution(fake_distribution, "iterframe-alpha", "alpha")
     reward_distribution(fake_distribution, "iterframe-beta", "beta")
-    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", " Iterframe_Beta ,some-other-plugin")
-    assert get_component_class("reward", "beta").__module__ == "iterframe_beta"
+    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", " Iterframe_Beta ,iterframe-gamma")
+    with pytest.warns(UserWarning, match="names 'iterframe-gamma', which is no installed iterframe plugin"):
+        assert get_component_class("reward", "beta").__module__ == "iterframe_beta"
     with pytest.raises(UnknownComponentError):
         get_component_class("reward", "alpha")
 
@@ -76,7 +81,7 @@ def test_distribution_with_several_entry_points_names_each_plugin_after_both(fak
     }
     fake_distribution("iterframe-multi", {"a": "multi_a", "b": "multi_b"}, files)
     monkeypatch.delenv("ITERFRAME_LOAD_PLUGINS", raising=False)
-    plugins = {info.name: info.plugin for info in list_components("reward")}
+    plugins = {entry["name"]: entry["plugin"] for entry in list_components("reward")}
     assert plugins["multi-a"] == "iterframe-multi:a"
     assert plugins["multi-b"] == "iterframe-multi:b"
 
@@ -123,3 +128,23 @@ def test_a_blocked_broken_plugin_is_not_an_error(fake_distribution, monkeypatch)
     fake_distribution("iterframe-broken", {"broken": "iterframe_broken"}, {"iterframe_broken.py": "1 / 0\n"})
     monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", "")
     check_plugin_load_errors()
+
+
+def test_allow_list_names_matching_no_plugin_are_warned_about_with_the_closest(fake_distribution, monkeypatch):
+    reward_distribution(fake_distribution, "iterframe-alpha", "alpha")
+    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", "ITERFRAME-ALPHA,Iterframe-Alhpa")
+    with pytest.warns(UserWarning) as warned:
+        get_plugin_manager()
+    (message,) = [str(warning.message) for warning in warned if "ITERFRAME_LOAD_PLUGINS" in str(warning.message)]
+    assert message.startswith(
+        "ITERFRAME_LOAD_PLUGINS names 'Iterframe-Alhpa', which is no installed iterframe plugin. "
+        "Did you mean 'iterframe-alpha'? Installed plugins: iterframe-alpha"
+    )
+    assert get_component_class("reward", "alpha").__module__ == "iterframe_alpha"
+
+
+def test_an_allow_list_of_installed_plugins_warns_about_nothing(fake_distribution, monkeypatch, recwarn):
+    reward_distribution(fake_distribution, "iterframe-alpha", "alpha")
+    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", "iterframe-alpha")
+    get_plugin_manager()
+    assert [str(warning.message) for warning in recwarn if "ITERFRAME_LOAD_PLUGINS" in str(warning.message)] == []

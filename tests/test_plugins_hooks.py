@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -224,3 +225,166 @@ def test_no_trace_without_the_env_var(monkeypatch, capsys, context, plugin_manag
     reset_plugin_manager()
     get_plugin_manager().hook.on_run_start(context=context)
     assert "[iterframe trace]" not in capsys.readouterr().err
+
+
+# --- one plugin at a time: failures and wrong answers name the plugin, the hook and the moment ---------------
+
+
+class Boom:
+    @hookimpl
+    def after_step(self, context, iteration, stats):
+        raise RuntimeError("metrics backend down")
+
+
+class Listy:
+    @hookimpl
+    def after_step(self, iteration, stats):
+        return ["loss", "tokens", "lr"]
+
+
+def test_a_raising_hook_names_plugin_hook_and_iteration(register_plugin, context):
+    from iterframe.plugins.errors import ComponentError
+    from iterframe.plugins.hooks import Hooks
+
+    register_plugin(Boom(), name="boom")
+    with pytest.raises(ComponentError) as caught:
+        Hooks(context).metrics("after_step", iteration=3, stats={"loss": 1.0})
+    error = caught.value
+    assert str(error) == "Iteration 3: hook after_step of plugin 'boom' failed: RuntimeError: metrics backend down"
+    assert (error.kind, error.name, error.origin, error.iteration) == ("hook", "after_step", "plugin 'boom'", 3)
+    assert str(error.__cause__) == "metrics backend down"
+
+
+def test_a_metrics_hook_returning_a_non_dict_is_named(register_plugin, context):
+    from iterframe.plugins.errors import ComponentValueError
+    from iterframe.plugins.hooks import Hooks
+
+    register_plugin(Listy(), name="listy")
+    with pytest.raises(ComponentValueError) as caught:
+        Hooks(context).metrics("after_step", iteration=0, stats={"loss": 1.0})
+    assert str(caught.value) == (
+        "Iteration 0: hook after_step of plugin 'listy' failed: it returned list ['loss', 'tokens', 'lr']; "
+        "it must return None or a dict of metrics, e.g. {'perplexity': 12.5}."
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        ({1: 2.0}, "it returned the metric name 1; metric names are non-empty strings."),
+        ({"ok": object()}, "it returned metric 'ok' = object"),
+    ],
+)
+def test_metric_names_must_be_strings_and_values_numbers_or_text(answer, detail):
+    from iterframe.plugins.hooks import check_metrics
+
+    with pytest.raises(ValueError, match=re.escape(detail)):
+        check_metrics(answer)
+
+
+def test_metric_values_may_be_numbers_text_none_or_scalars_with_item():
+    import torch
+
+    from iterframe.plugins.hooks import check_metrics
+
+    check_metrics({"a": 1, "b": 2.5, "c": True, "d": "text", "e": None, "f": torch.tensor(3.0)})
+
+
+def test_hook_metrics_may_not_replace_iterframes_own(context):
+    from iterframe.plugins.errors import ComponentValueError
+    from iterframe.plugins.hooks import HookMetrics
+
+    row = {"iteration": 2, "num_kept": 3, "eval/reward": 0.5}
+    metrics = HookMetrics(row, iteration=2)
+    with pytest.raises(ComponentValueError) as caught:
+        metrics.add("on_iteration_end", [("cheater", {"num_kept": -5, "eval/reward": 99.0, "mine": 1})])
+    assert str(caught.value) == (
+        "Iteration 2: hook on_iteration_end of plugin 'cheater' failed: it returned 'eval/reward', 'num_kept', "
+        "which iterframe's own metrics use; return other names, e.g. 'cheater/eval/reward'."
+    )
+    assert row == {"iteration": 2, "num_kept": 3, "eval/reward": 0.5}
+
+
+def test_two_plugins_may_not_return_the_same_metric():
+    from iterframe.plugins.errors import ComponentValueError
+    from iterframe.plugins.hooks import HookMetrics
+
+    row = {"iteration": 0}
+    metrics = HookMetrics(row, iteration=0)
+    metrics.add("after_step", [("first", {"perplexity": 9.0})])
+    with pytest.raises(
+        ComponentValueError,
+        match=r"hook on_iteration_end of plugin 'second' failed: it returned "
+        r"'perplexity', which plugin 'first' already added",
+    ):
+        metrics.add("on_iteration_end", [("second", {"perplexity": 1.0})])
+    assert row == {"iteration": 0, "perplexity": 9.0}
+
+
+def test_a_plugin_may_update_its_own_metric():
+    from iterframe.plugins.hooks import HookMetrics
+
+    row = {"iteration": 0}
+    metrics = HookMetrics(row, iteration=0)
+    metrics.add("after_step", [("mine", {"loss_seen": 2.0})])  # first training pass
+    metrics.add("after_step", [("mine", {"loss_seen": 1.0})])  # second pass
+    metrics.add("on_iteration_end", [("mine", {"loss_seen": 0.5, "done": True})])
+    assert row == {"iteration": 0, "loss_seen": 0.5, "done": True}
+
+
+def test_keep_going_calls_every_plugin_then_raises_the_first_failure(register_plugin, context):
+    from iterframe.plugins.errors import ComponentError
+    from iterframe.plugins.hooks import Hooks
+
+    ended = []
+
+    class Failing:
+        @hookimpl
+        def on_run_end(self, metrics, error):
+            raise OSError("upload failed")
+
+    class Cleaning:
+        @hookimpl
+        def on_run_end(self, metrics, error):
+            ended.append(metrics)
+
+    register_plugin(Cleaning(), name="cleaning")
+    register_plugin(Failing(), name="failing")  # called first: pluggy calls the last registered first
+    with pytest.raises(
+        ComponentError, match=r"^End of the run: hook on_run_end of plugin 'failing' failed: OSError"
+    ):
+        Hooks(context).call(
+            "on_run_end", when="End of the run", keep_going=True, metrics={"iteration": 0}, error=None
+        )
+    assert ended == [{"iteration": 0}]
+
+
+def test_a_raising_registration_hook_names_the_plugin(plugin_manager):
+    from iterframe.plugins.errors import ComponentError
+
+    class BrokenRegistration:
+        @hookimpl
+        def register_filters(self, register):
+            raise KeyError("filters table")
+
+    with pytest.raises(
+        ComponentError,
+        match=r"^Registering components: hook register_filters of plugin "
+        r"'broken-registration' failed: KeyError: 'filters table'",
+    ):
+        register(BrokenRegistration(), name="broken-registration")
+    assert plugin_manager.get_plugin("broken-registration") is None
+
+
+def test_hooks_see_which_components_the_run_uses(context):
+    from iterframe.builtin.filters import ThresholdFilter
+    from iterframe.plugins import create_component
+
+    context.components = {
+        "reward": [create_component("reward", "answer-match")],
+        "filter": [create_component("filter", "threshold"), create_component("filter", "dedup")],
+    }
+    assert context.uses("answer-match") and context.uses("dedup", kind="filter")
+    assert context.uses(ThresholdFilter) and context.uses(ThresholdFilter, kind="filter")
+    assert not context.uses("answer-match", kind="filter")
+    assert not context.uses("keyword")

@@ -65,34 +65,34 @@ def test_plugin_manager_is_cached_until_reset(plugin_manager):
 
 def test_builtins_provide_every_component_of_the_contract(plugin_manager):
     for kind, names in BUILTIN_NAMES.items():
-        assert {info.name for info in list_components(kind)} == names
+        assert {entry["name"] for entry in list_components(kind)} == names
 
 
 def test_builtin_component_info_names_plugin_and_iterframe_version(plugin_manager):
-    (info,) = [info for info in list_components("reward") if info.name == "answer-match"]
-    assert info.plugin == "iterframe.builtin.rewards"
-    assert info.distribution is None
-    assert info.version == iterframe.__version__
-    assert info.description
-    assert [option.name for option in info.options] == ["pattern", "ignore_case"]
-    name, type_name, default, help_text = info.options[0]
-    assert (name, type_name, default) == ("pattern", "Optional[str]", None)
-    assert "regex" in help_text.lower()
+    (entry,) = [entry for entry in list_components("reward") if entry["name"] == "answer-match"]
+    assert entry["plugin"] == "iterframe.builtin.rewards"
+    assert entry["distribution"] is None
+    assert entry["version"] == iterframe.__version__
+    assert entry["description"]
+    assert [option["name"] for option in entry["options"]] == ["pattern", "ignore_case"]
+    pattern = entry["options"][0]
+    assert (pattern["type"], pattern["default"], pattern["required"]) == ("Optional[str]", None, False)
+    assert "regex" in pattern["help"].lower()
 
 
 def test_registered_plugin_contributes_components_by_name_and_alias(register_plugin):
     register_plugin(ConstantRewardPlugin(), name="constant-plugin")
     assert get_component_class("reward", "constant") is ConstantReward
     assert get_component_class("reward", "const") is ConstantReward
-    (info,) = [info for info in list_components("reward") if info.name == "constant"]
-    assert (info.plugin, info.aliases) == ("constant-plugin", ("const",))
-    assert (info.distribution, info.version) == (None, None)
+    (entry,) = [entry for entry in list_components("reward") if entry["name"] == "constant"]
+    assert (entry["plugin"], entry["aliases"]) == ("constant-plugin", ["const"])
+    assert (entry["distribution"], entry["version"]) == (None, None)
 
 
 def test_aliases_are_listed_once_under_the_main_name(register_plugin):
     register_plugin(ConstantRewardPlugin(), name="constant-plugin")
-    assert [info.name for info in list_components("reward")].count("constant") == 1
-    assert "const" not in [info.name for info in list_components("reward")]
+    assert [entry["name"] for entry in list_components("reward")].count("constant") == 1
+    assert "const" not in [entry["name"] for entry in list_components("reward")]
 
 
 @pytest.mark.parametrize("by_name", [True, False])
@@ -272,3 +272,74 @@ def test_registry_follows_plugins_registered_directly_on_the_manager(plugin_mana
         plugin_manager.unregister(plugin)
     with pytest.raises(UnknownComponentError):
         get_component_class("reward", "constant")
+
+
+# --- configured instances, aliases, the public built-in classes ---------------------------------------------
+
+
+class WarmHf:
+    """Registers the built-in hf generator, configured, under a name of its own and an alias."""
+
+    def __init__(self):
+        self.template = iterframe.HFGenerator(iterframe.HFGenerator.Options(temperature=0.7, max_new_tokens=5))
+
+    @hookimpl
+    def register_generators(self, register):
+        register(self.template, name="hf-warm", aliases=("warm",))
+
+
+def test_a_configured_instance_is_registered_under_its_name_and_aliases(register_plugin):
+    plugin = WarmHf()
+    register_plugin(plugin, name="warm-hf")
+    assert get_component_class("generator", "warm") is iterframe.HFGenerator
+    (entry,) = [entry for entry in list_components("generator") if entry["name"] == "hf-warm"]
+    assert (entry["aliases"], entry["plugin"]) == (["warm"], "warm-hf")
+    defaults = {option["name"]: option["default"] for option in entry["options"]}
+    assert (defaults["temperature"], defaults["max_new_tokens"], defaults["top_k"]) == (0.7, 5, 0)
+
+
+def test_each_use_of_a_configured_instance_is_a_copy_with_the_runs_options_on_top(register_plugin):
+    plugin = WarmHf()
+    register_plugin(plugin, name="warm-hf")
+    built = create_component("generator", "warm", {"max_new_tokens": "9"})
+    assert built is not plugin.template and built.name == "hf-warm"
+    assert (built.options.temperature, built.options.max_new_tokens) == (0.7, 9)
+    assert plugin.template.options.max_new_tokens == 5
+    assert create_component("generator", "hf-warm").options == plugin.template.options
+    with pytest.raises(ComponentOptionError, match=r"generator 'hf-warm': temperature must be > 0"):
+        create_component("generator", "hf-warm", {"temperature": 0})
+
+
+def test_a_subclass_of_a_public_builtin_keeps_its_options(register_plugin):
+    class LongHf(iterframe.HFGenerator):
+        name = "long-hf"
+
+    class LongHfPlugin:
+        @hookimpl
+        def register_generators(self, register):
+            register(LongHf)
+
+    register_plugin(LongHfPlugin(), name="long-hf-plugin")
+    built = create_component("generator", "long-hf", {"max_new_tokens": 256})
+    assert isinstance(built, iterframe.HFGenerator) and built.options.max_new_tokens == 256
+
+
+def test_every_builtin_component_class_is_exported_from_iterframe(plugin_manager):
+    from iterframe.plugins import registered_components
+
+    for info in registered_components():
+        if info.plugin in DEFAULT_PLUGINS:
+            assert getattr(iterframe, info.component_class.__name__) is info.component_class
+            assert info.component_class.__name__ in iterframe.__all__
+
+
+def test_registering_something_that_is_no_component_is_refused(plugin_manager):
+    class NotAComponent:
+        @hookimpl
+        def register_rewards(self, register):
+            register(lambda samples: [0.0] * len(samples), name="lambda")
+
+    with pytest.raises(
+        ComponentRegistrationError, match=r"must be a subclass of iterframe\.Reward or an instance"
+    ):
+        register(NotAComponent(), name="not-a-component")

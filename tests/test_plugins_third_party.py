@@ -87,7 +87,7 @@ def test_documented_package_is_listed_by_iterframe_plugins(installed):
     assert entry["version"] == "0.1.0"
     assert entry["distribution"] == "iterframe-keyword"
     assert entry["hooks"] == ["register_rewards", "after_step"]
-    assert entry["provides"] == {"reward": ["keyword"]}
+    assert entry["provides"] == {"reward": [{"name": "keyword", "aliases": []}]}
     assert entry["error"] is None
     table = CliRunner().invoke(cli, ["plugins"], catch_exceptions=False).stdout
     assert re.search(

@@ -336,3 +336,146 @@ def test_cli_reports_a_crashing_reward_with_its_traceback_and_the_resume_hint(ti
     )
     assert "add --resume to the command to continue the run" in result.output
     assert metrics_iterations(output_dir) == [0]
+
+
+# --- faulty lifecycle hooks ---------------------------------------------------------------------------------
+
+
+class FaultyHooks:
+    """Implements every lifecycle hook; ``hook`` misbehaves with ``fault`` in iteration 1."""
+
+    def __init__(self, hook: str, fault: str):
+        self.hook, self.fault = hook, fault
+
+    def _answer(self, hook, iteration, good=None):
+        if hook != self.hook or iteration != 1:
+            return good
+        if self.fault == "raises":
+            raise RuntimeError(f"{hook} crashed")
+        return {"wrong-type": "a string", "wrong-count": [True], "builtin-key": {"num_kept": -5}}[self.fault]
+
+    @hookimpl
+    def on_iteration_start(self, iteration):
+        return self._answer("on_iteration_start", iteration)
+
+    @hookimpl
+    def on_samples_generated(self, iteration):
+        return self._answer("on_samples_generated", iteration)
+
+    @hookimpl
+    def on_samples_scored(self, iteration):
+        return self._answer("on_samples_scored", iteration)
+
+    @hookimpl
+    def before_step(self, iteration):
+        return self._answer("before_step", iteration)
+
+    @hookimpl
+    def after_step(self, iteration):
+        return self._answer("after_step", iteration, good={"faulty/steps": 1})
+
+    @hookimpl
+    def on_iteration_end(self, iteration):
+        return self._answer("on_iteration_end", iteration)
+
+    @hookimpl
+    def on_checkpoint_saved(self, iteration):
+        return self._answer("on_checkpoint_saved", iteration)
+
+
+HOOK_FAULTS = [
+    ("on_iteration_start", "raises", ComponentError, "RuntimeError: on_iteration_start crashed", [0]),
+    ("on_samples_generated", "raises", ComponentError, "RuntimeError: on_samples_generated crashed", [0]),
+    (
+        "on_samples_scored",
+        "wrong-count",
+        ValueError,
+        "must return a list of 4 booleans (one per sample), got 1",
+        [0],
+    ),
+    ("before_step", "raises", ComponentError, "RuntimeError: before_step crashed", [0]),
+    ("after_step", "wrong-type", ValueError, "it returned str 'a string'; it must return None or a dict", [0]),
+    (
+        "on_iteration_end",
+        "builtin-key",
+        ValueError,
+        "it returned 'num_kept', which iterframe's own metrics use",
+        [0],
+    ),
+    ("on_checkpoint_saved", "raises", ComponentError, "RuntimeError: on_checkpoint_saved crashed", [0, 1]),
+]
+
+
+@pytest.mark.parametrize(
+    ("hook", "fault", "error_class", "detail", "finished"),
+    HOOK_FAULTS,
+    ids=[f"{h}-{f}" for h, f, *_ in HOOK_FAULTS],
+)
+def test_faulty_hook_error_names_plugin_hook_and_iteration(
+    register_plugin, shared_trainer, tiny_llama_path, tmp_path, hook, fault, error_class, detail, finished
+):
+    register_plugin(FaultyHooks(hook, fault), name="faulty-hooks")
+    output_dir = tmp_path / "out"
+    with pytest.raises(error_class) as caught:
+        make_loop(tiny_llama_path, output_dir, trainer=shared_trainer, iterations=3).run()
+    error = caught.value
+    assert isinstance(error, ComponentError)
+    assert str(error).startswith(f"Iteration 1: hook {hook} of plugin 'faulty-hooks' failed: ")
+    assert detail in str(error)
+    assert (error.kind, error.name, error.origin, error.iteration) == ("hook", hook, "plugin 'faulty-hooks'", 1)
+    assert metrics_iterations(output_dir) == finished
+
+
+def test_a_failing_on_run_end_does_not_hide_why_the_run_stopped(
+    faulty_plugin, register_plugin, tiny_llama_path, tmp_path
+):
+    ended = []
+
+    class FailingEnd:
+        @hookimpl
+        def on_run_end(self, error):
+            raise OSError("could not upload the run")
+
+    class RecordingEnd:
+        @hookimpl
+        def on_run_end(self, error):
+            ended.append(error)
+
+    register_plugin(RecordingEnd(), name="recording-end")
+    register_plugin(FailingEnd(), name="failing-end")
+    with pytest.warns(
+        UserWarning, match="End of the run: hook on_run_end of plugin 'failing-end' failed: OSError"
+    ):
+        with pytest.raises(ComponentError, match="reward 'faulty-reward'"):
+            make_loop(tiny_llama_path, tmp_path / "broken", iterations=2, **components("reward", "raises")).run()
+    assert isinstance(ended[0], ComponentError)
+    with pytest.raises(ComponentError, match="^End of the run: hook on_run_end of plugin 'failing-end' failed"):
+        make_loop(tiny_llama_path, tmp_path / "ok", iterations=1).run()
+    assert ended[1] is None
+    assert metrics_iterations(tmp_path / "ok") == [0]
+
+
+def test_cli_reports_a_crashing_hook_with_its_traceback_and_the_resume_hint(
+    register_plugin, tiny_llama_path, tmp_path
+):
+    from iterframe.cli import cli
+
+    register_plugin(FaultyHooks("after_step", "raises"), name="faulty-hooks")
+    dataset = tmp_path / "prompts.jsonl"
+    dataset.write_text(
+        "".join(json.dumps({"prompt": f"{a}+1=", "reference": str(a + 1)}) + "\n" for a in range(4))
+    )
+    output_dir = tmp_path / "out"
+    args = ["run", "--model", tiny_llama_path, "--dataset", str(dataset), "--reward", "answer-match"]
+    args += ["--filter", "length", "--set", "generator.max_new_tokens=2"]
+    args += ["--iterations", "3", "--prompts-per-iteration", "2", "--samples-per-prompt", "2"]
+    args += ["--output-dir", str(output_dir), "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "RuntimeError: after_step crashed" in result.output
+    assert (
+        "Error: Iteration 1: hook after_step of plugin 'faulty-hooks' failed: RuntimeError: after_step crashed"
+        in result.output
+    )
+    assert "add --resume to the command to continue the run" in result.output
+    assert metrics_iterations(output_dir) == [0]

@@ -206,4 +206,4 @@ def test_plugins_left_out_of_the_allow_list_never_run(fake_distribution, monkeyp
     get_plugin_manager()
     assert (tmp_path / "iterframe_vetted-imported").exists()
     assert not (tmp_path / "iterframe_unvetted-imported").exists()
-    assert "iterframe-unvetted" not in [plugin.name for plugin in list_plugins()]
+    assert "iterframe-unvetted" not in [plugin["name"] for plugin in list_plugins()]

@@ -99,9 +99,10 @@ def test_the_entry_point_is_declared_in_the_iterframe_group(installed_distributi
 def test_discovered_through_its_entry_point(plugin_loaded):
     component_class = get_component_class("reward", "reward-model")
     assert component_class.__module__ == "iterframe_reward_model.reward"
-    (info,) = [info for info in list_components("reward") if info.name == "reward-model"]
-    assert (info.plugin, info.distribution, info.version) == (DISTRIBUTION, DISTRIBUTION, "0.1.0")
-    assert [option.name for option in info.options] == ["path", "label", "batch_size", "max_length", "device"]
+    (entry,) = [entry for entry in list_components("reward") if entry["name"] == "reward-model"]
+    assert (entry["plugin"], entry["distribution"], entry["version"]) == (DISTRIBUTION, DISTRIBUTION, "0.1.0")
+    options = [option["name"] for option in entry["options"]]
+    assert options == ["path", "label", "batch_size", "max_length", "device"]
 
 
 def test_listed_by_iterframe_plugins(plugin_loaded):
@@ -109,7 +110,7 @@ def test_listed_by_iterframe_plugins(plugin_loaded):
     listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
     assert listed[DISTRIBUTION]["version"] == "0.1.0"
     assert listed[DISTRIBUTION]["hooks"] == ["register_rewards"]
-    assert listed[DISTRIBUTION]["provides"] == {"reward": ["reward-model"]}
+    assert listed[DISTRIBUTION]["provides"] == {"reward": [{"name": "reward-model", "aliases": []}]}
     shown = CliRunner().invoke(cli, ["plugins", "show", "reward-model"], catch_exceptions=False).stdout
     assert shown.startswith("reward 'reward-model' from iterframe-reward-model 0.1.0")
     assert "  path (str, required)" in shown

@@ -154,9 +154,9 @@ def test_entry_point_registers_the_vllm_generator(monkeypatch):
     reset_plugin_manager()
     try:
         assert get_component_class("generator", "vllm") is VLLMGenerator
-        (info,) = [info for info in list_components("generator") if info.name == "vllm"]
-        assert info.distribution == "iterframe-vllm"
-        options = {option.name for option in info.options}
+        (entry,) = [entry for entry in list_components("generator") if entry["name"] == "vllm"]
+        assert entry["distribution"] == "iterframe-vllm"
+        options = {option["name"] for option in entry["options"]}
         assert {"tensor_parallel_size", "gpu_memory_utilization", "dtype", "max_model_len", "colocate"} <= options
         assert {
             "enable_prefix_caching",

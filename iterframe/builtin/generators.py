@@ -103,6 +103,14 @@ class HFGenerator(Generator):
             if self.batch_size < 1:
                 raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
 
+    @property
+    def prompts_per_call(self) -> int:
+        return self.options.batch_size
+
+    def eval_copy(self) -> HFGenerator:
+        """A copy that decodes greedily (``do_sample=False``)."""
+        return self.with_options(dataclasses.replace(self.options, do_sample=False))
+
     def setup(self, context: RunContext) -> None:
         if context.model is None or context.tokenizer is None:
             raise ValueError(

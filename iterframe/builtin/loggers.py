@@ -10,7 +10,7 @@ import sys
 from numbers import Real
 from typing import Any, Optional
 
-from iterframe.loop.artifacts import METRICS_FILE, SAMPLE_COLUMNS, _sample_row, write_metrics_row
+from iterframe.loop.artifacts import METRICS_FILE, SAMPLE_COLUMNS, sample_row, write_metrics_row
 from iterframe.plugins.components import Logger, RunContext, Sample
 from iterframe.plugins.hookspecs import hookimpl
 
@@ -19,7 +19,7 @@ __all__ = ["ConsoleLogger", "JsonlLogger", "TensorBoardLogger", "WandbLogger", "
 
 def _table_row(sample: Sample) -> dict[str, Any]:
     """The sample as a row of ``samples.parquet``, with a missing (non-finite) reward as ``None``."""
-    row = _sample_row(sample)
+    row = sample_row(sample)
     if isinstance(row["reward"], float) and not math.isfinite(row["reward"]):
         row["reward"] = None
     return row

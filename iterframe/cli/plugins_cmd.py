@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
 import click
 
 from iterframe.plugins.components import COMPONENT_KINDS
-from iterframe.plugins.manager import (
-    LOAD_PLUGINS_ENV,
-    ComponentInfo,
-    PluginInfo,
-    UnknownComponentError,
-    get_component_class,
-    list_components,
-    list_plugins,
-)
+from iterframe.plugins.manager import LOAD_PLUGINS_ENV
 from iterframe.plugins.options import did_you_mean
-
-
-def _plugin_json(info: PluginInfo) -> dict:
-    return {
-        "name": info.name,
-        "version": info.version,
-        "distribution": info.distribution,
-        "builtin": info.builtin,
-        "hooks": info.hooks,
-        "provides": info.provides,
-        "error": info.error,
-    }
+from iterframe.plugins.registry import UnknownComponentError, get_component_class, list_components, list_plugins
 
 
 def _format_table(header: list[str], rows: list[list[str]]) -> str:
@@ -41,18 +21,24 @@ def _format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _provides_text(provides: dict[str, list[str]]) -> str:
-    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in provides.items()) or "-"
+def _name_text(component: dict) -> str:
+    aliases = component["aliases"]
+    return f"{component['name']} ({', '.join(aliases)})" if aliases else component["name"]
 
 
-def _plugins_table(plugins: list[PluginInfo]) -> str:
+def _provides_text(provides: dict[str, list[dict]]) -> str:
+    return "; ".join(f"{kind}: {', '.join(map(_name_text, items))}" for kind, items in provides.items()) or "-"
+
+
+def _plugins_table(plugins: list[dict]) -> str:
     rows = []
-    for info in plugins:
-        if info.error is not None:
-            rows.append([info.name, info.version or "-", f"FAILED TO LOAD: {info.error}", "-"])
+    for entry in plugins:
+        version = entry["version"] or "-"
+        if entry["error"] is not None:
+            rows.append([entry["name"], version, f"FAILED TO LOAD: {entry['error']}", "-"])
         else:
             rows.append(
-                [info.name, info.version or "-", _provides_text(info.provides), ", ".join(info.hooks) or "-"]
+                [entry["name"], version, _provides_text(entry["provides"]), ", ".join(entry["hooks"]) or "-"]
             )
     return _format_table(["NAME", "VERSION", "PROVIDES", "HOOKS"], rows)
 
@@ -78,12 +64,12 @@ def command(ctx: click.Context, include_builtins: bool, as_json: bool, kind: str
     plugins = list_plugins(include_builtins=include_builtins)
     if kind is not None:
         plugins = [
-            dataclasses.replace(info, provides={kind: info.provides[kind]})
-            for info in plugins
-            if kind in info.provides
+            {**entry, "provides": {kind: entry["provides"][kind]}}
+            for entry in plugins
+            if kind in entry["provides"]
         ]
     if as_json:
-        click.echo(json.dumps([_plugin_json(info) for info in plugins], indent=2))
+        click.echo(json.dumps(plugins, indent=2, default=str))
     elif plugins:
         click.echo(_plugins_table(plugins))
     else:
@@ -93,47 +79,26 @@ def command(ctx: click.Context, include_builtins: bool, as_json: bool, kind: str
         click.echo(f"No third-party plugins {what}.{note} `iterframe plugins --all` includes the built-ins.")
 
 
-def _component_json(info: ComponentInfo) -> dict:
-    return {
-        "kind": info.kind,
-        "name": info.name,
-        "aliases": list(info.aliases),
-        "description": info.description,
-        "plugin": info.plugin,
-        "distribution": info.distribution,
-        "version": info.version,
-        "options": [
-            {
-                "name": option.name,
-                "type": option.type,
-                "required": option.required,
-                "default": None if option.required else option.default,
-                "help": option.help,
-            }
-            for option in info.options
-        ],
-    }
-
-
 def _default_text(value) -> str:
     """A default as it would be typed on the command line (``none`` for ``None``)."""
     return "none" if value is None else json.dumps(value, default=str)
 
 
-def _component_text(info: ComponentInfo) -> str:
-    source = info.distribution or info.plugin
-    version = f" {info.version}" if info.version else ""
-    aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
-    lines = [f"{info.kind} {info.name!r}{aliases} from {source}{version}", f"  {info.description}", ""]
-    if not info.options:
+def _component_text(component: dict) -> str:
+    source = component["distribution"] or component["plugin"]
+    version = f" {component['version']}" if component["version"] else ""
+    aliases = f" (aliases: {', '.join(component['aliases'])})" if component["aliases"] else ""
+    heading = f"{component['kind']} {component['name']!r}{aliases} from {source}{version}"
+    lines = [heading, f"  {component['description']}", ""]
+    if not component["options"]:
         lines.append("No options.")
     else:
         lines.append("Options:")
-        for option in info.options:
-            default = "required" if option.required else f"default: {_default_text(option.default)}"
-            lines.append(f"  {option.name} ({option.type}, {default})")
-            if option.help:
-                lines.append(f"      {option.help}")
+        for option in component["options"]:
+            default = "required" if option["required"] else f"default: {_default_text(option['default'])}"
+            lines.append(f"  {option['name']} ({option['type']}, {default})")
+            if option["help"]:
+                lines.append(f"      {option['help']}")
     return "\n".join(lines)
 
 
@@ -148,14 +113,14 @@ def show(name: str, kind: str | None, as_json: bool):
             get_component_class(kind, name)
         except UnknownComponentError as error:
             raise click.ClickException(str(error)) from None
-    matches = [info for info in list_components(kind) if name == info.name or name in info.aliases]
+    matches = [entry for entry in list_components(kind) if name == entry["name"] or name in entry["aliases"]]
     if not matches:
-        names = sorted({info.name for info in list_components()})
+        names = sorted({entry["name"] for entry in list_components()})
         raise click.ClickException(
             f"No component is named {name!r}.{did_you_mean(name, names)} Run `iterframe plugins --all` to see the "
             "components of every plugin."
         )
     if as_json:
-        click.echo(json.dumps([_component_json(info) for info in matches], indent=2))
+        click.echo(json.dumps(matches, indent=2, default=str))
     else:
-        click.echo("\n\n".join(_component_text(info) for info in matches))
+        click.echo("\n\n".join(_component_text(entry) for entry in matches))

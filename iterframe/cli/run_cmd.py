@@ -113,8 +113,8 @@ def check_output_dir(output_dir: str, existing_output: str) -> None:
 
 def _built(spec: ComponentSpec) -> tuple[ComponentSpec, Any]:
     """Build the component of ``spec``; return it with ``spec`` completed by every option's resolved value."""
-    from iterframe.plugins.manager import create_component
     from iterframe.plugins.options import option_infos
+    from iterframe.plugins.registry import create_component
 
     component = create_component(spec.kind, spec.name, spec.options)
     options = {info.name: getattr(component.options, info.name) for info in option_infos(type(component.options))}

@@ -31,6 +31,7 @@ __all__ = [
     "iteration_dir",
     "read_metrics",
     "read_samples",
+    "sample_row",
     "samples_path",
     "truncate_metrics",
     "write_metrics_row",
@@ -189,7 +190,9 @@ def _as_text(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
-def _sample_row(sample: Union[Sample, dict[str, Any]]) -> dict[str, Any]:
+def sample_row(sample: Union[Sample, dict[str, Any]]) -> dict[str, Any]:
+    """A sample (or a dict with its fields) as a row of ``samples.parquet``: the columns of
+    :data:`SAMPLE_COLUMNS`, chat prompts and non-text references as JSON, the rest of ``info`` as a JSON object."""
     if isinstance(sample, Sample):
         fields = {name: getattr(sample, name) for name in Sample.__dataclass_fields__}
     else:
@@ -247,7 +250,7 @@ def write_samples(path: Union[str, os.PathLike], samples: Iterable[Union[Sample,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [_sample_row(sample) for sample in samples]
+    rows = [sample_row(sample) for sample in samples]
     table = pa.Table.from_pylist(rows, schema=_samples_schema())
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)

@@ -45,11 +45,11 @@ from iterframe.loop.stages import (
     FAILED_REWARD,
     FunctionReward,
     filter_samples,
-    greedy_twin,
     samples_from_completions,
     score_samples,
 )
 from iterframe.plugins.components import (
+    COMPONENT_KINDS,
     Completion,
     Filter,
     Generator,
@@ -60,7 +60,7 @@ from iterframe.plugins.components import (
     SampleTokenizer,
 )
 from iterframe.plugins.errors import blame, describe_origin
-from iterframe.plugins.hooks import Hooks
+from iterframe.plugins.hooks import HookMetrics, Hooks
 
 __all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "PromptRecord"]
 
@@ -82,8 +82,7 @@ class IterativeLoop:
         loggers: receive each iteration's metrics and samples; a ``jsonl`` logger is added when none is given.
         eval_prompts: held-out prompts scored after training with the same reward (greedy generation).
         config: the loop options; default ``LoopConfig(output_dir=trainer.args.output_dir)``.
-        eval_generator: generator for evaluation; default a greedy twin of ``generator`` (``do_sample=False``
-            when its options have that field, else ``generator`` itself).
+        eval_generator: generator for evaluation; default ``generator.eval_copy()`` (for ``hf``, a greedy copy).
         run_config: the resolved run configuration handed to components as ``RunContext.config``.
     """
 
@@ -118,10 +117,13 @@ class IterativeLoop:
             require_component(item, Logger, f"loggers[{index}]", "logger") for index, item in enumerate(loggers)
         ]
         if not any(component_name(logger) == "jsonl" for logger in self.loggers):
-            from iterframe.plugins.manager import create_component
+            from iterframe.plugins.registry import create_component
 
             self.loggers.append(create_component("logger", "jsonl"))
-        self.eval_generator = eval_generator if eval_generator is not None else greedy_twin(self.generator)
+        if eval_generator is None:
+            with blame("generator", self.generator, None):
+                eval_generator = require_component(self.generator.eval_copy(), Generator, "eval copy", "generator")
+        self.eval_generator = eval_generator
         self.run_config = dict(run_config or {"loop": dataclasses.asdict(self.config)})
         self.sampler = PromptSampler(len(self.prompts), seed=self.config.seed, shuffle=self.config.shuffle_prompts)
         self.replay = ReplayBuffer(self.config.replay_buffer_size)
@@ -132,7 +134,10 @@ class IterativeLoop:
             output_dir=self.config.output_dir,
             seed=self.config.seed,
             config=self.run_config,
+            components={kind: [] for kind in COMPONENT_KINDS},
         )
+        for kind, component in self._components_with_kinds():
+            self.context.components[kind].append(component)
         self.hooks = Hooks(self.context)
         self.is_main_process = bool(trainer.args.should_save)
         self.progress = Progress(disabled=self.config.quiet or not self.is_main_process)
@@ -183,7 +188,7 @@ class IterativeLoop:
             raise
         finally:
             try:
-                self.hooks.call("on_run_end", metrics=self.metrics[-1] if self.metrics else None, error=error)
+                self.hooks.run_end(metrics=self.metrics[-1] if self.metrics else None, error=error)
             finally:
                 for component in reversed(set_up):
                     component.close()
@@ -237,7 +242,7 @@ class IterativeLoop:
         score_s, timer = time.perf_counter() - timer, time.perf_counter()
         kept_samples, dropped_counts = filter_samples(samples, self.filters, self.hooks, iteration)
         filter_s, timer = time.perf_counter() - timer, time.perf_counter()
-        train_stats = self._train(kept_samples + self.replay.samples, iteration)
+        train_stats, step_metrics = self._train(kept_samples + self.replay.samples, iteration)
         self.replay.add(kept_samples)
         train_s, timer = time.perf_counter() - timer, time.perf_counter()
 
@@ -260,9 +265,11 @@ class IterativeLoop:
                 "time/total_s": time.perf_counter() - start,
             }
         )
-        for extra in self.hooks.call("on_iteration_end", iteration=iteration, metrics=dict(row)):
-            if extra:
-                row.update(extra)
+        hook_metrics = HookMetrics(row, iteration)
+        hook_metrics.add("after_step", step_metrics)
+        hook_metrics.add(
+            "on_iteration_end", self.hooks.metrics("on_iteration_end", iteration=iteration, metrics=dict(row))
+        )
         self._finish_iteration(iteration, row, samples, eval_samples)
         return row
 
@@ -286,7 +293,7 @@ class IterativeLoop:
 
     def _generate(self, generator: Generator, records: list[PromptRecord], num_samples: int, iteration: int):
         """``num_samples`` samples per record, in record order (prompts go in chunks, for the progress bar)."""
-        chunk = getattr(generator.options, "batch_size", None) or max(len(records), 1)
+        chunk = generator.prompts_per_call or max(len(records), 1)
         completions: list[list[Completion]] = []
         with self.progress.bar(len(records), "generate") as bar:
             for start in range(0, len(records), chunk):
@@ -306,11 +313,12 @@ class IterativeLoop:
             )
         return samples_from_completions(records, completions, component_name(generator), iteration)
 
-    def _train(self, train_samples: list[Sample], iteration: int) -> dict[str, Any]:
-        """Tokenize and train ``config.train_epochs`` passes; sync the generator(s); return ``train/*`` metrics."""
+    def _train(self, train_samples: list[Sample], iteration: int) -> tuple[dict[str, Any], list]:
+        """Tokenize and train ``config.train_epochs`` passes; sync the generator(s); return ``train/*`` metrics
+        and the ``after_step`` hooks' answers."""
         if self._base_state is not None:
             self._reset_to_base()
-        stats_per_epoch = []
+        stats_per_epoch, step_metrics = [], []
         # every process trains on its share; with fewer samples than processes, none trains (all agree)
         if train_samples and len(train_samples) >= self._num_processes:
             local_samples = self._local(train_samples)
@@ -318,7 +326,6 @@ class IterativeLoop:
                 batch = self.tokenizer.tokenize(local_samples)
                 check_batch(self.tokenizer, batch, len(local_samples))
             self.hooks.call("before_step", iteration=iteration, batch=batch)
-            extras: dict[str, Any] = {}
             with self.progress.bar(self.config.train_epochs, "train") as bar:
                 for _ in range(self.config.train_epochs):
                     stats = self.trainer.step(
@@ -327,16 +334,12 @@ class IterativeLoop:
                         labels=batch.get("labels"),
                     )
                     stats_per_epoch.append(stats)
-                    for extra in self.hooks.call("after_step", iteration=iteration, stats=stats):
-                        extras.update(extra or {})
+                    step_metrics.extend(self.hooks.metrics("after_step", iteration=iteration, stats=stats))
                     bar.update(1)
         for generator in {id(g): g for g in (self.generator, self.eval_generator)}.values():
             with blame("generator", generator, iteration):
                 generator.update_weights(self.trainer.model)
-        metrics = training_metrics(stats_per_epoch, len(train_samples))
-        if stats_per_epoch:
-            metrics.update(extras)
-        return metrics
+        return training_metrics(stats_per_epoch, len(train_samples)), step_metrics
 
     def _reset_to_base(self) -> None:
         """ReST-EM: load the base weights and start a fresh optimizer and learning-rate schedule."""

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from iterframe.loop.checks import checked_scores, component_name
 from iterframe.loop.config import PromptRecord
-from iterframe.plugins.components import Completion, Filter, Generator, Reward, Sample
+from iterframe.plugins.components import Completion, Filter, Reward, Sample
 from iterframe.plugins.errors import blame
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "check_mask",
     "check_reasons",
     "filter_samples",
-    "greedy_twin",
     "samples_from_completions",
     "score_samples",
 ]
@@ -47,14 +45,6 @@ class FunctionReward(Reward):
                 [sample.reference for sample in samples],
             )
         )
-
-
-def greedy_twin(generator: Generator) -> Generator:
-    """A copy of ``generator`` with ``do_sample=False`` when its options have that field, else ``generator``."""
-    options = generator.options
-    if dataclasses.is_dataclass(options) and "do_sample" in {field.name for field in dataclasses.fields(options)}:
-        return type(generator)(dataclasses.replace(options, do_sample=False))
-    return generator
 
 
 def samples_from_completions(
@@ -108,10 +98,14 @@ def filter_samples(
     with the drop count per plugin and filter (every filter of the chain, in order, 0 when it dropped none)."""
     survivors = [sample for sample in samples if sample.dropped_by is None]
     dropped_counts: dict[str, int] = {}
-    for plugin_name, verdict in hooks.call_each("on_samples_scored", iteration=iteration, samples=samples):
+
+    def check_verdict(verdict) -> None:
+        check_mask(verdict, len(samples), "on_samples_scored")
+
+    answers = hooks.call("on_samples_scored", check=check_verdict, iteration=iteration, samples=samples)
+    for plugin_name, verdict in answers:
         if verdict is None:
             continue
-        check_mask(verdict, len(samples), f"Hook on_samples_scored of plugin {plugin_name!r}")
         for sample, keep in zip(samples, verdict):
             if not keep and sample.dropped_by is None:
                 sample.dropped_by = plugin_name

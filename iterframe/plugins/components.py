@@ -11,6 +11,7 @@ Lifecycle of every component: ``Component(options)`` -> ``setup(context)`` once 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from abc import ABC, abstractmethod
@@ -95,6 +96,9 @@ class RunContext:
         output_dir: the run's output directory.
         seed: the run's seed.
         config: the resolved run configuration, as a plain dict.
+        components: the components of the run by kind (``generator``, ``reward``, ``filter``, ``tokenizer``,
+            ``logger``), each a list in the order the loop uses them (the generator's eval copy, when it is
+            another object, follows the generator).
     """
 
     trainer: Optional[IterativeSFTTrainer]
@@ -102,11 +106,23 @@ class RunContext:
     output_dir: Optional[str] = None
     seed: int = 0
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    components: dict[str, list[Component]] = dataclasses.field(default_factory=dict)
 
     @property
     def model(self):
         """The live (unwrapped) model being trained."""
         return None if self.trainer is None else self.trainer.model
+
+    def uses(self, component: Union[str, type], kind: Optional[str] = None) -> bool:
+        """Whether the run uses ``component``: a registry name (``"keyword"``) or a class (subclasses count),
+        among the components of ``kind`` (default: every kind)."""
+        for each_kind, used in self.components.items():
+            if kind is not None and each_kind != kind:
+                continue
+            for item in used:
+                if item.name == component if isinstance(component, str) else isinstance(item, component):
+                    return True
+        return False
 
 
 class Component(ABC):
@@ -130,6 +146,16 @@ class Component(ABC):
     def close(self) -> None:
         """Called once when the run ends (also after an error)."""
 
+    def with_options(self, options: Any) -> Component:
+        """A shallow copy of this component with ``options`` in place of its own.
+
+        Made before ``setup()``: for every use of a component registered as a configured instance, and for a
+        generator's :meth:`Generator.eval_copy`. Work that depends on the options belongs in ``setup()``.
+        """
+        copied = copy.copy(self)
+        copied.options = options
+        return copied
+
 
 class Generator(Component):
     """Turns prompts into completions with the current model."""
@@ -137,6 +163,18 @@ class Generator(Component):
     @abstractmethod
     def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
         """Return ``num_samples`` completions for every prompt, in prompt order."""
+
+    @property
+    def prompts_per_call(self) -> Optional[int]:
+        """How many prompts the loop hands to one :meth:`generate` call (``None``, the default: all of them at
+        once). The ``hf`` generator answers its ``batch_size`` option."""
+        return None
+
+    def eval_copy(self) -> Generator:
+        """The generator that scores the eval prompts: one completion per prompt, deterministic where the
+        generator can be. Called once, before ``setup()``; the default is the generator itself. The ``hf``
+        generator returns a copy with ``do_sample=False`` (greedy decoding)."""
+        return self
 
     def update_weights(self, model) -> None:
         """Called after each training step; generators with their own copy of the weights sync them here."""

@@ -1,16 +1,131 @@
-"""Calls the lifecycle hooks of :mod:`iterframe.plugins.hookspecs` on every registered plugin, for one run."""
+"""Calling hooks one plugin at a time, so that a failure or a wrong answer names the plugin, the hook and the
+moment (:func:`call_each`); the run's lifecycle hooks (:class:`Hooks`); and the metrics that hooks add to an
+iteration (:class:`HookMetrics`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import numbers
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, Union
+
+import pluggy
 
 from iterframe.plugins.components import RunContext
+from iterframe.plugins.errors import ComponentError, blame_hook
 
-__all__ = ["Hooks"]
+__all__ = ["HookMetrics", "Hooks", "call_each", "check_metrics"]
+
+
+def call_each(
+    manager: pluggy.PluginManager,
+    hook_name: str,
+    arguments: Union[Mapping[str, Any], Callable[[str], Mapping[str, Any]]],
+    *,
+    iteration: Optional[int] = None,
+    when: Optional[str] = None,
+    check: Optional[Callable[[Any], None]] = None,
+    keep_going: bool = False,
+) -> list[tuple[str, Any]]:
+    """Call ``hook_name`` one plugin at a time, in pluggy's order; return ``(plugin name, answer)`` pairs.
+
+    Args:
+        manager: the plugin manager.
+        hook_name: the hook to call.
+        arguments: its keyword arguments, or a function of the plugin's name that returns them (a registration hook
+            hands each plugin its own ``register`` callback).
+        iteration: the iteration the call belongs to, for error messages.
+        when: the moment, for error messages outside an iteration (default: setup, before the first iteration).
+        check: called with every answer that is not ``None``; raises ``TypeError``/``ValueError`` for a wrong one.
+        keep_going: call every plugin even when one fails, then raise the first failure.
+
+    Raises:
+        ComponentError: (``kind="hook"``) an implementation raised, or ``check`` refused its answer; the message
+            names the hook, the plugin and the moment, and the original error is the ``__cause__``.
+    """
+    implementations = [
+        impl for impl in getattr(manager.hook, hook_name).get_hookimpls() if not (impl.wrapper or impl.hookwrapper)
+    ]
+    plugins = [impl.plugin for impl in implementations]
+    answers, failures = [], []
+    for impl in reversed(implementations):  # pluggy calls the last registered first
+        others = [plugin for plugin in plugins if plugin is not impl.plugin]
+        kwargs = arguments(impl.plugin_name) if callable(arguments) else arguments
+        try:
+            with blame_hook(hook_name, impl.plugin_name, iteration, when):
+                results = manager.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+                answer = results[0] if results else None
+                if check is not None and answer is not None:
+                    check(answer)
+        except ComponentError as failure:
+            if not keep_going:
+                raise
+            failures.append(failure)
+            continue
+        answers.append((impl.plugin_name, answer))
+    if failures:
+        raise failures[0]
+    return answers
+
+
+def check_metrics(answer: Any) -> None:
+    """A metrics hook's answer: a dict of metric name (a non-empty string) to a number, a string or ``None``."""
+    if not isinstance(answer, Mapping):
+        raise ValueError(
+            f"it returned {type(answer).__name__} {answer!r:.80}; it must return None or a dict of metrics, "
+            "e.g. {'perplexity': 12.5}."
+        )
+    for key, value in answer.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"it returned the metric name {key!r}; metric names are non-empty strings.")
+        if not (value is None or isinstance(value, (numbers.Real, str)) or callable(getattr(value, "item", None))):
+            raise ValueError(
+                f"it returned metric {key!r} = {type(value).__name__} {value!r:.60}; a metric is a number, a "
+                "string or None."
+            )
+
+
+class HookMetrics:
+    """The metrics plugins add to one iteration's row (``after_step`` and ``on_iteration_end`` answers).
+
+    A hook may add new metrics and update its own, but never replace one of iterframe's (the keys of ``row`` when
+    this object is made) nor another plugin's: either is refused with an error naming both.
+
+    Args:
+        row: the iteration's metrics row, updated in place by :meth:`add`.
+        iteration: the iteration, for error messages.
+    """
+
+    def __init__(self, row: dict[str, Any], iteration: int):
+        self.row = row
+        self.iteration = iteration
+        self.builtin = set(row)
+        self.owners: dict[str, str] = {}
+
+    def add(self, hook_name: str, answers: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Merge each plugin's answer to ``hook_name`` into the row."""
+        for plugin_name, metrics in answers:
+            with blame_hook(hook_name, plugin_name, self.iteration):
+                builtin = sorted(key for key in metrics if key in self.builtin)
+                if builtin:
+                    raise ValueError(
+                        f"it returned {', '.join(map(repr, builtin))}, which iterframe's own metrics use; return "
+                        f"other names, e.g. {plugin_name + '/' + builtin[0]!r}."
+                    )
+                for key in metrics:
+                    owner = self.owners.get(key, plugin_name)
+                    if owner != plugin_name:
+                        raise ValueError(
+                            f"it returned {key!r}, which plugin {owner!r} already added to this iteration's "
+                            f"metrics; one of them must use another name, e.g. {plugin_name + '/' + key!r}."
+                        )
+            self.owners.update(dict.fromkeys(metrics, plugin_name))
+            self.row.update(metrics)
 
 
 class Hooks:
-    """The run's lifecycle hooks, always called with keywords and the run's ``context``.
+    """The run's lifecycle hooks, called with keywords and the run's ``context``, one plugin at a time.
 
     Args:
         context: the :class:`~iterframe.RunContext` handed to every hook.
@@ -20,28 +135,43 @@ class Hooks:
         self.context = context
 
     @property
-    def manager(self):
+    def manager(self) -> pluggy.PluginManager:
         from iterframe.plugins.manager import get_plugin_manager
 
         return get_plugin_manager()
 
-    def call(self, name: str, **kwargs: Any) -> list[Any]:
-        """Call hook ``name`` on every plugin; return the non-``None`` results (pluggy's order)."""
-        return getattr(self.manager.hook, name)(context=self.context, **kwargs)
+    def call(
+        self,
+        hook_name: str,
+        *,
+        check: Optional[Callable[[Any], None]] = None,
+        when: Optional[str] = None,
+        keep_going: bool = False,
+        **kwargs: Any,
+    ) -> list[tuple[str, Any]]:
+        """Call ``hook_name`` on every plugin (see :func:`call_each`); return ``(plugin name, answer)`` pairs."""
+        return call_each(
+            self.manager,
+            hook_name,
+            {"context": self.context, **kwargs},
+            iteration=kwargs.get("iteration"),
+            when=when,
+            check=check,
+            keep_going=keep_going,
+        )
 
-    def call_each(self, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call hook ``name`` one plugin at a time (in pluggy's order); return ``(plugin name, result)`` pairs.
-
-        For hooks whose result must be traced to the plugin that gave it (``on_samples_scored``).
-        """
-        manager = self.manager
-        implementations = [
-            impl for impl in getattr(manager.hook, name).get_hookimpls() if not (impl.wrapper or impl.hookwrapper)
+    def metrics(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Mapping[str, Any]]]:
+        """Call a hook that answers ``None`` or a dict of metrics; return the plugins' dicts (checked)."""
+        return [
+            (plugin, answer) for plugin, answer in self.call(hook_name, check=check_metrics, **kwargs) if answer
         ]
-        plugins = [impl.plugin for impl in implementations]
-        answers = []
-        for impl in reversed(implementations):
-            others = [plugin for plugin in plugins if plugin is not impl.plugin]
-            results = manager.subset_hook_caller(name, remove_plugins=others)(context=self.context, **kwargs)
-            answers.append((impl.plugin_name, results[0] if results else None))
-        return answers
+
+    def run_end(self, metrics: Optional[dict[str, Any]], error: Optional[BaseException]) -> None:
+        """Call every plugin's ``on_run_end``. When the run failed already, a failing hook is a warning, so that
+        the error the user sees is the one that stopped the run."""
+        try:
+            self.call("on_run_end", when="End of the run", keep_going=True, metrics=metrics, error=error)
+        except ComponentError as hook_error:
+            if error is None:
+                raise
+            warnings.warn(f"{hook_error} (while the run was stopping on: {error!r})", stacklevel=3)

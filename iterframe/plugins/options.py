@@ -112,14 +112,17 @@ def check_options_class(options_class, label: str) -> None:
             )
 
 
-def option_infos(options_class) -> list[OptionInfo]:
-    """Describe every settable option of an ``Options`` dataclass, in declaration order."""
+def option_infos(options_class, base: Any = None) -> list[OptionInfo]:
+    """Describe every settable option of an ``Options`` dataclass, in declaration order (with ``base``'s values
+    as the defaults when given)."""
     types_by_name = _field_types(options_class)
     infos = []
     for field in dataclasses.fields(options_class):
         if not field.init:
             continue
-        if field.default is not dataclasses.MISSING:
+        if base is not None:
+            default = getattr(base, field.name)
+        elif field.default is not dataclasses.MISSING:
             default = field.default
         elif field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
@@ -194,13 +197,15 @@ def _normalise_key(key: str) -> str:
     return str(key).strip().replace("-", "_")
 
 
-def build_options(options_class, values: Optional[dict[str, Any]], label: str):
+def build_options(options_class, values: Optional[dict[str, Any]], label: str, base: Any = None):
     """Build ``options_class`` from ``values`` (keys may use ``-`` for ``_``), coercing each value to its type.
 
     Args:
         options_class: the component's ``Options`` dataclass.
         values: option values by name; ``None`` means all defaults.
         label: how errors name the component, e.g. ``"reward 'python'"``.
+        base: an ``options_class`` instance whose values replace the declared defaults (a component registered
+            as a configured instance).
 
     Raises:
         ComponentOptionError: an unknown key (with the closest valid key), a value of the wrong type, a missing
@@ -218,9 +223,9 @@ def build_options(options_class, values: Optional[dict[str, Any]], label: str):
             )
         coerced[name] = coerce_option(value, types_by_name[name], label, name)
     missing = [info.name for info in option_infos(options_class) if info.required and info.name not in coerced]
-    if missing:
+    if missing and base is None:
         raise ComponentOptionError(f"{label}: required option(s) {', '.join(map(repr, missing))} not set.")
     try:
-        return options_class(**coerced)
+        return options_class(**coerced) if base is None else dataclasses.replace(base, **coerced)
     except (ValueError, TypeError) as error:
         raise ComponentOptionError(f"{label}: {error}") from error

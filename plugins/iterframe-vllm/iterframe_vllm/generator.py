@@ -8,6 +8,7 @@ Every process of a run calls ``setup``, ``generate`` and ``update_weights`` toge
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
@@ -82,6 +83,10 @@ class VLLMGenerator(Generator):
         self.engine_factory = engine_factory or create_engine
         self.sampling_params_factory = sampling_params_factory or _vllm_sampling_params
         self.handle: Optional[EngineHandle] = None
+
+    def eval_copy(self) -> VLLMGenerator:
+        """A copy that decodes greedily (``do_sample=False``), sharing this generator's engine."""
+        return self.with_options(dataclasses.replace(self.options, do_sample=False))
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
