@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from iterframe.plugins import HOOK_NAMES, hookspecs, list_components
+from iterframe.plugins import HOOK_NAMES, hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "docs" / "plugins.md").read_text()
@@ -45,9 +45,15 @@ def test_documented_hooks_all_exist():
     assert sorted(documented) == sorted(HOOK_NAMES)
 
 
-def test_every_builtin_component_is_documented(plugin_manager):
-    table_rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in DOCS.splitlines()}
-    for entry in list_components():
-        assert (entry["kind"], f"`{entry['name']}`") in table_rows, (
-            f"docs/plugins.md lacks a row for {entry['kind']} {entry['name']}"
+def test_every_builtin_component_is_documented_with_its_public_class(plugin_manager):
+    import iterframe
+    from iterframe.plugins import DEFAULT_PLUGINS, registered_components
+
+    table_rows = {tuple(cell.strip() for cell in line.split("|")[1:4]) for line in DOCS.splitlines()}
+    for info in registered_components():
+        assert info.plugin in DEFAULT_PLUGINS
+        class_name = info.component_class.__name__
+        assert (info.kind, f"`{info.name}`", f"`{class_name}`") in table_rows, (
+            f"docs/plugins.md lacks a row for {info.kind} {info.name} ({class_name})"
         )
+        assert getattr(iterframe, class_name) is info.component_class

@@ -2,8 +2,9 @@
 
 Registration hooks are called once per plugin when the plugin manager builds its component registry (and again
 when plugins are registered or unregistered); lifecycle hooks are called by the loop (:mod:`iterframe.loop`) around
-each stage of an iteration. Every hook is called on every plugin that implements it; an implementation may take
-fewer arguments than the spec. ``docs/plugins.md`` documents each hook with an example.
+each stage of an iteration. Every hook is called on every plugin that implements it, one plugin at a time: an
+exception or a wrong answer stops the run with an error naming the plugin, the hook and the iteration. An
+implementation may take fewer arguments than the spec. ``docs/plugins.md`` documents each hook with an example.
 """
 
 from __future__ import annotations
@@ -19,30 +20,37 @@ hookimpl = pluggy.HookimplMarker("iterframe")
 
 @hookspec
 def register_generators(register):
-    """Contribute generator classes: call ``register(GeneratorClass, aliases=())`` once per class.
+    """Contribute generators: call ``register(component, aliases=(), name=None)`` once per component.
 
-    The class subclasses :class:`iterframe.plugins.components.Generator`. Returns nothing.
+    ``component`` is a subclass of :class:`iterframe.plugins.components.Generator`, or a configured instance of
+    one (each use gets a copy, with the run's options on top of the instance's); ``name`` replaces the class's
+    ``name``; ``aliases`` are other names it answers to. Returns nothing.
     """
 
 
 @hookspec
 def register_rewards(register):
-    """Contribute reward classes: call ``register(RewardClass, aliases=())`` once per class. Returns nothing."""
+    """Contribute rewards (:class:`~iterframe.plugins.components.Reward` subclasses or configured instances):
+    call ``register(component, aliases=(), name=None)`` once per component. Returns nothing."""
 
 
 @hookspec
 def register_filters(register):
-    """Contribute filter classes: call ``register(FilterClass, aliases=())`` once per class. Returns nothing."""
+    """Contribute filters (:class:`~iterframe.plugins.components.Filter` subclasses or configured instances):
+    call ``register(component, aliases=(), name=None)`` once per component. Returns nothing."""
 
 
 @hookspec
 def register_tokenizers(register):
-    """Contribute sample-tokenizer classes: call ``register(TokenizerClass, aliases=())``. Returns nothing."""
+    """Contribute sample tokenizers (:class:`~iterframe.plugins.components.SampleTokenizer` subclasses or
+    configured instances): call ``register(component, aliases=(), name=None)`` once per component. Returns
+    nothing."""
 
 
 @hookspec
 def register_loggers(register):
-    """Contribute logger classes: call ``register(LoggerClass, aliases=())`` once per class. Returns nothing."""
+    """Contribute loggers (:class:`~iterframe.plugins.components.Logger` subclasses or configured instances):
+    call ``register(component, aliases=(), name=None)`` once per component. Returns nothing."""
 
 
 # --- lifecycle hooks ----------------------------------------------------------------------------------------
@@ -70,6 +78,7 @@ def on_samples_scored(context, iteration, samples):
 
     Returns ``None`` (keep all) or a list of bools, one per sample: ``False`` drops the sample before the
     filters run (it is still recorded in the iteration's samples table, with ``dropped_by`` naming the plugin).
+    A list of another length is an error.
     """
 
 
@@ -81,14 +90,17 @@ def before_step(context, iteration, batch):
 
 @hookspec
 def after_step(context, iteration, stats):
-    """``trainer.step()`` returned ``stats``. Returns ``None`` or a dict of extra metrics for the iteration."""
+    """``trainer.step()`` returned ``stats``. Returns ``None`` or a dict of extra metrics for the iteration
+    (names: strings; values: numbers, strings or ``None``). A name iterframe's own metrics use, or that another
+    plugin returned, is an error."""
 
 
 @hookspec
 def on_iteration_end(context, iteration, metrics):
     """The iteration finished; ``metrics`` is its row of ``metrics.jsonl``.
 
-    Returns ``None`` or a dict of extra metrics, merged into the row before it is written.
+    Returns ``None`` or a dict of extra metrics, merged into the row before it is written (the rules of
+    :func:`after_step`).
     """
 
 
@@ -100,4 +112,4 @@ def on_checkpoint_saved(context, iteration, path):
 @hookspec
 def on_run_end(context, metrics, error):
     """The run ended: ``metrics`` holds the last iteration's row (or ``None``), ``error`` the exception that
-    stopped it (or ``None``). Returns nothing."""
+    stopped it (or ``None``). Every plugin's implementation is called even when one fails. Returns nothing."""
