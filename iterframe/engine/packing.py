@@ -2,65 +2,129 @@
 
 The model runs on exactly the samples' tokens (no padding in any matrix product), positions restart at 0 for
 each sample, and the language-model head is computed only where a label carries loss. Attention goes through
-``packed_sdpa``, registered with transformers' attention interface: one causal ``scaled_dot_product_attention``
-per sample, so no sample sees another. Used for transformers' own decoder-only models with the sdpa or eager
-kernel; the trainer pads micro-batches for every other model.
+``packed_sdpa``, registered with transformers' attention interface: per layer, one
+``scaled_dot_product_attention`` call over a right-padded ``[samples, longest]`` view of the row (gathered with
+one index copy, scattered back with one more), causal within each sample, so no sample sees another.
+
+Which models may pack is an allow-list of architectures (:mod:`iterframe.engine.packing_support`), each proven
+exact by ``tests/test_packing_architectures.py``. Nothing outlives a packed pass: where the samples sit travels
+with the forward call's keyword arguments (:class:`PackedLayout`), and the attention kernel is switched on the
+language model's own config only while the pass runs, then restored exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from iterframe.engine.model_support import native_decoder_reason
+from iterframe.engine.packing_support import attention_configs, base_model, unsupported_reason
 
-__all__ = ["ATTENTION_NAME", "packed_attention", "packed_sdpa", "unsupported_reason"]
+__all__ = [
+    "ATTENTION_NAME",
+    "LAYOUT_KWARG",
+    "PackedLayout",
+    "packed_attention",
+    "packed_sdpa",
+    "unsupported_reason",
+]
 
 #: The name ``packed_sdpa`` is registered under in transformers' attention interface.
 ATTENTION_NAME = "iterframe_packed_sdpa"
+#: The keyword argument the model's forward carries down to ``packed_sdpa``.
+LAYOUT_KWARG = "iterframe_packed_layout"
 
 
-@dataclasses.dataclass
-class _PackedPass:
-    """The packed forward (and backward) pass under way: ``(start, end)`` of each sample in the row, and how
-    many attention calls it made. Process-wide, not per thread: autograd may recompute a checkpointed forward
-    on its own device thread."""
+class PackedLayout:
+    """Where each sample of a packed row sits: its ``(start, end)``, and each token's place in the right-padded
+    ``[samples, longest]`` view that attention runs on. ``calls`` counts the attention calls that used it."""
 
-    segments: Optional[list[tuple[int, int]]] = None
-    calls: int = 0
+    def __init__(self, segments: list[tuple[int, int]], device=None):
+        self.segments = [(int(start), int(end)) for start, end in segments]
+        lengths = [end - start for start, end in self.segments]
+        self.num_samples, self.longest, self.num_tokens = len(lengths), max(lengths), sum(lengths)
+        self.equal_lengths = all(length == self.longest for length in lengths)
+        self.padded_index = None
+        if not self.equal_lengths:
+            rows = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+            starts = torch.tensor([start for start, _ in self.segments])
+            self.padded_index = (rows * self.longest + torch.arange(self.num_tokens) - starts[rows]).to(device)
+        self.calls = 0
+
+    def to_padded(self, states: torch.Tensor) -> torch.Tensor:
+        """``[1, heads, tokens, dim]`` -> ``[samples, heads, longest, dim]`` (zeros after each sample's end)."""
+        tokens = states.transpose(1, 2)[0]  # [tokens, heads, dim]
+        if self.equal_lengths:
+            padded = tokens.reshape(self.num_samples, self.longest, *tokens.shape[1:])
+        else:
+            padded = tokens.new_zeros(self.num_samples * self.longest, *tokens.shape[1:])
+            padded = padded.index_copy(0, self.padded_index, tokens)
+            padded = padded.view(self.num_samples, self.longest, *tokens.shape[1:])
+        return padded.transpose(1, 2)
+
+    def from_padded(self, states: torch.Tensor) -> torch.Tensor:
+        """``[samples, heads, longest, dim]`` -> ``[1, tokens, heads, dim]``, the padding dropped."""
+        tokens = states.transpose(1, 2).reshape(
+            self.num_samples * self.longest, *states.shape[1:2], states.shape[-1]
+        )
+        if not self.equal_lengths:
+            tokens = tokens.index_select(0, self.padded_index)
+        return tokens[None]
 
 
-_ACTIVE = _PackedPass()
+def _causal_mask(longest: int, window: Optional[int], device) -> torch.Tensor:
+    """Causal attention, limited to the last ``window`` positions when given (query ``i`` sees keys
+    ``i - window < j <= i``, as transformers' sliding-window mask)."""
+    positions = torch.arange(longest, device=device)
+    distance = positions[:, None] - positions[None, :]
+    return (distance >= 0) & (distance < window) if window is not None else distance >= 0
 
 
-def packed_sdpa(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
-    """Causal attention within each sample of a packed row. ``query`` is [1, heads, tokens, dim], ``key`` and
+def _soft_capped_attention(query, key, value, mask, scaling, softcap, dropout):
+    """Attention whose logits are soft-capped (``softcap * tanh(logits / softcap)``) before the mask, as
+    transformers' eager attention does for Gemma 2."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = F.dropout(F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype), p=dropout)
+    return torch.matmul(weights, value)
+
+
+def packed_sdpa(
+    module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs
+):
+    """Causal attention within each sample of a packed row: ``query`` is [1, heads, tokens, dim], ``key`` and
     ``value`` [1, kv heads, tokens, dim]; returns ``([1, tokens, heads, dim], None)`` like transformers' own
-    attention functions."""
-    segments = _ACTIVE.segments
-    if segments is None:
+    attention functions. One ``scaled_dot_product_attention`` call covers every sample. A sliding window comes
+    from the call or, for models that apply it only through their mask, from the attention module."""
+    layout: Optional[PackedLayout] = kwargs.get(LAYOUT_KWARG)
+    if layout is None:
         raise RuntimeError(
-            f"The {ATTENTION_NAME!r} attention only runs inside iterframe's padding-free training step."
+            f"The {ATTENTION_NAME!r} attention only runs inside iterframe's padding-free training step "
+            f"(the model's forward must carry {LAYOUT_KWARG}= down to its attention layers)."
         )
-    _ACTIVE.calls += 1
+    if kwargs.get("s_aux") is not None:
+        raise RuntimeError(f"{ATTENTION_NAME!r} does not implement attention sinks (s_aux); train padded instead.")
+    layout.calls += 1
     groups = query.shape[1] // key.shape[1]
+    query, key, value = layout.to_padded(query), layout.to_padded(key), layout.to_padded(value)
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    window = sliding_window if sliding_window is not None else getattr(module, "sliding_window", None)
+    window = window if window is not None and layout.longest > window else None
     dropout = dropout if module.training else 0.0
-    outputs = []
-    for start, end in segments:
-        keys, values = key[:, :, start:end], value[:, :, start:end]
-        if groups > 1:
-            keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
-        outputs.append(
-            F.scaled_dot_product_attention(
-                query[:, :, start:end], keys, values, is_causal=True, scale=scaling, dropout_p=dropout
-            )
+    softcap = kwargs.get("softcap")
+    if softcap is not None:
+        mask = _causal_mask(layout.longest, window, query.device)
+        output = _soft_capped_attention(query, key, value, mask, scaling, softcap, dropout)
+    else:
+        mask = None if window is None else _causal_mask(layout.longest, window, query.device)
+        output = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, is_causal=mask is None, scale=scaling, dropout_p=dropout
         )
-    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+    return layout.from_padded(output), None
 
 
 def _register() -> None:
@@ -69,49 +133,39 @@ def _register() -> None:
     AttentionInterface.register(ATTENTION_NAME, packed_sdpa)
 
 
-def _base_model(model):
-    """The transformers model inside DDP/PEFT wrappers (the one whose config names the attention kernel)."""
-    model = getattr(model, "module", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def unsupported_reason(model) -> Optional[str]:
-    """Why ``model`` cannot train on packed rows (``None`` when it can): it must be one of transformers' own
-    decoder-only implementations, with the sdpa or eager attention kernel, no sliding window, and a forward that
-    takes ``position_ids`` and ``logits_to_keep``."""
-    base = _base_model(model)
-    reason = native_decoder_reason(base, "padding-free training")
-    if reason is not None:
-        return reason
-    layer_types = getattr(base.config, "layer_types", None) or []
-    if getattr(base.config, "sliding_window", None) or "sliding_attention" in layer_types:
-        return "the model uses sliding-window attention"
-    parameters = inspect.signature(base.forward).parameters
-    missing = [name for name in ("position_ids", "logits_to_keep") if name not in parameters]
-    if missing:
-        return f"the model's forward takes no {' or '.join(missing)}"
-    return None
+def packed_forward(model, batch, logits_to_keep: torch.Tensor):
+    """Run ``model`` on a packed micro-batch (``batch.segments`` set) inside :func:`packed_attention`; raises if
+    no layer's attention went through ``packed_sdpa`` (its samples would have seen each other)."""
+    layout = PackedLayout(batch.segments, batch.input_ids.device)
+    outputs = model(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        logits_to_keep=logits_to_keep,
+        **{LAYOUT_KWARG: layout},
+    )
+    if layout.calls == 0:
+        raise RuntimeError(
+            f"{type(base_model(model)).__name__} did not call transformers' attention interface, so its "
+            "samples could not be kept apart in a packed row; set padding_free=False."
+        )
+    return outputs
 
 
 @contextlib.contextmanager
-def packed_attention(model, segments: list[tuple[int, int]]):
-    """Route ``model``'s attention through ``packed_sdpa`` for the given samples' ``(start, end)`` while the
-    block runs (forward and backward, so recomputation under gradient checkpointing sees them too); raises if
-    no layer used it (a model that does not go through transformers' attention interface)."""
-    config = _base_model(model).config
-    previous = config._attn_implementation
-    config._attn_implementation = ATTENTION_NAME
-    _ACTIVE.segments, _ACTIVE.calls = list(segments), 0
+def packed_attention(model):
+    """Route ``model``'s attention through ``packed_sdpa`` while the block runs (forward and backward, so
+    recomputation under gradient checkpointing uses it too). Only the configs the language model's layers read
+    are switched, without transformers' setter (which would also overwrite sub-configs, such as a vision
+    tower's), and every one is restored to exactly what it was."""
+    configs = attention_configs(base_model(model))
+    previous = [config.__dict__.get("_attn_implementation_internal") for config in configs]
     try:
+        for config in configs:
+            config.__dict__["_attn_implementation_internal"] = ATTENTION_NAME
         yield
-        if _ACTIVE.calls == 0:
-            raise RuntimeError(
-                f"{type(_base_model(model)).__name__} did not call transformers' attention interface, so its "
-                "samples could not be kept apart in a packed row; set padding_free=False."
-            )
     finally:
-        config._attn_implementation = previous
-        _ACTIVE.segments, _ACTIVE.calls = None, 0
+        for config, value in zip(configs, previous):
+            config.__dict__["_attn_implementation_internal"] = value
 
 
 _register()

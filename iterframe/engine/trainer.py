@@ -23,7 +23,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from iterframe.engine import batching, packing, step_inputs
+from iterframe.engine import batching, packing, packing_support, step_inputs
 from iterframe.engine.adapters import wrap_with_adapters
 from iterframe.engine.config import IterativeSFTConfig
 from iterframe.engine.loading import (
@@ -135,22 +135,13 @@ class IterativeSFTTrainer(Trainer):
             ],
         )
         self.state.max_steps = max(self.args.max_steps, 0)
-        self.padding_free = self._resolve_padding_free()
+        self.padding_free = packing_support.resolve_padding_free(
+            self.model, self.args.padding_free, self.args.pad_to_multiple_of
+        )
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
         self._train_begun = False
 
     # --- construction helpers -------------------------------------------------------------------------------
-
-    def _resolve_padding_free(self) -> bool:
-        """Whether step() trains on packed rows: ``args.padding_free``, or when unset, whether the model can."""
-        reason = packing.unsupported_reason(self.model)
-        if self.args.padding_free and reason is not None:
-            raise ValueError(
-                f"padding_free=True, but {reason}; set padding_free=False (or leave it unset to decide per model)."
-            )
-        if self.args.padding_free is None:
-            return reason is None and self.args.pad_to_multiple_of is None
-        return bool(self.args.padding_free)
 
     # --- optimizer / scheduler ------------------------------------------------------------------------------
 
@@ -272,11 +263,8 @@ class IterativeSFTTrainer(Trainer):
                 batch = batch.to(self.accelerator.device)
                 last = position == len(group) - 1
                 sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
-                attention = (
-                    packing.packed_attention(self.model, batch.segments)
-                    if batch.segments is not None
-                    else contextlib.nullcontext()
-                )
+                packed = batch.segments is not None
+                attention = packing.packed_attention(self.model) if packed else contextlib.nullcontext()
                 with sync, self.compute_loss_context_manager(), attention:
                     batch_loss = self._loss_sum(batch)
                     self.accelerator.backward(batch_loss * scale)

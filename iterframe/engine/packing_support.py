@@ -1,0 +1,102 @@
+"""Which models may train on packed (padding-free) rows: an allow-list of architectures proven exact.
+
+Each architecture on :data:`PACKABLE_ARCHITECTURES` passed ``tests/test_packing_architectures.py``: every
+sample's logits in a packed row equal its logits run alone, with sequences longer than the model's sliding
+window where it has one. :data:`EXCLUDED_ARCHITECTURES` names the ones that failed that sweep and why; every
+other architecture trains padded because nobody has proven it exact.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Optional
+
+from iterframe.engine.model_support import native_decoder_reason
+
+__all__ = [
+    "EXCLUDED_ARCHITECTURES",
+    "PACKABLE_ARCHITECTURES",
+    "attention_configs",
+    "base_model",
+    "resolve_padding_free",
+    "unsupported_reason",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``config.model_type`` of the decoder-only architectures whose packed rows are exact (see the module doc).
+PACKABLE_ARCHITECTURES = frozenset(
+    {
+        *("cohere", "gemma", "gemma2", "gemma3_text", "gpt2", "gptj", "gpt_neox", "granite", "llama", "mistral"),
+        *("mixtral", "olmo", "olmo2", "olmo3", "opt", "phi", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe"),
+        *("smollm3", "starcoder2"),
+    }
+)
+
+#: Architectures the sweep showed to mix samples (or fail) in a packed row, and why.
+EXCLUDED_ARCHITECTURES = {
+    "lfm2": "its short-convolution layers carry each sample's state into the next sample of a packed row",
+    "jamba": "its Mamba layers carry each sample's state into the next sample of a packed row",
+    "qwen3_next": "its linear-attention (gated DeltaNet) layers carry state from one sample into the next",
+    "llama4_text": "its chunked local attention is applied through the attention mask, which packed rows skip",
+    "stablelm": "its attention layers do not receive the forward's keyword arguments (where each sample starts)",
+    "falcon": "its attention layers need the attention mask, which packed rows skip",
+    "bloom": "its ALiBi attention does not go through transformers' attention interface",
+}
+
+
+def base_model(model):
+    """The transformers model inside DDP/PEFT wrappers (the one whose config names the attention kernel)."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def attention_configs(model) -> list:
+    """The distinct config objects the model and its submodules read (each layer reads its attention kernel
+    from its own ``config``), the model's own first."""
+    configs = {id(model.config): model.config}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            configs.setdefault(id(config), config)
+    return list(configs.values())
+
+
+def unsupported_reason(model) -> Optional[str]:
+    """Why ``model`` cannot train on packed rows (``None`` when it can): it must be one of transformers' own
+    decoder-only implementations of an architecture on :data:`PACKABLE_ARCHITECTURES`, with the sdpa or eager
+    attention kernel, and a forward that takes ``position_ids`` and ``logits_to_keep``."""
+    base = base_model(model)
+    reason = native_decoder_reason(base, "padding-free training")
+    if reason is not None:
+        return reason
+    model_type = getattr(base.config, "model_type", None)
+    if model_type in EXCLUDED_ARCHITECTURES:
+        return f"the {model_type} architecture cannot pack samples exactly: {EXCLUDED_ARCHITECTURES[model_type]}"
+    if model_type not in PACKABLE_ARCHITECTURES:
+        return (
+            f"the {model_type} architecture is not on the padding-free allow-list (architectures proven exact: "
+            f"{', '.join(sorted(PACKABLE_ARCHITECTURES))})"
+        )
+    parameters = inspect.signature(base.forward).parameters
+    missing = [name for name in ("position_ids", "logits_to_keep") if name not in parameters]
+    if missing:
+        return f"the model's forward takes no {' or '.join(missing)}"
+    return None
+
+
+def resolve_padding_free(model, requested: Optional[bool], pad_to_multiple_of: Optional[int]) -> bool:
+    """Whether ``step()`` trains ``model`` on packed rows: ``requested`` (``padding_free``) when set, else
+    whether the model can and ``pad_to_multiple_of`` is unset. ``True`` on a model that cannot pack raises a
+    ``ValueError`` naming the reason; a model trained padded by default logs the reason once, here."""
+    reason = unsupported_reason(model)
+    if requested and reason is not None:
+        raise ValueError(
+            f"padding_free=True, but {reason}; set padding_free=False (or leave it unset to decide per model)."
+        )
+    if requested is not None:
+        return bool(requested)
+    if reason is not None:
+        logger.info("Training on padded micro-batches (padding_free=False): %s.", reason)
+    return reason is None and pad_to_multiple_of is None

@@ -1,0 +1,286 @@
+"""The padding-free allow-list is exactly the set of architectures whose packed rows are exact.
+
+Every decoder-only architecture below is built tiny from its config, and each sample's logits in a packed row
+(one row of three samples, positions restarting per sample, iterframe's packed attention) are compared with the
+same sample run alone through the model's own kernel. Samples are longer than the sliding window and the
+attention chunk where a model has one. An architecture passes when every sample matches to 1e-5 of the logits'
+scale; the test fails when an allow-listed architecture does not pass, and also when an architecture outside
+the allow-list passes (then it belongs on it). A control checks that the comparison can fail: the same row
+run as one ordinary causal sequence differs from the samples alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import pytest
+import torch
+
+from iterframe.engine import packing
+from iterframe.engine.packing_support import EXCLUDED_ARCHITECTURES, PACKABLE_ARCHITECTURES
+
+transformers = pytest.importorskip("transformers")
+
+COMMON = dict(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=64,
+    sliding_window=4,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+    initializer_range=0.2,  # logits of order 1, so that a mix of samples shows
+)
+ALTERNATING = dict(layer_types=["sliding_attention", "full_attention"])
+#: model_type -> what its tiny config needs beside COMMON.
+ARCHITECTURES: dict[str, dict] = {
+    "llama": {},
+    "mistral": {},
+    "mixtral": dict(num_local_experts=2),
+    "qwen2": dict(use_sliding_window=True, max_window_layers=1),
+    "qwen2_moe": dict(
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        use_sliding_window=True,
+        max_window_layers=1,
+    ),
+    "qwen3": {},
+    "qwen3_moe": dict(num_experts=2, num_experts_per_tok=1, moe_intermediate_size=32),
+    "phi": {},
+    "phi3": {},
+    "gemma": {},
+    "gemma2": ALTERNATING,
+    "gemma3_text": ALTERNATING,
+    "gpt2": dict(n_positions=64),
+    "gptj": dict(n_positions=64, rotary_dim=4),
+    "gpt_neox": dict(rotary_pct=0.5),
+    "opt": dict(ffn_dim=64, word_embed_proj_dim=32),
+    "olmo": {},
+    "olmo2": {},
+    "olmo3": ALTERNATING,
+    "granite": {},
+    "cohere": {},
+    "smollm3": {},
+    "starcoder2": {},
+    "stablelm": {},
+    "falcon": dict(new_decoder_architecture=True, num_kv_heads=2, head_dim=None),
+    "bloom": {},
+    "lfm2": dict(layer_types=["conv", "full_attention"], block_ff_dim=64, block_auto_adjust_ff_dim=False),
+    "jamba": dict(
+        attn_layer_period=2,
+        attn_layer_offset=1,
+        expert_layer_period=2,
+        expert_layer_offset=1,
+        num_experts=2,
+        mamba_d_state=4,
+        mamba_expand=2,
+        mamba_dt_rank=4,
+    ),
+    "qwen3_next": dict(
+        layer_types=["linear_attention", "full_attention"],
+        linear_num_value_heads=2,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+    ),
+    "llama4_text": dict(
+        attention_chunk_size=4,
+        num_local_experts=2,
+        intermediate_size_mlp=64,
+        no_rope_layers=[1, 0],
+        moe_layers=[1],
+    ),
+}
+#: Architectures without an sdpa implementation in transformers, built with the eager kernel.
+EAGER_ONLY = {"bloom", "gemma2"}
+SAMPLE_LENGTHS = [7, 11, 5]
+
+
+def build_tiny(model_type: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
+    settings = {**COMMON, **ARCHITECTURES[model_type]}
+    settings = {key: value for key, value in settings.items() if value is not None}
+    kernel = "eager" if model_type in EAGER_ONLY else "sdpa"
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = AutoConfig.for_model(model_type, **settings)
+        return AutoModelForCausalLM.from_config(config, attn_implementation=kernel).eval()
+
+
+def packed_mismatch(model) -> tuple[Optional[str], float]:
+    """``(why the packed row differs from the samples alone, or None; the control's relative difference)``."""
+    generator = torch.Generator().manual_seed(1)
+    samples = [torch.randint(3, 90, (length,), generator=generator) for length in SAMPLE_LENGTHS]
+    ends = torch.tensor(SAMPLE_LENGTHS).cumsum(0).tolist()
+    segments = list(zip([0, *ends[:-1]], ends))
+    row = torch.cat(samples)[None]
+    positions = torch.cat([torch.arange(length) for length in SAMPLE_LENGTHS])[None]
+    with torch.no_grad():
+        alone = [model(input_ids=sample[None]).logits[0] for sample in samples]
+        one_causal_row = model(input_ids=row).logits[0]
+        scale = max(float(logits.abs().max()) for logits in alone)
+        control = max(
+            float((one_causal_row[start:end] - logits).abs().max()) / scale
+            for (start, end), logits in zip(segments[1:], alone[1:])
+        )
+        layout = packing.PackedLayout(segments)
+        try:
+            with packing.packed_attention(model):
+                packed = model(input_ids=row, position_ids=positions, **{packing.LAYOUT_KWARG: layout}).logits[0]
+        except Exception as error:  # noqa: BLE001 - a failure to pack is a result of the sweep
+            return f"{type(error).__name__}: {error}", control
+    if layout.calls == 0:
+        return "no layer called the attention interface", control
+    differences = [
+        float((packed[start:end] - logits).abs().max()) / scale for (start, end), logits in zip(segments, alone)
+    ]
+    if max(differences) > 1e-5:
+        return f"samples differ from themselves alone by {', '.join(f'{d:.2g}' for d in differences)}", control
+    return None, control
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_allow_list_holds_exactly_the_architectures_whose_packed_rows_match_each_sample_alone(model_type):
+    model = build_tiny(model_type)
+    mismatch, control = packed_mismatch(model)
+    assert control > 0.05, f"{model_type}: one causal row should mix the samples (the comparison could not fail)"
+    if model_type in PACKABLE_ARCHITECTURES:
+        assert mismatch is None, f"{model_type} is allow-listed but its packed rows are not exact: {mismatch}"
+        assert packing.unsupported_reason(model) is None
+    else:
+        assert mismatch is not None, f"{model_type} packs exactly: add it to PACKABLE_ARCHITECTURES"
+        assert model_type in EXCLUDED_ARCHITECTURES, f"{model_type} fails ({mismatch}) but has no stated reason"
+        assert EXCLUDED_ARCHITECTURES[model_type] in packing.unsupported_reason(model)
+
+
+def test_every_listed_architecture_is_swept():
+    assert PACKABLE_ARCHITECTURES <= set(ARCHITECTURES)
+    assert set(EXCLUDED_ARCHITECTURES) <= set(ARCHITECTURES)
+    assert not PACKABLE_ARCHITECTURES & set(EXCLUDED_ARCHITECTURES)
+
+
+def test_an_excluded_architecture_trains_padded_with_the_reason_logged_and_refuses_required_packing(
+    tmp_path, caplog, tiny_llama_path
+):
+    from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_llama_path)
+    model = build_tiny("lfm2")
+    settings = dict(output_dir=str(tmp_path), report_to="none", save_strategy="no")
+    with caplog.at_level("INFO", logger="iterframe.engine.packing_support"):
+        trainer = IterativeSFTTrainer(model, args=IterativeSFTConfig(**settings), processing_class=tokenizer)
+    assert trainer.padding_free is False
+    logged = [record.getMessage() for record in caplog.records if "padded micro-batches" in record.getMessage()]
+    assert len(logged) == 1 and EXCLUDED_ARCHITECTURES["lfm2"] in logged[0]
+    stats = trainer.step(input_ids=[torch.tensor([3, 4, 5, 6]), torch.tensor([7, 8])])
+    assert stats["padding_fraction"] > 0  # the short sample was padded, not packed behind the long one
+    with pytest.raises(
+        ValueError, match="padding_free=True, but the lfm2 architecture cannot pack samples exactly"
+    ):
+        IterativeSFTTrainer(
+            model, args=IterativeSFTConfig(**settings, padding_free=True), processing_class=tokenizer
+        )
+
+
+def test_a_packed_pass_leaves_every_sub_configs_attention_kernel_as_it_was():
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    text = dict(COMMON, model_type="llama")
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=8)
+    config = LlavaConfig(text_config=text, vision_config=dict(vision, patch_size=4), image_token_index=95)
+    model = LlavaForConditionalGeneration(config)
+    model.config.vision_config._attn_implementation = "eager"
+    model.config.text_config._attn_implementation = "sdpa"
+    before = {name: sub._attn_implementation for name, sub in (("", model.config), *sub_configs(model.config))}
+    layout = packing.PackedLayout([(0, 3), (3, 5)])
+    with torch.no_grad(), packing.packed_attention(model):
+        model(
+            input_ids=torch.tensor([[3, 4, 5, 6, 7]]),
+            position_ids=torch.tensor([[0, 1, 2, 0, 1]]),
+            **{packing.LAYOUT_KWARG: layout},
+        )
+    assert layout.calls == COMMON["num_hidden_layers"]
+    after = {name: sub._attn_implementation for name, sub in (("", model.config), *sub_configs(model.config))}
+    assert after == before and after["vision_config"] == "eager"
+
+
+def sub_configs(config):
+    return [(name, getattr(config, name)) for name in config.sub_configs]
+
+
+def test_two_trainers_packing_in_two_threads_do_not_see_each_others_samples():
+    import threading
+
+    first, second = build_tiny("llama"), build_tiny("qwen2")
+    generator = torch.Generator().manual_seed(2)
+    rows = {id(first): [5, 9, 4], id(second): [8, 3, 6, 7]}
+    expected, results, errors = {}, {}, []
+
+    def packed_logits(model, lengths):
+        samples = [torch.randint(3, 90, (length,), generator=generator) for length in lengths]
+        ends = torch.tensor(lengths).cumsum(0).tolist()
+        layout = packing.PackedLayout(list(zip([0, *ends[:-1]], ends)))
+        positions = torch.cat([torch.arange(length) for length in lengths])[None]
+        return samples, layout, positions
+
+    inputs = {key: packed_logits(model, rows[id(model)]) for key, model in (("a", first), ("b", second))}
+    with torch.no_grad():
+        for key, model in (("a", first), ("b", second)):
+            expected[key] = torch.cat([model(input_ids=sample[None]).logits[0] for sample in inputs[key][0]])
+
+    def train(key, model):
+        samples, layout, positions = inputs[key]
+        try:
+            with torch.no_grad():
+                for _ in range(20):
+                    with packing.packed_attention(model):
+                        out = model(
+                            input_ids=torch.cat(samples)[None],
+                            position_ids=positions,
+                            **{packing.LAYOUT_KWARG: layout},
+                        )
+                    results.setdefault(key, []).append(out.logits[0])
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=train, args=item) for item in (("a", first), ("b", second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for key in ("a", "b"):
+        for logits in results[key]:
+            torch.testing.assert_close(logits, expected[key], atol=1e-5, rtol=1e-4)
+    assert first.config._attn_implementation == second.config._attn_implementation == "sdpa"
+
+
+def test_the_trainer_docs_table_lists_the_allow_list_and_every_exclusion_with_its_reason():
+    import pathlib
+    import re
+
+    docs = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "trainer.md").read_text()
+    rows = [line for line in docs.splitlines() if re.match(r"\| `[a-z0-9_]+`", line)]
+    allowed = {
+        name for row in rows if "| yes |" in row for name in re.findall(r"`([a-z0-9_]+)`", row.split("|")[1])
+    }
+    assert allowed == set(PACKABLE_ARCHITECTURES)
+    for model_type, reason in EXCLUDED_ARCHITECTURES.items():
+        assert any(row.startswith(f"| `{model_type}` | no, padded | {reason} |") for row in rows), model_type
