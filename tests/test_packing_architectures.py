@@ -3,7 +3,7 @@
 Every decoder-only architecture below is built tiny from its config, and each sample's logits in a packed row
 (one row of three samples, positions restarting per sample, iterframe's packed attention) are compared with the
 same sample run alone through the model's own kernel. Samples are longer than the sliding window and the
-attention chunk where a model has one. An architecture passes when every sample matches to 1e-5 of the logits'
+attention chunk where a model has one. An architecture passes when every sample matches to 1e-4 of the logits'
 scale; the test fails when an allow-listed architecture does not pass, and also when an architecture outside
 the allow-list passes (then it belongs on it). A control checks that the comparison can fail: the same row
 run as one ordinary causal sequence differs from the samples alone.
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from iterframe.engine import packing
-from iterframe.engine.packing_support import EXCLUDED_ARCHITECTURES, PACKABLE_ARCHITECTURES
+from iterframe.engine.packing_support import EXCLUDED_ARCHITECTURES, MINIMUM_TRANSFORMERS, PACKABLE_ARCHITECTURES
 
 transformers = pytest.importorskip("transformers")
 
@@ -80,6 +80,7 @@ ARCHITECTURES: dict[str, dict] = {
         expert_layer_period=2,
         expert_layer_offset=1,
         num_experts=2,
+        use_mamba_kernels=False,
         mamba_d_state=4,
         mamba_expand=2,
         mamba_dt_rank=4,
@@ -103,8 +104,6 @@ ARCHITECTURES: dict[str, dict] = {
         moe_layers=[1],
     ),
 }
-#: Architectures without an sdpa implementation in transformers, built with the eager kernel.
-EAGER_ONLY = {"bloom", "gemma2"}
 SAMPLE_LENGTHS = [7, 11, 5]
 
 
@@ -116,12 +115,16 @@ def build_tiny(model_type: str):
         pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
     settings = {**COMMON, **ARCHITECTURES[model_type]}
     settings = {key: value for key, value in settings.items() if value is not None}
-    kernel = "eager" if model_type in EAGER_ONLY else "sdpa"
-    torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         config = AutoConfig.for_model(model_type, **settings)
-        return AutoModelForCausalLM.from_config(config, attn_implementation=kernel).eval()
+        for kernel in ("sdpa", "eager"):  # eager where transformers has no sdpa implementation
+            torch.manual_seed(0)
+            try:
+                return AutoModelForCausalLM.from_config(config, attn_implementation=kernel).eval()
+            except ValueError:
+                if kernel == "eager":
+                    raise
 
 
 def packed_mismatch(model) -> tuple[Optional[str], float]:
@@ -140,18 +143,15 @@ def packed_mismatch(model) -> tuple[Optional[str], float]:
             float((one_causal_row[start:end] - logits).abs().max()) / scale
             for (start, end), logits in zip(segments[1:], alone[1:])
         )
-        layout = packing.PackedLayout(segments)
         try:
-            with packing.packed_attention(model):
-                packed = model(input_ids=row, position_ids=positions, **{packing.LAYOUT_KWARG: layout}).logits[0]
+            with packing.packed_attention(model, segments):
+                packed = model(input_ids=row, position_ids=positions).logits[0]
         except Exception as error:  # noqa: BLE001 - a failure to pack is a result of the sweep
             return f"{type(error).__name__}: {error}", control
-    if layout.calls == 0:
-        return "no layer called the attention interface", control
     differences = [
         float((packed[start:end] - logits).abs().max()) / scale for (start, end), logits in zip(segments, alone)
     ]
-    if max(differences) > 1e-5:
+    if max(differences) > 1e-4:
         return f"samples differ from themselves alone by {', '.join(f'{d:.2g}' for d in differences)}", control
     return None, control
 
@@ -161,13 +161,16 @@ def test_allow_list_holds_exactly_the_architectures_whose_packed_rows_match_each
     model = build_tiny(model_type)
     mismatch, control = packed_mismatch(model)
     assert control > 0.05, f"{model_type}: one causal row should mix the samples (the comparison could not fail)"
-    if model_type in PACKABLE_ARCHITECTURES:
+    reason = packing.unsupported_reason(model)
+    if model_type in PACKABLE_ARCHITECTURES and model_type not in MINIMUM_TRANSFORMERS:
         assert mismatch is None, f"{model_type} is allow-listed but its packed rows are not exact: {mismatch}"
-        assert packing.unsupported_reason(model) is None
+        assert reason is None or "forward takes no" in reason, reason  # an older forward: trains padded
+    elif model_type in MINIMUM_TRANSFORMERS:
+        assert (mismatch is None) == (reason is None), (model_type, mismatch, reason)
     else:
         assert mismatch is not None, f"{model_type} packs exactly: add it to PACKABLE_ARCHITECTURES"
         assert model_type in EXCLUDED_ARCHITECTURES, f"{model_type} fails ({mismatch}) but has no stated reason"
-        assert EXCLUDED_ARCHITECTURES[model_type] in packing.unsupported_reason(model)
+        assert EXCLUDED_ARCHITECTURES[model_type] in reason
 
 
 def test_every_listed_architecture_is_swept():
@@ -209,16 +212,12 @@ def test_a_packed_pass_leaves_every_sub_configs_attention_kernel_as_it_was():
     model.config.vision_config._attn_implementation = "eager"
     model.config.text_config._attn_implementation = "sdpa"
     before = {name: sub._attn_implementation for name, sub in (("", model.config), *sub_configs(model.config))}
-    layout = packing.PackedLayout([(0, 3), (3, 5)])
-    with torch.no_grad(), packing.packed_attention(model):
-        model(
-            input_ids=torch.tensor([[3, 4, 5, 6, 7]]),
-            position_ids=torch.tensor([[0, 1, 2, 0, 1]]),
-            **{packing.LAYOUT_KWARG: layout},
-        )
+    with torch.no_grad(), packing.packed_attention(model, [(0, 3), (3, 5)]) as layout:
+        model(input_ids=torch.tensor([[3, 4, 5, 6, 7]]), position_ids=torch.tensor([[0, 1, 2, 0, 1]]))
     assert layout.calls == COMMON["num_hidden_layers"]
     after = {name: sub._attn_implementation for name, sub in (("", model.config), *sub_configs(model.config))}
     assert after == before and after["vision_config"] == "eager"
+    assert not any(packing.LAYOUT_ATTRIBUTE in vars(sub) for _, sub in sub_configs(model.config))
 
 
 def sub_configs(config):
@@ -236,9 +235,8 @@ def test_two_trainers_packing_in_two_threads_do_not_see_each_others_samples():
     def packed_logits(model, lengths):
         samples = [torch.randint(3, 90, (length,), generator=generator) for length in lengths]
         ends = torch.tensor(lengths).cumsum(0).tolist()
-        layout = packing.PackedLayout(list(zip([0, *ends[:-1]], ends)))
         positions = torch.cat([torch.arange(length) for length in lengths])[None]
-        return samples, layout, positions
+        return samples, list(zip([0, *ends[:-1]], ends)), positions
 
     inputs = {key: packed_logits(model, rows[id(model)]) for key, model in (("a", first), ("b", second))}
     with torch.no_grad():
@@ -246,16 +244,12 @@ def test_two_trainers_packing_in_two_threads_do_not_see_each_others_samples():
             expected[key] = torch.cat([model(input_ids=sample[None]).logits[0] for sample in inputs[key][0]])
 
     def train(key, model):
-        samples, layout, positions = inputs[key]
+        samples, segments, positions = inputs[key]
         try:
             with torch.no_grad():
                 for _ in range(20):
-                    with packing.packed_attention(model):
-                        out = model(
-                            input_ids=torch.cat(samples)[None],
-                            position_ids=positions,
-                            **{packing.LAYOUT_KWARG: layout},
-                        )
+                    with packing.packed_attention(model, segments):
+                        out = model(input_ids=torch.cat(samples)[None], position_ids=positions)
                     results.setdefault(key, []).append(out.logits[0])
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
@@ -278,9 +272,13 @@ def test_the_trainer_docs_table_lists_the_allow_list_and_every_exclusion_with_it
 
     docs = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "trainer.md").read_text()
     rows = [line for line in docs.splitlines() if re.match(r"\| `[a-z0-9_]+`", line)]
-    allowed = {
-        name for row in rows if "| yes |" in row for name in re.findall(r"`([a-z0-9_]+)`", row.split("|")[1])
-    }
-    assert allowed == set(PACKABLE_ARCHITECTURES)
+
+    def named_in(rows_with: str) -> set[str]:
+        return {
+            name for row in rows if rows_with in row for name in re.findall(r"`([a-z0-9_]+)`", row.split("|")[1])
+        }
+
+    assert named_in("| yes") == set(PACKABLE_ARCHITECTURES)
+    assert named_in("| yes, from transformers") == set(MINIMUM_TRANSFORMERS)
     for model_type, reason in EXCLUDED_ARCHITECTURES.items():
         assert any(row.startswith(f"| `{model_type}` | no, padded | {reason} |") for row in rows), model_type

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
-from iterframe.engine import batching, packing, step_inputs
+from iterframe.engine import packing
 from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
 
 TEXTS = ["a b", "the quick brown fox jumps over the lazy dog", "hello world again", "x", "twelve plus seven"]
@@ -97,9 +97,8 @@ def test_no_sample_attends_to_another_in_a_packed_row(tiny_llama_path):
         alone = model(input_ids=second[None]).logits[0]
         row = torch.cat([first, second])[None]
         positions = torch.cat([torch.arange(len(first)), torch.arange(len(second))])[None]
-        layout = packing.PackedLayout([(0, len(first)), (len(first), row.shape[1])])
-        with packing.packed_attention(model):
-            packed = model(input_ids=row, position_ids=positions, **{packing.LAYOUT_KWARG: layout}).logits
+        with packing.packed_attention(model, [(0, len(first)), (len(first), row.shape[1])]) as layout:
+            packed = model(input_ids=row, position_ids=positions).logits
         one_causal_row = model(input_ids=row).logits[0, len(first) :]
     torch.testing.assert_close(packed[0, len(first) :], alone, atol=1e-5, rtol=1e-4)
     assert layout.calls == model.config.num_hidden_layers, "one attention call per layer for the whole row"
@@ -131,14 +130,11 @@ def test_pad_to_multiple_of_keeps_padded_micro_batches_and_conflicts_with_requir
 
 def test_a_model_that_bypasses_the_attention_interface_is_an_error_not_a_silent_mix(tiny_llama_path):
     trainer = IterativeSFTTrainer(tiny_llama_path, args=IterativeSFTConfig(output_dir="unused", report_to="none"))
-    samples = step_inputs.samples_from_texts(trainer.processing_class, TEXTS[:2], is_encoder_decoder=False)
-    batch = batching.pack_samples(samples)
-
-    def forward_without_attention(**kwargs):  # stands for a model that never reaches packed_sdpa
-        return None
-
     with pytest.raises(RuntimeError, match="did not call transformers' attention interface"):
-        packing.packed_forward(forward_without_attention, batch, torch.zeros(1, dtype=torch.long))
+        with packing.packed_attention(trainer.model, [(0, 3)]):
+            pass  # stands for a forward pass that never reached packed_sdpa
+    assert trainer.model.config._attn_implementation == "sdpa"
+    assert not hasattr(trainer.model.config, packing.LAYOUT_ATTRIBUTE), "no layout is left on the config"
 
 
 def test_packed_attention_outside_a_packed_step_is_an_error(tiny_llama_path):

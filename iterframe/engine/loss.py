@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from iterframe.engine import batching, packing
+from iterframe.engine import batching
 
 __all__ = ["summed_token_loss"]
 
@@ -27,7 +27,7 @@ def summed_token_loss(model, batch: batching.MicroBatch, *, is_encoder_decoder: 
         targets = batching.packed_targets(batch)
         keep = (targets != batching.IGNORE_INDEX).nonzero().squeeze(-1)
         keep = keep if keep.numel() else targets.new_zeros(1)
-        outputs = packing.packed_forward(model, batch, keep)
+        outputs = model(input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep)
         logits, targets = outputs.logits, targets[keep]
     else:
         outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)

@@ -7,9 +7,9 @@ each sample, and the language-model head is computed only where a label carries 
 one index copy, scattered back with one more), causal within each sample, so no sample sees another.
 
 Which models may pack is an allow-list of architectures (:mod:`iterframe.engine.packing_support`), each proven
-exact by ``tests/test_packing_architectures.py``. Nothing outlives a packed pass: where the samples sit travels
-with the forward call's keyword arguments (:class:`PackedLayout`), and the attention kernel is switched on the
-language model's own config only while the pass runs, then restored exactly.
+exact by ``tests/test_packing_architectures.py``. Nothing outlives a packed pass, and nothing is shared between
+models: while the pass runs, the configs that the model's layers read name ``packed_sdpa`` as their kernel and
+carry where the samples sit (:class:`PackedLayout`); afterwards both are restored exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from iterframe.engine.packing_support import attention_configs, base_model, unsu
 
 __all__ = [
     "ATTENTION_NAME",
-    "LAYOUT_KWARG",
+    "LAYOUT_ATTRIBUTE",
     "PackedLayout",
     "packed_attention",
     "packed_sdpa",
@@ -33,15 +33,15 @@ __all__ = [
 
 #: The name ``packed_sdpa`` is registered under in transformers' attention interface.
 ATTENTION_NAME = "iterframe_packed_sdpa"
-#: The keyword argument the model's forward carries down to ``packed_sdpa``.
-LAYOUT_KWARG = "iterframe_packed_layout"
+#: The attribute of a layer's config that holds the pass's :class:`PackedLayout` while the pass runs.
+LAYOUT_ATTRIBUTE = "_iterframe_packed_layout"
 
 
 class PackedLayout:
     """Where each sample of a packed row sits: its ``(start, end)``, and each token's place in the right-padded
     ``[samples, longest]`` view that attention runs on. ``calls`` counts the attention calls that used it."""
 
-    def __init__(self, segments: list[tuple[int, int]], device=None):
+    def __init__(self, segments: list[tuple[int, int]]):
         self.segments = [(int(start), int(end)) for start, end in segments]
         lengths = [end - start for start, end in self.segments]
         self.num_samples, self.longest, self.num_tokens = len(lengths), max(lengths), sum(lengths)
@@ -50,12 +50,14 @@ class PackedLayout:
         if not self.equal_lengths:
             rows = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
             starts = torch.tensor([start for start, _ in self.segments])
-            self.padded_index = (rows * self.longest + torch.arange(self.num_tokens) - starts[rows]).to(device)
+            self.padded_index = rows * self.longest + torch.arange(self.num_tokens) - starts[rows]
         self.calls = 0
 
     def to_padded(self, states: torch.Tensor) -> torch.Tensor:
         """``[1, heads, tokens, dim]`` -> ``[samples, heads, longest, dim]`` (zeros after each sample's end)."""
         tokens = states.transpose(1, 2)[0]  # [tokens, heads, dim]
+        if self.padded_index is not None and self.padded_index.device != states.device:
+            self.padded_index = self.padded_index.to(states.device)
         if self.equal_lengths:
             padded = tokens.reshape(self.num_samples, self.longest, *tokens.shape[1:])
         else:
@@ -99,11 +101,11 @@ def packed_sdpa(
     ``value`` [1, kv heads, tokens, dim]; returns ``([1, tokens, heads, dim], None)`` like transformers' own
     attention functions. One ``scaled_dot_product_attention`` call covers every sample. A sliding window comes
     from the call or, for models that apply it only through their mask, from the attention module."""
-    layout: Optional[PackedLayout] = kwargs.get(LAYOUT_KWARG)
+    layout: Optional[PackedLayout] = vars(getattr(module, "config", None) or module).get(LAYOUT_ATTRIBUTE)
     if layout is None:
         raise RuntimeError(
             f"The {ATTENTION_NAME!r} attention only runs inside iterframe's padding-free training step "
-            f"(the model's forward must carry {LAYOUT_KWARG}= down to its attention layers)."
+            f"(on a layer whose config holds the step's sample layout)."
         )
     if kwargs.get("s_aux") is not None:
         raise RuntimeError(f"{ATTENTION_NAME!r} does not implement attention sinks (s_aux); train padded instead.")
@@ -133,39 +135,35 @@ def _register() -> None:
     AttentionInterface.register(ATTENTION_NAME, packed_sdpa)
 
 
-def packed_forward(model, batch, logits_to_keep: torch.Tensor):
-    """Run ``model`` on a packed micro-batch (``batch.segments`` set) inside :func:`packed_attention`; raises if
-    no layer's attention went through ``packed_sdpa`` (its samples would have seen each other)."""
-    layout = PackedLayout(batch.segments, batch.input_ids.device)
-    outputs = model(
-        input_ids=batch.input_ids,
-        position_ids=batch.position_ids,
-        logits_to_keep=logits_to_keep,
-        **{LAYOUT_KWARG: layout},
-    )
-    if layout.calls == 0:
-        raise RuntimeError(
-            f"{type(base_model(model)).__name__} did not call transformers' attention interface, so its "
-            "samples could not be kept apart in a packed row; set padding_free=False."
-        )
-    return outputs
-
-
 @contextlib.contextmanager
-def packed_attention(model):
-    """Route ``model``'s attention through ``packed_sdpa`` while the block runs (forward and backward, so
-    recomputation under gradient checkpointing uses it too). Only the configs the language model's layers read
-    are switched, without transformers' setter (which would also overwrite sub-configs, such as a vision
-    tower's), and every one is restored to exactly what it was."""
-    configs = attention_configs(base_model(model))
-    previous = [config.__dict__.get("_attn_implementation_internal") for config in configs]
+def packed_attention(model, segments: list[tuple[int, int]]):
+    """Route ``model``'s attention through ``packed_sdpa`` for the given samples' ``(start, end)`` while the
+    block runs (forward and backward, so recomputation under gradient checkpointing sees them too); raises if
+    no layer used it (a model that does not go through transformers' attention interface).
+
+    Only the configs the model's layers read are changed, without transformers' setter (which would also
+    overwrite sub-configs, such as a vision tower's), and each is restored to exactly what it was."""
+    base = base_model(model)
+    configs = attention_configs(base)
+    layout = PackedLayout(segments)
+    saved = [
+        (config.__dict__.get("_attn_implementation_internal"), LAYOUT_ATTRIBUTE in vars(config))
+        for config in configs
+    ]
     try:
         for config in configs:
-            config.__dict__["_attn_implementation_internal"] = ATTENTION_NAME
-        yield
+            vars(config).update({"_attn_implementation_internal": ATTENTION_NAME, LAYOUT_ATTRIBUTE: layout})
+        yield layout
+        if layout.calls == 0:
+            raise RuntimeError(
+                f"{type(base).__name__} did not call transformers' attention interface, so its samples could "
+                "not be kept apart in a packed row; set padding_free=False."
+            )
     finally:
-        for config, value in zip(configs, previous):
-            config.__dict__["_attn_implementation_internal"] = value
+        for config, (kernel, had_layout) in zip(configs, saved):
+            vars(config)["_attn_implementation_internal"] = kernel
+            if not had_layout:
+                vars(config).pop(LAYOUT_ATTRIBUTE, None)
 
 
 _register()

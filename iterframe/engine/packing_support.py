@@ -12,10 +12,13 @@ import inspect
 import logging
 from typing import Optional
 
+import transformers
+
 from iterframe.engine.model_support import native_decoder_reason
 
 __all__ = [
     "EXCLUDED_ARCHITECTURES",
+    "MINIMUM_TRANSFORMERS",
     "PACKABLE_ARCHITECTURES",
     "attention_configs",
     "base_model",
@@ -30,9 +33,13 @@ PACKABLE_ARCHITECTURES = frozenset(
     {
         *("cohere", "gemma", "gemma2", "gemma3_text", "gpt2", "gptj", "gpt_neox", "granite", "llama", "mistral"),
         *("mixtral", "olmo", "olmo2", "olmo3", "opt", "phi", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe"),
-        *("smollm3", "starcoder2"),
+        *("smollm3", "stablelm", "starcoder2"),
     }
 )
+
+#: Architectures whose packed rows are exact only from a transformers version on (before it, their layers do not
+#: all go through the attention interface with their config, or their forward lacks ``logits_to_keep``).
+MINIMUM_TRANSFORMERS = {"gptj": "5.24", "qwen2_moe": "5.24", "stablelm": "5.24"}
 
 #: Architectures the sweep showed to mix samples (or fail) in a packed row, and why.
 EXCLUDED_ARCHITECTURES = {
@@ -40,10 +47,13 @@ EXCLUDED_ARCHITECTURES = {
     "jamba": "its Mamba layers carry each sample's state into the next sample of a packed row",
     "qwen3_next": "its linear-attention (gated DeltaNet) layers carry state from one sample into the next",
     "llama4_text": "its chunked local attention is applied through the attention mask, which packed rows skip",
-    "stablelm": "its attention layers do not receive the forward's keyword arguments (where each sample starts)",
     "falcon": "its attention layers need the attention mask, which packed rows skip",
     "bloom": "its ALiBi attention does not go through transformers' attention interface",
 }
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
 
 
 def base_model(model):
@@ -78,6 +88,12 @@ def unsupported_reason(model) -> Optional[str]:
         return (
             f"the {model_type} architecture is not on the padding-free allow-list (architectures proven exact: "
             f"{', '.join(sorted(PACKABLE_ARCHITECTURES))})"
+        )
+    minimum = MINIMUM_TRANSFORMERS.get(model_type)
+    if minimum is not None and _version(transformers.__version__) < _version(minimum):
+        return (
+            f"packed rows of the {model_type} architecture are proven exact from transformers {minimum} on "
+            f"(this is {transformers.__version__})"
         )
     parameters = inspect.signature(base.forward).parameters
     missing = [name for name in ("position_ids", "logits_to_keep") if name not in parameters]

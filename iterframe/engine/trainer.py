@@ -141,8 +141,6 @@ class IterativeSFTTrainer(Trainer):
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
         self._train_begun = False
 
-    # --- construction helpers -------------------------------------------------------------------------------
-
     # --- optimizer / scheduler ------------------------------------------------------------------------------
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -263,8 +261,11 @@ class IterativeSFTTrainer(Trainer):
                 batch = batch.to(self.accelerator.device)
                 last = position == len(group) - 1
                 sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
-                packed = batch.segments is not None
-                attention = packing.packed_attention(self.model) if packed else contextlib.nullcontext()
+                attention = (
+                    packing.packed_attention(self.model, batch.segments)
+                    if batch.segments is not None
+                    else contextlib.nullcontext()
+                )
                 with sync, self.compute_loss_context_manager(), attention:
                     batch_loss = self._loss_sum(batch)
                     self.accelerator.backward(batch_loss * scale)
