@@ -136,3 +136,50 @@ def test_report_errors_name_the_problem(tmp_path, setup, message):
     assert result.exit_code == 1
     assert message in result.output
     assert not (output_dir / "report.png").exists()
+
+
+def _axes(figure, title: str):
+    return next(axes for axes in figure.axes if axes.get_title() == title)
+
+
+def test_report_plot_is_titled_with_the_run_name_and_progress(tmp_path, monkeypatch):
+    from iterframe.loop import report as report_module
+
+    titles = []
+    build_figure = report_module.build_figure
+    monkeypatch.setattr(
+        report_module, "build_figure", lambda rows, title=None: titles.append(title) or build_figure(rows, title)
+    )
+    output_dir = _finished_run(tmp_path, iterations=2, planned=4)
+    write_report(output_dir)
+    assert titles == ["run (2 of 4 iterations finished)"]
+    figure = build_figure([_row(0)], titles[0])
+    assert figure.get_suptitle() == "run (2 of 4 iterations finished)"
+
+
+def test_keep_rate_axis_is_fitted_to_small_keep_rates():
+    from iterframe.loop.report import build_figure
+
+    rows = [_row(iteration, keep_rate=rate) for iteration, rate in enumerate((0.03, 0.045, 0.06))]
+    low, high = _axes(build_figure(rows), "keep rate").get_ylim()
+    assert low == 0
+    assert 0.06 < high < 0.1
+
+
+def test_reward_panel_marks_initial_and_final_eval_and_has_no_kept_reward_line():
+    from iterframe.loop.report import build_figure, eval_endpoints
+
+    rows = [_row(0, **{"eval/initial_reward": 0.05}), _row(1), _row(2)]
+    assert eval_endpoints(rows) == (0.05, 0.8)
+    axes = _axes(build_figure(rows), "reward")
+    assert [text.get_text() for text in axes.texts] == ["eval 0.05 -> 0.80"]
+    labels = [line.get_label() for line in axes.get_lines()]
+    assert "initial eval 0.05" in labels
+    assert not any("kept" in label for label in labels)
+
+
+def test_without_a_recorded_initial_eval_the_first_eval_is_the_initial_one():
+    from iterframe.loop.report import eval_endpoints
+
+    assert eval_endpoints([_row(0), _row(1)]) == (0.2, 0.5)
+    assert eval_endpoints([{"iteration": 0, "reward/mean": 0.1}]) is None

@@ -21,9 +21,12 @@ from iterframe.loop.funnel import FUNNEL_TITLE, draw_funnel, funnel_columns
 __all__ = [
     "REPORT_FILE",
     "Report",
+    "build_figure",
+    "eval_endpoints",
     "funnel_table",
     "load_run_metrics",
     "plot_metrics",
+    "run_name",
     "trend_line",
     "summary_table",
     "write_report",
@@ -120,34 +123,90 @@ def _planned_iterations(output_dir: str) -> Optional[int]:
     return iterations if isinstance(iterations, int) else None
 
 
-def plot_metrics(rows: list[dict[str, Any]], path: str) -> str:
-    """Draw reward (all / eval), the sample funnel, keep rate and loss per iteration into a PNG at ``path``."""
-    from matplotlib.figure import Figure  # a Figure without pyplot renders with Agg and touches no global state
+def eval_endpoints(rows: list[dict[str, Any]]) -> Optional[tuple[float, float]]:
+    """``(initial, final)`` held-out eval reward: the starting model's (``eval/initial_reward``, else the first
+    ``eval/reward``) and the last ``eval/reward``; ``None`` when the run has no eval."""
+    evals = [value for value in (_number(row.get("eval/reward")) for row in rows) if math.isfinite(value)]
+    if not evals:
+        return None
+    initials = [_number(row.get("eval/initial_reward")) for row in rows]
+    initial = next((value for value in initials if math.isfinite(value)), evals[0])
+    return initial, evals[-1]
 
+
+def _draw_rewards(axes, rows: list[dict[str, Any]]) -> None:
+    """Reward curves, and the initial -> final eval reward marked: a dashed line at the initial value and the
+    change written beside the last point."""
     iterations = [row["iteration"] for row in rows]
-    figure = Figure(figsize=(16, 3.6), layout="constrained")
-    reward_axes, funnel_axes, keep_axes, loss_axes = figure.subplots(1, 4)
     for key, label in REWARD_CURVES:
         values = [_number(row.get(key)) for row in rows]
         if any(math.isfinite(value) for value in values):
-            reward_axes.plot(iterations, values, marker="o", label=label)
-    reward_axes.set_title("reward")
-    if reward_axes.get_lines():
-        reward_axes.legend(loc="best")
+            axes.plot(iterations, values, marker="o", label=label)
+    endpoints = eval_endpoints(rows)
+    if endpoints is not None:
+        initial, final = endpoints
+        axes.axhline(initial, linestyle="--", color="tab:gray", linewidth=1, label=f"initial eval {initial:.2f}")
+        last = max(row["iteration"] for row in rows if math.isfinite(_number(row.get("eval/reward"))))
+        axes.annotate(
+            f"eval {initial:.2f} -> {final:.2f}",
+            xy=(last, final),
+            xytext=(-6, 8),
+            textcoords="offset points",
+            ha="right",
+            fontweight="bold",
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
+    axes.set_title("reward")
+    if axes.get_lines():
+        axes.legend(loc="best", fontsize="small")
+
+
+def _draw_keep_rate(axes, rows: list[dict[str, Any]]) -> None:
+    """Keep rate in percent, on an axis fitted to the values (a keep rate of a few percent stays readable)."""
+    from matplotlib.ticker import PercentFormatter
+
+    values = [_number(row.get("keep_rate")) for row in rows]
+    axes.plot([row["iteration"] for row in rows], values, marker="o", color="tab:purple")
+    finite = [value for value in values if math.isfinite(value)]
+    top = min(1.0, max(finite, default=0.0) * 1.15) or 0.01
+    axes.set_ylim(0, top)
+    axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    axes.set_title("keep rate")
+
+
+def build_figure(rows: list[dict[str, Any]], title: Optional[str] = None):
+    """The report's matplotlib ``Figure``: reward (all / eval, initial -> final eval marked), the sample funnel,
+    keep rate and loss per iteration, under ``title``."""
+    from matplotlib.figure import Figure  # a Figure without pyplot renders with Agg and touches no global state
+
+    iterations = [row["iteration"] for row in rows]
+    figure = Figure(figsize=(16, 3.9), layout="constrained")
+    if title:
+        figure.suptitle(title, fontweight="bold")
+    reward_axes, funnel_axes, keep_axes, loss_axes = figure.subplots(1, 4)
+    _draw_rewards(reward_axes, rows)
     draw_funnel(funnel_axes, rows)
-    keep_axes.plot(iterations, [_number(row.get("keep_rate")) for row in rows], marker="o", color="tab:purple")
-    keep_axes.set_title("keep rate")
-    keep_axes.set_ylim(-0.05, 1.05)
+    _draw_keep_rate(keep_axes, rows)
     loss_axes.plot(iterations, [_number(row.get("train/loss")) for row in rows], marker="o", color="tab:red")
     loss_axes.set_title("train loss")
     for axes in (reward_axes, funnel_axes, keep_axes, loss_axes):
         axes.set_xlabel("iteration")
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
+    return figure
+
+
+def plot_metrics(rows: list[dict[str, Any]], path: str, title: Optional[str] = None) -> str:
+    """Write :func:`build_figure` of ``rows`` as a PNG at ``path``."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    build_figure(rows, title).savefig(buffer, format="png", dpi=100)
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def run_name(output_dir: str) -> str:
+    """The name a run goes by: its output folder's name."""
+    return os.path.basename(os.path.normpath(os.path.abspath(output_dir)))
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -212,14 +271,15 @@ def write_report(output_dir: str, plot_path: Optional[str] = None) -> Report:
             f"{os.path.join(output_dir, METRICS_FILE)} holds no finished iteration yet; try again later."
         )
     plot_path = plot_path or os.path.join(output_dir, REPORT_FILE)
-    plot_metrics(rows, plot_path)
     planned = _planned_iterations(output_dir)
     finished = len(rows)
-    status = f"{finished} finished iteration{'s' if finished != 1 else ''}"
+    progress = f"{finished} finished iteration{'s' if finished != 1 else ''}"
     if planned is not None:
-        status = f"{finished} of {planned} iterations finished"
-        if finished < planned:
-            status += " (running or stopped; `iterframe run --resume` continues a stopped run)"
+        progress = f"{finished} of {planned} iterations finished"
+    plot_metrics(rows, plot_path, title=f"{run_name(output_dir)} ({progress})")
+    status = progress
+    if planned is not None and finished < planned:
+        status += " (running or stopped; `iterframe run --resume` continues a stopped run)"
     lines = [f"Run {output_dir}: {status}", "", summary_table(rows), "", funnel_table(rows), ""]
     trend = trend_line(rows)
     if trend:
