@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -37,9 +39,12 @@ class LongFilterPlugin:
         return None
 
 
+def invoke_cli(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
 def invoke(*args):
-    result = CliRunner().invoke(cli, ["plugins", *args], catch_exceptions=False)
-    return result
+    return invoke_cli("plugins", *args)
 
 
 @pytest.fixture
@@ -196,3 +201,84 @@ def test_list_components_returns_what_show_json_prints(long_filter_plugin):
     assert json.loads(invoke("show", "long", "--json").stdout) == [long_filter]
     shown = json.loads(invoke("show", "hf", "--json").stdout)
     assert shown == [entry for entry in list_components() if entry["name"] == "hf"]
+
+
+# --- commands from plugins ----------------------------------------------------------------------------------
+
+
+class GreetingPlugin:
+    """Adds ``iterframe greet``."""
+
+    @hookimpl
+    def register_commands(self, cli):
+        @cli.command()
+        @click.option("--name", default="world")
+        def greet(name):
+            """Say hello."""
+            click.echo(f"hello, {name}")
+
+
+def test_a_plugin_adds_a_command_to_the_command_line(register_plugin):
+    register_plugin(GreetingPlugin(), name="greeting")
+    assert invoke_cli("greet", "--name", "iterframe").stdout == "hello, iterframe\n"
+    help_text = invoke_cli("--help").stdout
+    assert re.search(r"^\s+greet\s+Say hello\.$", help_text, re.M)
+    assert re.search(r"^\s+run\s+", help_text, re.M)
+
+
+def test_an_unregistered_plugins_command_is_gone(plugin_manager):
+    from iterframe.plugins import register, unregister
+
+    plugin = GreetingPlugin()
+    register(plugin, name="greeting")
+    assert invoke_cli("greet").exit_code == 0
+    unregister(plugin)
+    result = CliRunner().invoke(cli, ["greet"])
+    assert result.exit_code == 2 and "No such command 'greet'" in result.output
+
+
+def test_a_command_named_like_a_builtin_or_another_plugins_is_left_out_with_a_warning(register_plugin):
+    class Shadowing:
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command("run")
+            def run_command():
+                click.echo("not the real run")
+
+            @cli.command("greet")
+            def greet_again():
+                click.echo("second greeting")
+
+    register_plugin(GreetingPlugin(), name="greeting")
+    register_plugin(Shadowing(), name="shadowing")
+    result = invoke_cli("greet")
+    assert result.stdout == "hello, world\n"
+    assert "Warning: plugin 'shadowing' adds a command 'run', which 'iterframe' has already" in result.stderr
+    assert "Warning: plugin 'shadowing' adds a command 'greet', which 'greeting' has already" in result.stderr
+    assert "Fine-tune a model iteratively" in invoke_cli("run", "--help").stdout
+
+
+def test_a_failing_register_commands_is_a_warning_naming_the_plugin(register_plugin):
+    class Failing:
+        @hookimpl
+        def register_commands(self, cli):
+            raise ImportError("no module named 'rich_ui'")
+
+    register_plugin(GreetingPlugin(), name="greeting")
+    register_plugin(Failing(), name="failing")
+    result = invoke_cli("greet")
+    assert result.stdout == "hello, world\n"
+    assert (
+        "Warning: Adding commands: hook register_commands of plugin 'failing' failed: ImportError: no module "
+        "named 'rich_ui'; its commands are left out." in result.stderr
+    )
+
+
+def test_without_third_party_plugins_the_command_line_imports_none(monkeypatch):
+    import iterframe.plugins.manager as manager
+    from iterframe.plugins import reset_plugin_manager
+
+    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", "")
+    reset_plugin_manager()
+    assert "run" in invoke_cli("--help").stdout
+    assert manager._manager is None

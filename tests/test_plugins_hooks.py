@@ -332,7 +332,7 @@ def test_a_plugin_may_update_its_own_metric():
     assert row == {"iteration": 0, "loss_seen": 0.5, "done": True}
 
 
-def test_keep_going_calls_every_plugin_then_raises_the_first_failure(register_plugin, context):
+def test_on_run_end_reaches_every_plugin_then_raises_the_first_failure(register_plugin, context):
     from iterframe.plugins.errors import ComponentError
     from iterframe.plugins.hooks import Hooks
 
@@ -353,9 +353,7 @@ def test_keep_going_calls_every_plugin_then_raises_the_first_failure(register_pl
     with pytest.raises(
         ComponentError, match=r"^End of the run: hook on_run_end of plugin 'failing' failed: OSError"
     ):
-        Hooks(context).call(
-            "on_run_end", when="End of the run", keep_going=True, metrics={"iteration": 0}, error=None
-        )
+        Hooks(context).run_end(metrics={"iteration": 0}, error=None)
     assert ended == [{"iteration": 0}]
 
 

@@ -3,12 +3,16 @@
 import click
 
 from iterframe import __version__
+from iterframe.cli.group import CommandGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="iterframe")
 def cli():
-    """Iterative fine-tuning of language models: generate, score, filter, train, repeat."""
+    """Iterative fine-tuning of language models: generate, score, filter, train, repeat.
+
+    Installed plugins may add commands (listed here with the built-in ones).
+    """
 
 
 def _add_commands():

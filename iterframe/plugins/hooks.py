@@ -26,7 +26,7 @@ def call_each(
     iteration: Optional[int] = None,
     when: Optional[str] = None,
     check: Optional[Callable[[Any], None]] = None,
-    keep_going: bool = False,
+    failures: Optional[list[ComponentError]] = None,
 ) -> list[tuple[str, Any]]:
     """Call ``hook_name`` one plugin at a time, in pluggy's order; return ``(plugin name, answer)`` pairs.
 
@@ -38,7 +38,8 @@ def call_each(
         iteration: the iteration the call belongs to, for error messages.
         when: the moment, for error messages outside an iteration (default: setup, before the first iteration).
         check: called with every answer that is not ``None``; raises ``TypeError``/``ValueError`` for a wrong one.
-        keep_going: call every plugin even when one fails, then raise the first failure.
+        failures: when given, every plugin is called even when one fails, and the failures are appended to it
+            instead of raised.
 
     Raises:
         ComponentError: (``kind="hook"``) an implementation raised, or ``check`` refused its answer; the message
@@ -48,7 +49,7 @@ def call_each(
         impl for impl in getattr(manager.hook, hook_name).get_hookimpls() if not (impl.wrapper or impl.hookwrapper)
     ]
     plugins = [impl.plugin for impl in implementations]
-    answers, failures = [], []
+    answers = []
     for impl in reversed(implementations):  # pluggy calls the last registered first
         others = [plugin for plugin in plugins if plugin is not impl.plugin]
         kwargs = arguments(impl.plugin_name) if callable(arguments) else arguments
@@ -59,13 +60,11 @@ def call_each(
                 if check is not None and answer is not None:
                     check(answer)
         except ComponentError as failure:
-            if not keep_going:
+            if failures is None:
                 raise
             failures.append(failure)
             continue
         answers.append((impl.plugin_name, answer))
-    if failures:
-        raise failures[0]
     return answers
 
 
@@ -146,7 +145,7 @@ class Hooks:
         *,
         check: Optional[Callable[[Any], None]] = None,
         when: Optional[str] = None,
-        keep_going: bool = False,
+        failures: Optional[list[ComponentError]] = None,
         **kwargs: Any,
     ) -> list[tuple[str, Any]]:
         """Call ``hook_name`` on every plugin (see :func:`call_each`); return ``(plugin name, answer)`` pairs."""
@@ -157,7 +156,7 @@ class Hooks:
             iteration=kwargs.get("iteration"),
             when=when,
             check=check,
-            keep_going=keep_going,
+            failures=failures,
         )
 
     def metrics(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Mapping[str, Any]]]:
@@ -169,9 +168,9 @@ class Hooks:
     def run_end(self, metrics: Optional[dict[str, Any]], error: Optional[BaseException]) -> None:
         """Call every plugin's ``on_run_end``. When the run failed already, a failing hook is a warning, so that
         the error the user sees is the one that stopped the run."""
-        try:
-            self.call("on_run_end", when="End of the run", keep_going=True, metrics=metrics, error=error)
-        except ComponentError as hook_error:
-            if error is None:
-                raise
-            warnings.warn(f"{hook_error} (while the run was stopping on: {error!r})", stacklevel=3)
+        failures: list[ComponentError] = []
+        self.call("on_run_end", when="End of the run", failures=failures, metrics=metrics, error=error)
+        if failures and error is None:
+            raise failures[0]
+        for failure in failures:
+            warnings.warn(f"{failure} (while the run was stopping on: {error!r})", stacklevel=3)

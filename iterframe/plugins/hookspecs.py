@@ -53,6 +53,14 @@ def register_loggers(register):
     call ``register(component, aliases=(), name=None)`` once per component. Returns nothing."""
 
 
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``iterframe`` command line: ``cli`` is a ``click.Group``; add commands with
+    ``@cli.command()`` or ``cli.add_command(command)``. Called when the command line looks for a command that is
+    not built in, and to list the commands in ``iterframe --help``. A command named like a built-in one or like
+    another plugin's is left out, with a warning. Returns nothing."""
+
+
 # --- lifecycle hooks ----------------------------------------------------------------------------------------
 
 

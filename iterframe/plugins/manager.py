@@ -38,6 +38,7 @@ __all__ = [
     "PluginManager",
     "check_plugin_load_errors",
     "get_plugin_manager",
+    "has_third_party_plugins",
     "plugin_distribution",
     "plugin_load_errors",
     "register",
@@ -123,7 +124,7 @@ class PluginManager(pluggy.PluginManager):
         by_distribution: dict[str, list[importlib.metadata.EntryPoint]] = {}
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             by_distribution.setdefault(entry_point.dist.name, []).append(entry_point)
-        allowed = None if allow_list is None else {normalise_distribution(name) for name in allow_list}
+        allowed = _normalised(allow_list)
         if allow_list:
             _warn_unmatched(allow_list, by_distribution)
         for dist_name, entry_points in by_distribution.items():
@@ -165,6 +166,10 @@ def _warn_unmatched(allow_list: list[str], by_distribution: dict) -> None:
         )
 
 
+def _normalised(allow_list: Optional[list[str]]) -> Optional[set[str]]:
+    return None if allow_list is None else {normalise_distribution(name) for name in allow_list}
+
+
 def _allow_list() -> Optional[list[str]]:
     """The distribution names ``ITERFRAME_LOAD_PLUGINS`` allows (``None``: no allow-list)."""
     value = os.environ.get(LOAD_PLUGINS_ENV)
@@ -188,6 +193,18 @@ def get_plugin_manager() -> PluginManager:
         _manager = manager
         manager.load_entry_points(_allow_list())
     return _manager
+
+
+def has_third_party_plugins() -> bool:
+    """Whether any plugin beyond the built-ins is registered, or would load from an entry point; answered
+    without creating the plugin manager (and importing plugins) when it does not exist yet."""
+    if _manager is not None:
+        return any(name not in DEFAULT_PLUGINS for name, _ in _manager.list_name_plugin())
+    allowed = _normalised(_allow_list())
+    return any(
+        allowed is None or normalise_distribution(entry_point.dist.name) in allowed
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    )
 
 
 def reset_plugin_manager() -> None:
