@@ -63,6 +63,7 @@ def test_json_lists_third_party_plugins_with_name_version_hooks_and_provides(lon
             "builtin": False,
             "hooks": ["register_filters", "on_iteration_end"],
             "provides": {"filter": [{"name": "long", "aliases": ["longer"]}]},
+            "config": None,
             "error": None,
         }
     ]

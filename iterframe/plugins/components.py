@@ -113,6 +113,18 @@ class RunContext:
         """The live (unwrapped) model being trained."""
         return None if self.trainer is None else self.trainer.model
 
+    def plugin_config(self, name: str) -> Any:
+        """The run's settings of the plugin ``name`` (the run config's ``plugins: {NAME: {...}}``): an instance of
+        the plugin's ``Config`` dataclass (its defaults where the run sets nothing), or a dict for a plugin that
+        declares no ``Config`` (empty when the run sets nothing).
+
+        Raises:
+            ValueError: no plugin of that name is loaded, or the settings do not fit its ``Config``.
+        """
+        from iterframe.plugins.settings import plugin_config
+
+        return plugin_config(self.config, name)
+
     def uses(self, component: Union[str, type], kind: Optional[str] = None) -> bool:
         """Whether the run uses ``component``: a registry name (``"keyword"``) or a class (subclasses count),
         among the components of ``kind`` (default: every kind)."""

@@ -104,6 +104,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             registered_name = super().register(plugin, name=name)
             self.check_pending()
+            _check_config_class(plugin, registered_name)
         except pluggy.PluginValidationError as error:
             if self.is_registered(plugin):  # pluggy keeps what it registered before the failing hook
                 super().unregister(plugin)
@@ -149,6 +150,15 @@ class PluginManager(pluggy.PluginManager):
             if self.get_name(plugin) == plugin_name:
                 return dist.metadata["Name"], dist.version
         return None, None
+
+
+def _check_config_class(plugin, plugin_name: str) -> None:
+    from iterframe.plugins.settings import check_config_class
+
+    try:
+        check_config_class(plugin, plugin_name)
+    except TypeError as error:
+        raise pluggy.PluginValidationError(plugin, str(error)) from None
 
 
 def _warn_unmatched(allow_list: list[str], by_distribution: dict) -> None:

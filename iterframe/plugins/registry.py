@@ -37,6 +37,7 @@ from iterframe.plugins.options import (
     did_you_mean,
     option_infos,
 )
+from iterframe.plugins.settings import config_options
 
 __all__ = [
     "KIND_BASES",
@@ -280,7 +281,7 @@ def _installed_version(distribution: str) -> Optional[str]:
         return None
 
 
-def _plugin_entry(name, distribution, version, builtin, hooks, provides, error=None) -> dict[str, Any]:
+def _plugin_entry(name, distribution, version, builtin, hooks, provides, config, error=None) -> dict[str, Any]:
     return {
         "name": name,
         "version": version,
@@ -288,6 +289,7 @@ def _plugin_entry(name, distribution, version, builtin, hooks, provides, error=N
         "builtin": builtin,
         "hooks": hooks,
         "provides": provides,
+        "config": config,
         "error": error,
     }
 
@@ -309,11 +311,12 @@ def list_plugins(include_builtins: bool = False) -> list[dict[str, Any]]:
                 provides.setdefault(info.kind, []).append({"name": info.name, "aliases": list(info.aliases)})
         distribution, version = plugin_distribution(name)
         hooks = [hook for hook in HOOK_NAMES if hook in implemented]
-        listed.append(_plugin_entry(name, distribution, version, builtin, hooks, provides))
+        config = config_options(plugin)
+        listed.append(_plugin_entry(name, distribution, version, builtin, hooks, provides, config))
     listed.sort(key=lambda entry: not entry["builtin"])
     for failure in plugin_load_errors():
         version = _installed_version(failure.distribution)
         listed.append(
-            _plugin_entry(failure.distribution, failure.distribution, version, False, [], {}, failure.error)
+            _plugin_entry(failure.distribution, failure.distribution, version, False, [], {}, None, failure.error)
         )
     return listed
