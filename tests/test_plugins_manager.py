@@ -343,3 +343,11 @@ def test_registering_something_that_is_no_component_is_refused(plugin_manager):
         ComponentRegistrationError, match=r"must be a subclass of iterframe\.Reward or an instance"
     ):
         register(NotAComponent(), name="not-a-component")
+
+
+def test_errors_name_the_plugin_that_registered_a_configured_instance(register_plugin):
+    from iterframe.plugins.errors import describe_origin
+
+    register_plugin(WarmHf(), name="warm-hf")
+    assert describe_origin(create_component("generator", "hf-warm")) == "plugin 'warm-hf'"
+    assert describe_origin(create_component("generator", "hf")) == "plugin 'iterframe.builtin.generators'"

@@ -148,3 +148,8 @@ def test_a_config_field_the_command_line_cannot_set_is_refused_at_registration(p
         pluggy.PluginValidationError, match=r"Plugin 'dict-config', Config: option 'weights' has type"
     ):
         register(DictConfig(), name="dict-config")
+
+
+def test_the_context_finds_settings_under_any_spelling_of_the_plugins_name(settings_plugins):
+    context = context_with({"Settings_Plugin": {"level": 4}})
+    assert context.plugin_config("settings-plugin").level == 4

@@ -51,19 +51,21 @@ class ComponentTypeError(ComponentError, TypeError):
     """A :class:`ComponentError` whose cause is a ``TypeError`` (often a wrong return type)."""
 
 
-def _plugin_of(component_class: type) -> Optional[str]:
+def _plugin_of(component: Any) -> Optional[str]:
+    """The plugin that registered ``component``'s class (under the component's name, when several did)."""
     from iterframe.plugins.registry import registered_components
 
-    for info in registered_components():
-        if info.component_class is component_class:
+    registered = [info for info in registered_components() if info.component_class is type(component)]
+    for info in registered:
+        if info.name == getattr(component, "name", None):
             return info.plugin
-    return None
+    return registered[0].plugin if registered else None
 
 
 def describe_origin(component: Any) -> str:
     """``plugin 'NAME'`` for a registered component, else the module and name of its class (or of the function a
     function reward wraps), marked as passed in code."""
-    plugin = _plugin_of(type(component))
+    plugin = _plugin_of(component)
     if plugin is not None:
         return f"plugin {plugin!r}"
     function = getattr(component, "function", None)

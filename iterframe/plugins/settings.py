@@ -106,7 +106,10 @@ def plugin_config(run_config: Mapping[str, Any], name: str) -> Any:
     plugins = _plugins_by_name()
     plugin_name = _find_plugin(name, plugins)
     section = run_config.get("plugins") or {}
-    return build_plugin_config(plugin_name, section.get(plugin_name), plugins[plugin_name])
+    if not isinstance(section, Mapping):
+        resolve_plugins_section(section)  # raises, saying what the section must be
+    values = {_find_plugin(key, plugins): each for key, each in section.items()}.get(plugin_name)
+    return build_plugin_config(plugin_name, values, plugins[plugin_name])
 
 
 def build_plugin_config(plugin_name: str, values: Optional[Mapping[str, Any]], plugin: Any = None) -> Any:
