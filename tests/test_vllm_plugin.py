@@ -563,15 +563,17 @@ def test_zero3_partitioned_parameters_are_gathered_before_they_are_read(monkeypa
     assert "model.norm.weight" in names
 
 
-# --- one engine for a generator and its greedy twin ---------------------------------------------------------
+# --- one engine for a generator and its greedy eval copy ----------------------------------------------------
 
 
-def test_a_generator_and_its_greedy_twin_share_one_engine(tmp_path, tiny_llama_path):
+def test_a_generator_and_its_greedy_eval_copy_share_one_engine(tmp_path, tiny_llama_path):
     trainer = make_trainer(tmp_path, tiny_llama_path)
     context = RunContext(trainer=trainer, tokenizer=trainer.processing_class)
     factory = EngineFactory(trainer.processing_class)
     sampling = VLLMGenerator(VLLMOptions(temperature=0.8), engine_factory=factory, sampling_params_factory=dict)
-    greedy = VLLMGenerator(VLLMOptions(do_sample=False), engine_factory=factory, sampling_params_factory=dict)
+    greedy = sampling.eval_copy()
+    assert greedy is not sampling and greedy.engine_factory is factory
+    assert greedy.options == VLLMOptions(temperature=0.8, do_sample=False) and sampling.options.do_sample
     sampling.setup(context)
     greedy.setup(context)
     (engine,) = factory.engines
