@@ -84,3 +84,51 @@ def test_every_added_field_has_help_text():
     fields = {field.name: field for field in dataclasses.fields(IterativeSFTConfig)}
     for name in added:
         assert fields[name].metadata.get("help"), name
+
+
+# --- which device several processes train on -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("world_size", "device_present", "cpu_only"),
+    [("2", False, True), ("2", True, False), ("1", False, False), (None, False, False)],
+)
+def test_only_multi_process_runs_without_any_accelerator_are_sent_to_the_cpu(
+    monkeypatch, world_size, device_present, cpu_only
+):
+    from iterframe.engine import config
+
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setattr(config, "accelerator_device_present", lambda: device_present)
+    assert config.multi_process_on_cpu_only() is cpu_only
+
+
+@pytest.mark.parametrize("check", ["is_mps_available", "is_npu_available", "is_hpu_available"])
+def test_devices_outside_cuda_count_as_accelerators(monkeypatch, check):
+    import accelerate.utils
+
+    from iterframe.engine import config
+
+    if hasattr(torch, "accelerator"):
+        monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("is_xpu_available", "is_mps_available", "is_npu_available", "is_hpu_available"):
+        monkeypatch.setattr(accelerate.utils, name, lambda name=name: name == check)
+    assert config.accelerator_device_present()
+
+
+def test_no_device_at_all_is_no_accelerator(monkeypatch):
+    import accelerate.utils
+
+    from iterframe.engine import config
+
+    if hasattr(torch, "accelerator"):
+        monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in dir(accelerate.utils):
+        if name.startswith("is_") and name.endswith("_available") and name != "is_cuda_available":
+            monkeypatch.setattr(accelerate.utils, name, lambda: False)
+    assert not config.accelerator_device_present()

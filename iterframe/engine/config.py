@@ -10,7 +10,13 @@ from typing import Any, Optional, Union
 import torch
 from transformers import TrainingArguments
 
-__all__ = ["IterativeSFTConfig", "TRUNCATION_MODES", "resolve_torch_dtype"]
+__all__ = [
+    "IterativeSFTConfig",
+    "TRUNCATION_MODES",
+    "accelerator_device_present",
+    "multi_process_on_cpu_only",
+    "resolve_torch_dtype",
+]
 
 TRUNCATION_MODES = ("keep_end", "keep_start")
 
@@ -31,6 +37,26 @@ def resolve_torch_dtype(value: Any, field_name: str = "model_init_kwargs['dtype'
         f"{field_name}={value!r} is not a torch dtype. Use 'auto' or a name such as 'float32', 'bfloat16' or "
         "'float16'."
     )
+
+
+def accelerator_device_present() -> bool:
+    """Whether this machine has a device accelerate trains on instead of the CPU: CUDA, ROCm, XPU, MPS, MTIA, and
+    the ones plugged into torch (NPU, HPU, MLU, MUSA, SDAA...)."""
+    if hasattr(torch, "accelerator") and torch.accelerator.is_available():
+        return True
+    import accelerate.utils
+
+    names = ("is_xpu_available", "is_mps_available", "is_npu_available", "is_hpu_available", "is_mlu_available")
+    names += ("is_musa_available", "is_sdaa_available")
+    checks = [getattr(accelerate.utils, name, None) for name in names]  # older accelerate lacks some
+    return torch.cuda.is_available() or any(check() for check in checks if check is not None)
+
+
+def multi_process_on_cpu_only() -> bool:
+    """Several processes (``WORLD_SIZE > 1``) and no accelerator device: accelerate sets up a process group (gloo)
+    for them only when told to use the CPU. With a device of any kind, accelerate picks it and its backend."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return world_size > 1 and not accelerator_device_present()
 
 
 @dataclasses.dataclass
@@ -108,17 +134,11 @@ class IterativeSFTConfig(TrainingArguments):
                 "unset one of them."
             )
         self.model_init_kwargs = self._parse_model_init_kwargs(self.model_init_kwargs)
-        if self._is_multi_process_without_accelerator():
+        if multi_process_on_cpu_only():
             self.use_cpu = True  # CPU DDP (gloo) under torchrun / accelerate launch
         if self.bf16 is None:
             self.bf16 = not self.fp16 and _bf16_supported()
         super().__post_init__()
-
-    @staticmethod
-    def _is_multi_process_without_accelerator() -> bool:
-        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        has_accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-        return world_size > 1 and not has_accelerator
 
     @staticmethod
     def _parse_model_init_kwargs(value) -> Optional[dict]:

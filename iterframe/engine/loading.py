@@ -22,6 +22,7 @@ __all__ = [
     "absolute_if_local",
     "empty_device_cache",
     "forward_deprecated_kwargs",
+    "join_process_group",
     "load_model",
     "pad_token_id",
     "resolve_args",
@@ -72,6 +73,19 @@ def forward_deprecated_kwargs(args: IterativeSFTConfig, **kwargs) -> None:
         if name == "max_length" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"max_length={value!r} must be a positive integer or None.")
         setattr(args, name, value)
+
+
+def join_process_group(args: TrainingArguments) -> None:
+    """Set up the run's process group before a model loads: under ZeRO-3 it loads already partitioned over the
+    processes, which DeepSpeed's own communication layer must then know (accelerate leaves it unset on CPUs)."""
+    _ = args.device
+    if args.deepspeed:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():
+            import deepspeed
+
+            deepspeed.init_distributed()  # wraps torch's process group when there is one; no-op when set
 
 
 def load_model(model_id: str, init_kwargs: dict) -> PreTrainedModel:

@@ -30,13 +30,14 @@ from iterframe.engine.loading import (
     absolute_if_local,
     empty_device_cache,
     forward_deprecated_kwargs,
+    join_process_group,
     load_model,
     pad_token_id,
     resolve_args,
 )
 from iterframe.engine.loss import summed_token_loss
 from iterframe.engine.model_card import write_model_card
-from iterframe.engine.process_sync import equalized_across_processes, global_sum
+from iterframe.engine.process_sync import accumulating, backward, equalized_across_processes, global_sum
 
 __all__ = ["IterativeSFTTrainer"]
 
@@ -86,6 +87,7 @@ class IterativeSFTTrainer(Trainer):
             optimize_device_cache=optimize_device_cache,
         )
         if isinstance(model, str):
+            join_process_group(args)
             model = load_model(model, args.model_init_kwargs or {})
         elif args.model_init_kwargs:
             warnings.warn(
@@ -259,16 +261,16 @@ class IterativeSFTTrainer(Trainer):
             update_loss, update_tokens = 0.0, 0
             for position, batch in enumerate(group):
                 batch = batch.to(self.accelerator.device)
-                last = position == len(group) - 1
-                sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+                closes_update = position == len(group) - 1
                 attention = (
                     packing.packed_attention(self.model, batch.segments)
                     if batch.segments is not None
                     else contextlib.nullcontext()
                 )
-                with sync, self.compute_loss_context_manager(), attention:
-                    batch_loss = self._loss_sum(batch)
-                    self.accelerator.backward(batch_loss * scale)
+                with accumulating(self.accelerator, model, closes_update), self.compute_loss_context_manager():
+                    with attention:  # gradient checkpointing runs the forward again in backward
+                        batch_loss = self._loss_sum(batch)
+                        backward(self.accelerator, batch_loss * scale)
                 update_loss += float(batch_loss.detach())
                 update_tokens += batch.num_loss_tokens
             grad_norm = self._optimizer_update()
@@ -285,8 +287,9 @@ class IterativeSFTTrainer(Trainer):
     def _optimizer_update(self) -> Optional[float]:
         grad_norm = None
         if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
+            # under DeepSpeed the engine has clipped already; accelerate hands back its norm (or None)
             norm = self.accelerator.clip_grad_norm_(self.model_wrapped.parameters(), self.args.max_grad_norm)
-            grad_norm = float(norm.item() if hasattr(norm, "item") else norm)
+            grad_norm = None if norm is None else float(norm.item() if hasattr(norm, "item") else norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
