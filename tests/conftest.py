@@ -144,3 +144,34 @@ def iterframe_cache_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ITERFRAME_CACHE_DIR", str(tmp_path_factory.mktemp("iterframe-cache")))
         yield
+
+
+#: The model zoo: real tokenizers, chat templates and generation configs of public chat models (no weights).
+MODEL_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "model-zoo")
+ZOO_FAMILIES = ("qwen2.5-instruct", "qwen3", "phi-3-mini-instruct", "smollm2-instruct", "tinyllama-chat")
+
+
+@pytest.fixture(scope="session")
+def zoo_models(tmp_path_factory) -> dict[str, str]:
+    """Family name -> folder of a tiny random-weight model of that family, built once per session with the zoo's
+    ``make_tiny.py`` (the real tokenizer, chat template and generation config, the real architecture class)."""
+    import importlib.util
+
+    import torch
+
+    script = os.path.join(MODEL_ZOO, "make_tiny.py")
+    if not os.path.isfile(script):
+        pytest.skip(f"the model zoo is not at {os.path.normpath(MODEL_ZOO)}")
+    spec = importlib.util.spec_from_file_location("zoo_make_tiny", script)
+    make_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tiny)
+    root = tmp_path_factory.mktemp("zoo")
+    threads = torch.get_num_threads()
+    paths = {}
+    try:
+        for family in ZOO_FAMILIES:
+            paths[family] = str(root / family)
+            make_tiny.make_tiny(os.path.join(MODEL_ZOO, family), paths[family])
+    finally:
+        torch.set_num_threads(threads)  # make_tiny pins one thread
+    return paths

@@ -10,6 +10,7 @@ import pytest
 
 from iterframe.loop.artifacts import (
     SAMPLE_COLUMNS,
+    TOKEN_ID_COLUMNS,
     atomic_write_bytes,
     atomic_write_json,
     iteration_dir,
@@ -122,7 +123,7 @@ def test_samples_round_trip_with_chat_prompts_and_failed_rewards(tmp_path):
     path = samples_path(tmp_path, 3)
     write_samples(path, samples)
     rows = read_samples(path)
-    assert list(rows[0]) == list(SAMPLE_COLUMNS)
+    assert list(rows[0]) == [*SAMPLE_COLUMNS, *TOKEN_ID_COLUMNS]
     assert rows[0] | {"info": None} == {
         "iteration": 3,
         "prompt_id": 5,
@@ -138,6 +139,9 @@ def test_samples_round_trip_with_chat_prompts_and_failed_rewards(tmp_path):
         "num_tokens": 1,
         "finish_reason": "stop",
         "info": None,
+        "prompt_token_ids": None,
+        "completion_token_ids": None,
+        "tokenizer_hash": None,
     }
     assert json.loads(rows[0]["info"]) == {"x": 1}
     assert json.loads(rows[1]["prompt"]) == chat
@@ -145,6 +149,23 @@ def test_samples_round_trip_with_chat_prompts_and_failed_rewards(tmp_path):
     assert math.isnan(rows[1]["reward"])
     assert rows[1]["kept"] is False and rows[1]["dropped_by"] == "threshold"
     assert json.loads(rows[1]["drop_reason"]) == {"reward": None, "min_reward": 0.5}
+
+
+def test_samples_keep_their_token_ids_and_the_tokenizer_hash(tmp_path):
+    sample = Sample(
+        iteration=0,
+        prompt_id=1,
+        prompt="1+1=",
+        completion="2",
+        info={"tokenizer_hash": "ab" * 32, "finish_reason": "stop"},
+        prompt_token_ids=[1, 7, 8],
+        completion_token_ids=[9, 2],
+    )
+    path = samples_path(tmp_path, 0)
+    write_samples(path, [sample])
+    (row,) = read_samples(path)
+    assert (row["prompt_token_ids"], row["completion_token_ids"]) == ([1, 7, 8], [9, 2])
+    assert row["tokenizer_hash"] == "ab" * 32 and json.loads(row["info"]) == {}
 
 
 def test_write_samples_accepts_an_empty_iteration(tmp_path):
@@ -170,7 +191,7 @@ def test_sample_row_is_the_row_samples_parquet_stores(tmp_path):
         info={"sample_index": 1, "generator": "hf", "num_tokens": 3, "finish_reason": "stop", "note": "x"},
     )
     row = sample_row(sample)
-    assert tuple(row) == SAMPLE_COLUMNS
+    assert tuple(row) == (*SAMPLE_COLUMNS, *TOKEN_ID_COLUMNS)
     assert row["prompt"] == '[{"role": "user", "content": "2+2?"}]' and row["reference"] == "4"
     assert (row["sample_index"], row["generator"], row["num_tokens"], row["info"]) == (1, "hf", 3, '{"note": "x"}')
     write_samples(tmp_path / "samples.parquet", [sample])

@@ -125,3 +125,73 @@ def test_tokenizer_output_trains_with_step(plugin_manager, tiny_llama_path, tmp_
     completion_tokens = sum(sum(label != -100 for label in labels) for labels in batch["labels"])
     assert stats["num_tokens"] == completion_tokens
     assert stats["num_samples"] == 2
+
+
+# --- samples with the token ids the generator sampled ----------------------------------------------------------
+
+
+def sampled(tokenizer, prompt, completion, token_ids, prompt_token_ids=None, prompt_id=0):
+    """A sample whose generator recorded its ids (``prompt_token_ids`` default: the prompt's own encoding)."""
+    if prompt_token_ids is None:
+        from iterframe.generation.prompt_encoding import encode_prompt
+
+        prompt_token_ids = encode_prompt(tokenizer, prompt)
+    item = sample(prompt, completion, prompt_id)
+    item.prompt_token_ids, item.completion_token_ids = list(prompt_token_ids), list(token_ids)
+    return item
+
+
+def test_completion_only_trains_on_the_sampled_ids_not_on_the_text_encoded_again(plugin_manager, tokenizer):
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    token_ids = [ids(tokenizer, "a")[0], pad, ids(tokenizer, "b")[0]]  # spells "ab", but is not how "ab" encodes
+    prompt_ids = [tokenizer.bos_token_id, *ids(tokenizer, "q")]
+    batch = make_tokenizer("completion-only", tokenizer).tokenize([sampled(tokenizer, "q", "ab", token_ids)])
+    assert batch["input_ids"] == [prompt_ids + token_ids + [eos]]
+    assert batch["labels"] == [[-100] * 2 + token_ids + [eos]]
+    ended = make_tokenizer("completion-only", tokenizer).tokenize(
+        [sampled(tokenizer, "q", "ab", [*token_ids, eos])]
+    )
+    assert ended["input_ids"] == [prompt_ids + token_ids + [eos]], "a sampled eos is not appended twice"
+
+
+def test_full_text_trains_on_the_prompt_ids_the_generator_encoded(plugin_manager, tokenizer):
+    rendered = ids(tokenizer, "qq")  # e.g. a generator that rendered the prompt without bos
+    token_ids = ids(tokenizer, "xy")
+    batch = make_tokenizer("full-text", tokenizer, add_eos=False).tokenize(
+        [sampled(tokenizer, "qq", "xy", token_ids, prompt_token_ids=rendered)]
+    )
+    assert batch["input_ids"] == batch["labels"] == [rendered + token_ids]
+
+
+def test_ids_cut_at_a_stop_string_still_train_as_sampled(plugin_manager, tokenizer):
+    token_ids = ids(tokenizer, "ab::")  # the generator cut the text before the stop string "::"
+    batch = make_tokenizer("completion-only", tokenizer, add_eos=False).tokenize(
+        [sampled(tokenizer, "q", "ab", token_ids)]
+    )
+    assert batch["input_ids"] == [[tokenizer.bos_token_id, *ids(tokenizer, "q"), *token_ids]]
+
+
+def test_an_edited_completion_is_encoded_from_its_text_and_said_once(plugin_manager, tokenizer, caplog):
+    eos = tokenizer.eos_token_id
+    edited = [
+        sampled(tokenizer, "q", "xyz", [*ids(tokenizer, "ab"), eos], prompt_id=4),
+        sampled(tokenizer, "q", "no", []),
+    ]
+    with caplog.at_level("WARNING", logger="iterframe.builtin.tokenizers"):
+        batch = make_tokenizer("completion-only", tokenizer).tokenize(edited)
+    assert batch["input_ids"][0] == [tokenizer.bos_token_id, *ids(tokenizer, "qxyz"), eos]
+    assert batch["input_ids"][1] == [tokenizer.bos_token_id, *ids(tokenizer, "qno"), eos]
+    assert caplog.text.count("no longer match their sampled token ids") == 1 and "prompt 4" in caplog.text
+
+
+def test_chat_trains_on_the_sampled_reply_closed_by_the_templates_end_of_turn(plugin_manager, tokenizer):
+    messages = [{"role": "user", "content": "hi"}]
+    prompt_ids = ids(tokenizer, "<user>hi\n<assistant>")
+    token_ids = [ids(tokenizer, "y")[0], tokenizer.pad_token_id, ids(tokenizer, "o")[0]]
+    batch = make_tokenizer("chat", tokenizer).tokenize([sampled(tokenizer, messages, "yo", token_ids, prompt_ids)])
+    reply = token_ids + ids(tokenizer, "\n")  # the template's end of turn closes a reply that ended at no eos
+    assert batch["input_ids"] == [prompt_ids + reply]
+    assert batch["labels"] == [[-100] * len(prompt_ids) + reply]
+    ended = [*token_ids, tokenizer.eos_token_id]
+    batch = make_tokenizer("chat", tokenizer).tokenize([sampled(tokenizer, messages, "yo", ended, prompt_ids)])
+    assert batch["input_ids"] == [prompt_ids + ended]

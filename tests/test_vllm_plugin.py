@@ -31,6 +31,7 @@ from iterframe_vllm.worker_extension import LOAD_SERIALIZED, LOAD_WEIGHTS, Weigh
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer, RunContext
 from iterframe.engine.adapters import build_lora_config, merged_copy
 from iterframe.generation.prompt_encoding import encode_prompt
+from iterframe.generation.token_ids import tokenizer_fingerprint
 from iterframe.plugins.options import ComponentOptionError, build_options
 from iterframe.testing import build_tiny_causal_lm
 
@@ -407,6 +408,22 @@ def test_generate_returns_n_completions_per_prompt_in_prompt_order(tmp_path, tin
             len(tokenizer(f" #{j}", add_special_tokens=False)["input_ids"]) + (j > 0) for j in range(3)
         ]
         assert [completion.num_tokens for completion in per_prompt] == expected_tokens
+        assert [len(completion.token_ids) for completion in per_prompt] == expected_tokens
+    assert [per_prompt[0].prompt_token_ids for per_prompt in completions] == [
+        ids["prompt_token_ids"] for ids in sent
+    ]
+    assert completions[0][0].tokenizer_hash == tokenizer_fingerprint(tokenizer)
+    generator.close()
+
+
+def test_generation_stops_at_the_generation_configs_eos_ids_too(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path)
+    eos = trainer.processing_class.eos_token_id
+    trainer.model.generation_config.eos_token_id = [7, eos]  # e.g. an end-of-turn token only the config names
+    generator, factory = set_up(trainer, max_new_tokens=4)
+    generator.generate(["2 + 2 ="], 1)
+    ((_, params),) = factory.engines[0].generate_calls
+    assert params["stop_token_ids"] == [7, eos]
     generator.close()
 
 

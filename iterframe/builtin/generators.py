@@ -13,6 +13,7 @@ import torch
 from iterframe.generation.decoding import DecodingSettings, decode, unsupported_reason
 from iterframe.generation.prompt_cache import shared_prompt_cache
 from iterframe.generation.prompt_encoding import encode_prompt
+from iterframe.generation.token_ids import eos_token_ids, tokenizer_fingerprint
 from iterframe.plugins.components import Completion, Generator, Prompt, RunContext
 from iterframe.plugins.hookspecs import hookimpl
 
@@ -119,6 +120,8 @@ class HFGenerator(Generator):
         self.model = context.model
         self.tokenizer = context.tokenizer
         self.seed = self.options.seed if self.options.seed is not None else context.seed
+        self.eos_token_ids = eos_token_ids(self.model, self.tokenizer)
+        self.tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
         self.calls = 0
         self._reported_fallback = False
 
@@ -160,15 +163,18 @@ class HFGenerator(Generator):
                 )
             if new_tokens is None:
                 new_tokens = self._call_generate(input_ids, attention_mask, num_samples)
-        return [self._completion(row.tolist()) for row in new_tokens.cpu()]
+        return [
+            self._completion(row.tolist(), encoded[position // num_samples])
+            for position, row in enumerate(new_tokens.cpu())
+        ]
 
     def _use_decoding_loop(self, prompt_width: int) -> bool:
         """Whether iterframe's decoding loop samples this batch; the first time it cannot, says why."""
         if self.options.use_generate:
             return False
         reason = unsupported_reason(self.model, prompt_width + self.options.max_new_tokens)
-        if reason is None and self.tokenizer.eos_token_id is None:
-            reason = "the tokenizer has no eos token"
+        if reason is None and not self.eos_token_ids:
+            reason = "neither the tokenizer nor the generation config names an eos token"
         if reason is not None and not self._reported_fallback:
             logger.info("The hf generator samples with transformers' generate(): %s.", reason)
             self._reported_fallback = True
@@ -179,7 +185,7 @@ class HFGenerator(Generator):
         return DecodingSettings(
             max_new_tokens=options.max_new_tokens,
             min_new_tokens=getattr(self.model.generation_config, "min_new_tokens", None) or 0,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.eos_token_ids,
             pad_token_id=self._pad_id(),
             do_sample=options.do_sample,
             temperature=options.temperature,
@@ -209,7 +215,7 @@ class HFGenerator(Generator):
             do_sample=options.do_sample,
             num_return_sequences=num_samples,
             pad_token_id=self._pad_id(),
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=list(self.eos_token_ids) or None,
         )
         if options.do_sample:
             kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
@@ -222,18 +228,27 @@ class HFGenerator(Generator):
         is_encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
         return sequences[:, 1:] if is_encoder_decoder else sequences[:, input_ids.shape[1] :]
 
-    def _completion(self, tokens: list[int]) -> Completion:
-        eos_id, pad_id = self.tokenizer.eos_token_id, self._pad_id()
-        if eos_id in tokens:
-            length, stopped = tokens.index(eos_id) + 1, True
+    def _completion(self, tokens: list[int], prompt_ids: list[int]) -> Completion:
+        """The completion of one row of new tokens: up to its first eos id, else up to the padding after the
+        token that completed a stop string."""
+        eos_at = next((position for position, token in enumerate(tokens) if token in self.eos_token_ids), None)
+        if eos_at is not None:
+            length, stopped = eos_at + 1, True
         else:
-            length = len(tokens)
+            length, pad_id = len(tokens), self._pad_id()
             while length and tokens[length - 1] == pad_id:
                 length -= 1
             stopped = length < len(tokens)
         text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
         text, hit_stop = cut_at_stop(text, self.options.stop)
-        return Completion(text=text, num_tokens=length, finish_reason="stop" if stopped or hit_stop else "length")
+        return Completion(
+            text=text,
+            num_tokens=length,
+            finish_reason="stop" if stopped or hit_stop else "length",
+            token_ids=tokens[:length],
+            prompt_token_ids=list(prompt_ids),
+            tokenizer_hash=self.tokenizer_hash,
+        )
 
 
 @hookimpl

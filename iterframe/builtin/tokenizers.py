@@ -2,14 +2,22 @@
 
 ``completion-only`` trains on the completion (prompt labels are -100), ``full-text`` on every token, ``chat`` on
 the assistant turn of the chat-templated conversation.
+
+A sample whose generator recorded its token ids (``Sample.completion_token_ids``, ``Sample.prompt_token_ids``)
+trains on exactly those ids: encoding the completion's text again can give other ids (BPE merges across the
+prompt/completion boundary, normalisation), which the model never sampled. Samples without ids, or whose
+``completion`` no longer matches its ids (a plugin edited it), are encoded from their text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from abc import abstractmethod
+from typing import Optional
 
 from iterframe.generation.prompt_encoding import check_messages, encode_prompt, is_chat, render_prompt
+from iterframe.generation.token_ids import eos_token_ids
 from iterframe.plugins.components import RunContext, Sample, SampleTokenizer
 from iterframe.plugins.hookspecs import hookimpl
 
@@ -17,6 +25,8 @@ __all__ = ["ChatTokenizer", "CompletionOnlyTokenizer", "EosOptions", "FullTextTo
 
 #: Label of tokens that carry no loss.
 IGNORE_INDEX = -100
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -36,6 +46,8 @@ class _PromptCompletionTokenizer(SampleTokenizer):
         self.is_encoder_decoder = bool(
             getattr(getattr(context.model, "config", None), "is_encoder_decoder", False)
         )
+        self.eos_token_ids = eos_token_ids(context.model, self.tokenizer)
+        self._reported_edited = False
 
     def tokenize(self, samples: list[Sample]) -> dict[str, list[list[int]]]:
         pairs = [self._encode(sample) for sample in samples]
@@ -49,9 +61,42 @@ class _PromptCompletionTokenizer(SampleTokenizer):
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
         """``(input_ids, labels)`` of one sample."""
 
-    def _completion_ids(self, completion: str, add_eos: bool) -> list[int]:
-        ids = list(self.tokenizer(completion, add_special_tokens=False)["input_ids"])
-        if add_eos:
+    def _sampled_ids(self, sample: Sample) -> Optional[list[int]]:
+        """The completion's sampled ids, when it has them and they still spell ``sample.completion``: exactly,
+        or, when they did not end at an eos id, up to the stop string the generator cut the text before."""
+        ids = sample.completion_token_ids
+        if ids is None:
+            return None
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        ended_at_eos = bool(ids) and ids[-1] in self.eos_token_ids
+        if text == sample.completion or (not ended_at_eos and text.startswith(sample.completion)):
+            return list(ids)
+        if not self._reported_edited:
+            logger.warning(
+                "The %r tokenizer encodes the text of completions that no longer match their sampled token ids "
+                "(first: prompt %s, iteration %s); a plugin that edits Sample.completion should set "
+                "Sample.completion_token_ids to None.",
+                self.name,
+                sample.prompt_id,
+                sample.iteration,
+            )
+            self._reported_edited = True
+        return None
+
+    def _prompt_ids(self, sample: Sample, sampled: Optional[list[int]]) -> list[int]:
+        """The prompt's ids as the generator encoded them, when the completion trains on its sampled ids."""
+        if sampled is not None and sample.prompt_token_ids is not None:
+            return list(sample.prompt_token_ids)
+        return encode_prompt(self.tokenizer, sample.prompt, f"prompt {sample.prompt_id}")
+
+    def _completion_ids(self, sample: Sample, sampled: Optional[list[int]], add_eos: bool) -> list[int]:
+        """The sampled ids (else the encoded text), with the tokenizer's eos appended when ``add_eos`` and they
+        do not already end at an eos id."""
+        if sampled is not None:
+            ids = list(sampled)
+        else:
+            ids = list(self.tokenizer(sample.completion, add_special_tokens=False)["input_ids"])
+        if add_eos and not (sampled is not None and ids and ids[-1] in self.eos_token_ids):
             if self.tokenizer.eos_token_id is None:
                 raise ValueError(f"The {self.name!r} tokenizer appends eos, but the tokenizer has no eos token.")
             ids.append(self.tokenizer.eos_token_id)
@@ -67,8 +112,9 @@ class CompletionOnlyTokenizer(_PromptCompletionTokenizer):
     Options = EosOptions
 
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
-        prompt_ids = encode_prompt(self.tokenizer, sample.prompt, f"prompt {sample.prompt_id}")
-        completion_ids = self._completion_ids(sample.completion, self.options.add_eos)
+        sampled = self._sampled_ids(sample)
+        prompt_ids = self._prompt_ids(sample, sampled)
+        completion_ids = self._completion_ids(sample, sampled, self.options.add_eos)
         if self.is_encoder_decoder:
             return prompt_ids, completion_ids
         return prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids
@@ -91,8 +137,8 @@ class FullTextTokenizer(_PromptCompletionTokenizer):
             )
 
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
-        prompt_ids = encode_prompt(self.tokenizer, sample.prompt, f"prompt {sample.prompt_id}")
-        input_ids = prompt_ids + self._completion_ids(sample.completion, self.options.add_eos)
+        sampled = self._sampled_ids(sample)
+        input_ids = self._prompt_ids(sample, sampled) + self._completion_ids(sample, sampled, self.options.add_eos)
         return input_ids, list(input_ids)
 
 
@@ -121,6 +167,15 @@ class ChatTokenizer(_PromptCompletionTokenizer):
             else [{"role": "user", "content": sample.prompt}]
         )
         prompt_text = render_prompt(self.tokenizer, messages, where)
+        sampled = self._sampled_ids(sample)
+        if sampled is not None:
+            if is_chat(sample.prompt) and sample.prompt_token_ids is not None:
+                prompt_ids = list(sample.prompt_token_ids)
+            else:  # a text prompt, sampled as is, is trained as the user turn of a conversation
+                prompt_ids = list(self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+            if not (sampled and sampled[-1] in self.eos_token_ids):
+                sampled = sampled + self._end_of_turn_ids(messages)
+            return prompt_ids + sampled, [IGNORE_INDEX] * len(prompt_ids) + sampled
         conversation = messages + [{"role": "assistant", "content": sample.completion}]
         full_text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
         if not full_text.startswith(prompt_text):
@@ -132,6 +187,20 @@ class ChatTokenizer(_PromptCompletionTokenizer):
         prompt_ids = list(self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
         reply_ids = list(self.tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"])
         return prompt_ids + reply_ids, [IGNORE_INDEX] * len(prompt_ids) + reply_ids
+
+    def _end_of_turn_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """What the template writes after an assistant reply (``<|im_end|>\\n``, ``</s>``, ...), as ids: closes a
+        sampled reply that did not end at an eos id. The tokenizer's eos when the reply cannot be located."""
+        conversation = messages + [{"role": "assistant", "content": _REPLY_MARKER}]
+        text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
+        if _REPLY_MARKER not in text:
+            return [] if self.tokenizer.eos_token_id is None else [self.tokenizer.eos_token_id]
+        suffix = text[text.rindex(_REPLY_MARKER) + len(_REPLY_MARKER) :]
+        return list(self.tokenizer(suffix, add_special_tokens=False)["input_ids"])
+
+
+#: Stands for an assistant reply, to find where a chat template's reply ends.
+_REPLY_MARKER = "ITERFRAMEREPLYMARKER"
 
 
 @hookimpl

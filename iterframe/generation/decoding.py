@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Optional, Union
 
 import torch
 
@@ -65,17 +65,24 @@ _NEUTRAL_VALUES = {
 
 @dataclasses.dataclass(frozen=True)
 class DecodingSettings:
-    """What to sample: ``max_new_tokens`` per row (eos suppressed before ``min_new_tokens``), greedily or from
-    the distribution warped by ``temperature``, ``top_k`` (0: off) and ``top_p`` (1.0: off)."""
+    """What to sample: ``max_new_tokens`` per row, ended by any of the ids in ``eos_token_id`` (one id or
+    several; every one suppressed before ``min_new_tokens``), greedily or from the distribution warped by
+    ``temperature``, ``top_k`` (0: off) and ``top_p`` (1.0: off)."""
 
     max_new_tokens: int
-    eos_token_id: int
+    eos_token_id: Union[int, Sequence[int]]
     pad_token_id: int
     do_sample: bool = True
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     min_new_tokens: int = 0
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """Every id that ends a row."""
+        eos = self.eos_token_id
+        return (eos,) if isinstance(eos, int) else tuple(eos)
 
 
 def decoding_model(model):
@@ -220,14 +227,15 @@ def _sample_steps(model, argument, cache, buffers, logits, rows: _Rows, settings
         (logits.shape[0], settings.max_new_tokens), settings.pad_token_id, dtype=torch.long, device=logits.device
     )
     mask_dtype = next(model.parameters()).dtype
+    eos_ids = torch.tensor(settings.eos_token_ids, dtype=torch.long, device=logits.device)
     for step in range(settings.max_new_tokens):
         if step < settings.min_new_tokens:
-            logits[:, settings.eos_token_id] = float("-inf")
+            logits[:, eos_ids[eos_ids >= 0]] = float("-inf")
         # every row draws its number each step, finished or not, so a row's sample never depends on others'
         uniform = torch.rand(generated.shape[0], device=logits.device) if settings.do_sample else None
         tokens = draw_tokens(warp_logits(logits, settings), None if uniform is None else uniform[rows.output_rows])
         generated[rows.output_rows, step] = tokens
-        finished = tokens == settings.eos_token_id
+        finished = torch.isin(tokens, eos_ids)
         if stopped is not None:
             so_far = generated[rows.output_rows, : step + 1].tolist()  # one transfer for all rows
             finished |= torch.tensor([stopped(row) for row in so_far], device=finished.device)

@@ -3,7 +3,8 @@
 Layout (a contract: ``iterframe report``, loggers and resume read it)::
 
     OUTPUT_DIR/metrics.jsonl                        one JSON object per finished iteration, sorted by iteration
-    OUTPUT_DIR/iterations/NNNNNN/samples.parquet    every sample generated in iteration NNNNNN
+    OUTPUT_DIR/iterations/NNNNNN/samples.parquet    every sample generated in iteration NNNNNN (its text, and the
+                                                    token ids that were sampled, with the tokenizer's hash)
 
 Every write goes to a temporary file in the target's directory and is moved into place with ``os.replace``, so a
 reader (or a resumed run) sees either the old file or the new one, never a half-written one. The file gets the
@@ -26,6 +27,7 @@ __all__ = [
     "METRICS_FILE",
     "SAMPLES_FILE",
     "SAMPLE_COLUMNS",
+    "TOKEN_ID_COLUMNS",
     "atomic_write_bytes",
     "atomic_write_json",
     "iteration_dir",
@@ -58,6 +60,10 @@ SAMPLE_COLUMNS = (
     "finish_reason",
     "info",
 )
+#: Columns of ``samples.parquet`` after :data:`SAMPLE_COLUMNS`: the prompt's ids as the generator encoded it, the
+#: completion's sampled ids, and the fingerprint of the tokenizer (and chat template) they belong to
+#: (:func:`iterframe.generation.token_ids.tokenizer_fingerprint`); null where the generator gave no ids.
+TOKEN_ID_COLUMNS = ("prompt_token_ids", "completion_token_ids", "tokenizer_hash")
 
 
 # --- atomic writes ------------------------------------------------------------------------------------------
@@ -192,14 +198,15 @@ def _as_text(value: Any) -> Any:
 
 def sample_row(sample: Union[Sample, dict[str, Any]]) -> dict[str, Any]:
     """A sample (or a dict with its fields) as a row of ``samples.parquet``: the columns of
-    :data:`SAMPLE_COLUMNS`, chat prompts and non-text references as JSON, the rest of ``info`` as a JSON object."""
+    :data:`SAMPLE_COLUMNS` then :data:`TOKEN_ID_COLUMNS`, chat prompts and non-text references as JSON, the rest of
+    ``info`` as a JSON object."""
     if isinstance(sample, Sample):
         fields = {name: getattr(sample, name) for name in Sample.__dataclass_fields__}
     else:
         fields = dict(sample)
     info = dict(fields.get("info") or {})
     reward = fields.get("reward")
-    return {
+    row = {
         "iteration": int(fields["iteration"]),
         "prompt_id": int(fields["prompt_id"]),
         "sample_index": info.pop("sample_index", fields.get("sample_index")),
@@ -213,8 +220,16 @@ def sample_row(sample: Union[Sample, dict[str, Any]]) -> dict[str, Any]:
         "generator": info.pop("generator", fields.get("generator")),
         "num_tokens": info.pop("num_tokens", fields.get("num_tokens")),
         "finish_reason": info.pop("finish_reason", fields.get("finish_reason")),
-        "info": json.dumps(info, ensure_ascii=False, default=_json_default, sort_keys=True),
+        "tokenizer_hash": info.pop("tokenizer_hash", fields.get("tokenizer_hash")),
+        "prompt_token_ids": _ids_or_none(fields.get("prompt_token_ids")),
+        "completion_token_ids": _ids_or_none(fields.get("completion_token_ids")),
     }
+    row["info"] = json.dumps(info, ensure_ascii=False, default=_json_default, sort_keys=True)
+    return {column: row[column] for column in (*SAMPLE_COLUMNS, *TOKEN_ID_COLUMNS)}
+
+
+def _ids_or_none(ids: Any) -> Any:
+    return None if ids is None else [int(token) for token in ids]
 
 
 def _samples_schema():
@@ -236,16 +251,20 @@ def _samples_schema():
             ("num_tokens", pa.int64()),
             ("finish_reason", pa.string()),
             ("info", pa.string()),
+            ("prompt_token_ids", pa.list_(pa.int64())),
+            ("completion_token_ids", pa.list_(pa.int64())),
+            ("tokenizer_hash", pa.string()),
         ]
     )
 
 
 def write_samples(path: Union[str, os.PathLike], samples: Iterable[Union[Sample, dict[str, Any]]]) -> None:
-    """Write samples to a parquet file atomically, one row per sample (columns: :data:`SAMPLE_COLUMNS`).
+    """Write samples to a parquet file atomically, one row per sample (columns: :data:`SAMPLE_COLUMNS`, then
+    :data:`TOKEN_ID_COLUMNS`).
 
     Chat-message prompts, non-string references and drop reasons are stored as JSON strings; ``Sample.info`` keys
-    ``sample_index``, ``generator``, ``num_tokens`` and ``finish_reason`` get their own columns, the rest is
-    stored as a JSON object in ``info``. Failed (non-finite) rewards are stored as NaN.
+    ``sample_index``, ``generator``, ``num_tokens``, ``finish_reason`` and ``tokenizer_hash`` get their own
+    columns, the rest is stored as a JSON object in ``info``. Failed (non-finite) rewards are stored as NaN.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -258,7 +277,8 @@ def write_samples(path: Union[str, os.PathLike], samples: Iterable[Union[Sample,
 
 
 def read_samples(path: Union[str, os.PathLike]) -> list[dict[str, Any]]:
-    """Rows of a ``samples.parquet`` file as dicts (columns: :data:`SAMPLE_COLUMNS`)."""
+    """Rows of a ``samples.parquet`` file as dicts (columns: :data:`SAMPLE_COLUMNS` and, in files written since
+    token ids were recorded, :data:`TOKEN_ID_COLUMNS`)."""
     import pyarrow.parquet as pq
 
     path = os.fspath(path)

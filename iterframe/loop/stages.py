@@ -50,7 +50,8 @@ class FunctionReward(Reward):
 def samples_from_completions(
     records: list[PromptRecord], completions: list[list[Completion]], generator_name: str, iteration: int
 ) -> list[Sample]:
-    """One :class:`Sample` per completion, in record order; ``info`` records where each came from."""
+    """One :class:`Sample` per completion, in record order; ``info`` records where each came from (and, for
+    completions with token ids, the ``tokenizer_hash`` their generator gave)."""
     samples = []
     for record, record_completions in zip(records, completions):
         for index, completion in enumerate(record_completions):
@@ -62,6 +63,10 @@ def samples_from_completions(
             }
             if record.extra:
                 info["extra"] = dict(record.extra)
+            token_ids = getattr(completion, "token_ids", None)
+            prompt_token_ids = getattr(completion, "prompt_token_ids", None)
+            if getattr(completion, "tokenizer_hash", None) is not None:
+                info["tokenizer_hash"] = completion.tokenizer_hash
             samples.append(
                 Sample(
                     iteration=iteration,
@@ -70,6 +75,8 @@ def samples_from_completions(
                     completion=completion.text,
                     reference=record.reference,
                     info=info,
+                    prompt_token_ids=None if prompt_token_ids is None else [int(i) for i in prompt_token_ids],
+                    completion_token_ids=None if token_ids is None else [int(i) for i in token_ids],
                 )
             )
     return samples

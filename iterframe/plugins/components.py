@@ -49,11 +49,21 @@ class Completion:
         text: the completion text, without the prompt.
         num_tokens: number of generated tokens, when the generator knows it.
         finish_reason: ``"stop"`` (eos or a stop string) or ``"length"`` (hit ``max_new_tokens``), when known.
+        token_ids: the ids the generator sampled, in the vocabulary of the run's tokenizer, up to and including
+            the token that ended the completion (an eos id, or the one that completed a stop string), when the
+            generator knows them. The built-in sample tokenizers train on exactly these ids.
+        prompt_token_ids: the ids of the prompt as the generator rendered and encoded it (chat template, bos).
+        tokenizer_hash: which tokenizer (and chat template) the ids belong to:
+            ``iterframe.generation.token_ids.tokenizer_fingerprint(tokenizer)``; stored with them in
+            ``samples.parquet``.
     """
 
     text: str
     num_tokens: Optional[int] = None
     finish_reason: Optional[str] = None
+    token_ids: Optional[list[int]] = None
+    prompt_token_ids: Optional[list[int]] = None
+    tokenizer_hash: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -72,6 +82,10 @@ class Sample:
         info: free-form metadata (generator name, token counts, finish reason, ...).
         drop_reason: the values that decided the drop, as the filter explained them (e.g.
             ``{"reward": 0.2, "min_reward": 0.5}``); ``None`` while kept or when the dropper gave no reason.
+        prompt_token_ids: the prompt's ids as the generator encoded them (``Completion.prompt_token_ids``).
+        completion_token_ids: the sampled ids of ``completion`` (``Completion.token_ids``). A plugin that edits
+            ``completion`` should set this to ``None``; the built-in tokenizers check that the ids still spell the
+            completion and otherwise encode its text.
     """
 
     iteration: int
@@ -84,6 +98,8 @@ class Sample:
     dropped_by: Optional[str] = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     drop_reason: Optional[dict[str, Any]] = None
+    prompt_token_ids: Optional[list[int]] = None
+    completion_token_ids: Optional[list[int]] = None
 
 
 @dataclasses.dataclass

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from iterframe.builtin.generators import check_num_samples, cut_at_stop
 from iterframe.generation.prompt_encoding import encode_prompt
+from iterframe.generation.token_ids import eos_token_ids, tokenizer_fingerprint
 from iterframe.plugins.components import Completion, Generator, Prompt, RunContext
 
 from .engine import (
@@ -177,8 +178,8 @@ class VLLMGenerator(Generator):
         return split_by_counts(completions, counts)[group.index]
 
     def _stop_token_ids(self) -> list[int]:
-        eos_id = self.tokenizer.eos_token_id
-        return [] if eos_id is None else [eos_id]
+        """The eos ids of the model's generation config (end-of-turn tokens too) and the tokenizer's."""
+        return list(eos_token_ids(self.context.model, self.tokenizer))
 
     def _generate_on_engine(self, encoded: list[list[int]], num_samples: int) -> list[list[Completion]]:
         if not encoded:
@@ -191,20 +192,25 @@ class VLLMGenerator(Generator):
         )
         if len(outputs) != len(encoded):
             raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(encoded)} prompts.")
-        return [self._completions(output, num_samples) for output in outputs]
+        return [self._completions(output, num_samples, ids) for output, ids in zip(outputs, encoded)]
 
-    def _completions(self, request_output, num_samples: int) -> list[Completion]:
+    def _completions(self, request_output, num_samples: int, prompt_ids: list[int]) -> list[Completion]:
         samples = sorted(request_output.outputs, key=lambda sample: sample.index)
         if len(samples) != num_samples:
             raise RuntimeError(
                 f"vLLM returned {len(samples)} completions of a prompt; {num_samples} were asked for."
             )
-        return [self._completion(sample) for sample in samples]
+        return [self._completion(sample, prompt_ids) for sample in samples]
 
-    def _completion(self, sample) -> Completion:
-        token_ids = list(sample.token_ids)
+    def _completion(self, sample, prompt_ids: list[int]) -> Completion:
+        token_ids = [int(token) for token in sample.token_ids]
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         text, _ = cut_at_stop(text, self.options.stop)
         return Completion(
-            text=text, num_tokens=len(token_ids), finish_reason=FINISH_REASONS.get(sample.finish_reason)
+            text=text,
+            num_tokens=len(token_ids),
+            finish_reason=FINISH_REASONS.get(sample.finish_reason),
+            token_ids=token_ids,
+            prompt_token_ids=list(prompt_ids),
+            tokenizer_hash=tokenizer_fingerprint(self.tokenizer),
         )
