@@ -76,10 +76,17 @@ def test_prompt_masked_labels_train_the_same_packed_or_padded(tmp_path, tiny_lla
         torch.testing.assert_close(packed[name], padded[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_gradient_checkpointing_recomputes_within_each_sample(tmp_path, tiny_llama_path):
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_checkpointing_recomputes_within_each_sample(tmp_path, tiny_llama_path, use_reentrant):
     padded_stats, padded, _ = loss_and_gradient(tmp_path / "padded", tiny_llama_path, False, texts=TEXTS)
-    trainer = make_trainer(tmp_path / "ckpt", tiny_llama_path, padding_free=True, gradient_checkpointing=True)
-    trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainer = make_trainer(
+        tmp_path / "ckpt",
+        tiny_llama_path,
+        padding_free=True,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": use_reentrant},
+    )
+    assert trainer.model.model.layers[0].gradient_checkpointing, "the config alone turns checkpointing on"
     trainer.optimizer = trainer.accelerator.prepare(torch.optim.SGD(trainer.model.parameters(), lr=1.0))
     trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)
     before = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}

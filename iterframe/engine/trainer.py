@@ -25,6 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from iterframe.engine import batching, packing, packing_support, step_inputs
 from iterframe.engine.adapters import wrap_with_adapters
+from iterframe.engine.checkpointing import enable_activation_checkpointing
 from iterframe.engine.config import IterativeSFTConfig
 from iterframe.engine.loading import (
     absolute_if_local,
@@ -127,6 +128,7 @@ class IterativeSFTTrainer(Trainer):
         self.remove_callback(ProgressCallback)  # the caller of step() owns progress display
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
+        enable_activation_checkpointing(self.model, self.args)  # train() would; step() is called instead
         self.create_optimizer_and_scheduler(num_training_steps=max(self.args.max_steps, 0))
         self.model_wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.state = TrainerState(
