@@ -294,7 +294,7 @@ class IterativeSFTTrainer(Trainer):
             grad_norm = None if norm is None else float(norm.item() if hasattr(norm, "item") else norm)
         self.optimizer.step()
         self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # the optimizer's own default (None), so that a patched zero_grad decides
         self.state.global_step += 1
         return grad_norm
 
