@@ -42,6 +42,12 @@ def test_group_splits_samples_per_prompt():
         group([1, 2, 3], 2)
 
 
+def test_group_splits_samples_of_prompts_with_different_counts():
+    assert group(["a0", "b0", "b1", "b2"], [1, 3, 0]) == [["a0"], ["b0", "b1", "b2"], []]
+    with pytest.raises(ValueError, match=r"3 items do not split into groups of \[1, 1\]"):
+        group([1, 2, 3], [1, 1])
+
+
 def test_gather_in_order_with_one_process_is_the_local_list():
     local = [3, 1, 2]
     assert gather_in_order(local, 1) == [3, 1, 2]

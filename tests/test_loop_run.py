@@ -109,7 +109,7 @@ def test_eval_reward_is_mean_of_greedy_eval_scores(finished_run):
     rows = finished_run["rows"]
     assert [row["eval/reward"] for row in rows] == [0.5, 0.5, 0.5]
     eval_calls = [call for call in finished_run["generator"].calls if call[0] == ["e0", "e1"]]
-    assert eval_calls == [(["e0", "e1"], 1)] * 3
+    assert eval_calls == [(["e0", "e1"], 1)] * 4  # the starting model, then after each iteration
 
 
 def test_filters_run_in_order_and_see_only_survivors(finished_run):

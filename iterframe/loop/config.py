@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 from iterframe.loop.run_state import EXISTING_OUTPUT_MODES
 from iterframe.plugins.components import Prompt
@@ -29,6 +29,24 @@ class LoopConfig:
     samples_per_prompt: int = dataclasses.field(
         default=4, metadata={"help": "Completions generated per prompt (K)."}
     )
+    until_accepted: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "Adaptive sampling: sample each prompt in rounds until this many of its samples pass the "
+            "filters or its samples_per_prompt budget is spent (0: off, every prompt gets samples_per_prompt)."
+        },
+    )
+    samples_per_round: int = dataclasses.field(
+        default=0,
+        metadata={"help": "With until_accepted: samples per unsolved prompt in each round (0: until_accepted)."},
+    )
+    redistribute: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "With until_accepted: the budget solved prompts did not use goes to unsolved prompts of the "
+            "same iteration (the iteration still generates at most prompts x samples_per_prompt)."
+        },
+    )
     train_epochs: int = dataclasses.field(
         default=1, metadata={"help": "Passes of trainer.step() over the iteration's kept (+ replayed) samples."}
     )
@@ -48,6 +66,27 @@ class LoopConfig:
     eval_every: int = dataclasses.field(
         default=1,
         metadata={"help": "Evaluate on the eval prompts every N iterations and after the last one (0: never)."},
+    )
+    initial_eval: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "Evaluate the starting model before iteration 0 (eval/initial_reward), when there are eval "
+            "prompts and eval_every > 0."
+        },
+    )
+    accept_if_eval_drop_below: Optional[float] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Roll back an iteration (weights, optimizer, replay buffer) whose eval/reward is more than "
+            "this below the last accepted one (none: off; needs eval prompts and eval_every: 1)."
+        },
+    )
+    early_stop_patience: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "Stop after this many iterations without a new best eval/reward; the best model is kept in "
+            "best/ (0: off; needs eval prompts)."
+        },
     )
     save_every: int = dataclasses.field(
         default=1, metadata={"help": "Write a loop checkpoint every N iterations and after the last one."}
@@ -78,18 +117,47 @@ class LoopConfig:
             ("iterations", 0),
             ("prompts_per_iteration", 1),
             ("samples_per_prompt", 1),
+            ("until_accepted", 0),
+            ("samples_per_round", 0),
             ("train_epochs", 1),
             ("replay_buffer_size", 0),
             ("eval_every", 0),
             ("save_every", 1),
             ("keep_checkpoints", 0),
+            ("early_stop_patience", 0),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        self._check_adaptive_sampling()
+        self._check_eval_gating()
         if self.existing_output not in EXISTING_OUTPUT_MODES:
             raise ValueError(
                 f"existing_output={self.existing_output!r} is not one of {list(EXISTING_OUTPUT_MODES)}."
+            )
+
+    def _check_adaptive_sampling(self) -> None:
+        if self.until_accepted > self.samples_per_prompt:
+            raise ValueError(
+                f"until_accepted ({self.until_accepted}) is above samples_per_prompt ({self.samples_per_prompt}): "
+                "no prompt could ever be solved within its budget. Lower it or raise samples_per_prompt."
+            )
+        for name in ("samples_per_round", "redistribute"):
+            if getattr(self, name) and not self.until_accepted:
+                raise ValueError(f"{name} works with adaptive sampling only: set until_accepted too (e.g. 1).")
+
+    def _check_eval_gating(self) -> None:
+        if self.early_stop_patience and not self.eval_every:
+            raise ValueError("early_stop_patience judges iterations by their eval: set eval_every to 1 or more.")
+        drop = self.accept_if_eval_drop_below
+        if drop is None:
+            return
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not drop >= 0:
+            raise ValueError(f"accept_if_eval_drop_below must be a number >= 0 (or none), got {drop!r}.")
+        if self.eval_every != 1:
+            raise ValueError(
+                "accept_if_eval_drop_below needs an eval after every iteration, but eval_every is "
+                f"{self.eval_every}: set eval_every to 1."
             )
 
 

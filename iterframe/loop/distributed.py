@@ -7,8 +7,9 @@ the original order, so global steps (filters, metrics) see exactly what a one-pr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 __all__ = ["gather_in_order", "group", "interleave", "shard"]
 
@@ -35,11 +36,17 @@ def interleave(shards: Sequence[Sequence[T]]) -> list[T]:
     return [shards[index % world][index // world] for index in range(total)]
 
 
-def group(items: Sequence[T], size: int) -> list[list[T]]:
-    """``items`` in consecutive groups of ``size`` (the samples of one prompt)."""
-    if size < 1 or len(items) % size:
-        raise ValueError(f"{len(items)} items do not split into groups of {size}.")
-    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+def group(items: Sequence[T], size: Union[int, Sequence[int]]) -> list[list[T]]:
+    """``items`` in consecutive groups (the samples of one prompt): all of ``size`` items, or, when ``size`` is a
+    list, of each of its sizes in turn."""
+    if isinstance(size, int):
+        if size < 1 or len(items) % size:
+            raise ValueError(f"{len(items)} items do not split into groups of {size}.")
+        size = [size] * (len(items) // size)
+    if sum(size) != len(items) or any(count < 0 for count in size):
+        raise ValueError(f"{len(items)} items do not split into groups of {list(size)}.")
+    starts = itertools.accumulate(size[:-1], initial=0)
+    return [list(items[start : start + count]) for start, count in zip(starts, size)]
 
 
 def gather_in_order(local_items: list[Any], num_processes: int) -> list[Any]:

@@ -13,44 +13,35 @@ import dataclasses
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
+from iterframe.loop.adaptive import AdaptiveSampling
 from iterframe.loop.artifacts import SAMPLES_FILE, iteration_dir, write_samples
-from iterframe.loop.checks import (
-    check_batch,
-    check_completions,
-    check_prompt_lengths,
-    check_prompt_records,
-    component_name,
-    require_component,
-)
+from iterframe.loop.checks import check_prompt_lengths, check_prompt_records, component_name, require_component
 from iterframe.loop.config import LoopConfig, PromptRecord
-from iterframe.loop.distributed import gather_in_order, group, shard
-from iterframe.loop.metrics import reward_metrics, training_metrics
+from iterframe.loop.eval_gate import INITIAL_ITERATION, EvalGate
+from iterframe.loop.metrics import reward_metrics, token_metrics
 from iterframe.loop.progress import Progress
 from iterframe.loop.prompt_sampler import PromptSampler
 from iterframe.loop.replay import ReplayBuffer
 from iterframe.loop.run_state import (
-    FINAL_DIR,
+    BEST_DIR,
     claim_output_dir,
     latest_checkpoint,
+    read_best,
     read_loop_state,
+    record_in_run_file,
+    save_best_model,
     save_final_model,
     save_loop_checkpoint,
     truncate_run,
 )
-from iterframe.loop.stages import (
-    FAILED_REWARD,
-    FunctionReward,
-    filter_samples,
-    samples_from_completions,
-    score_samples,
-)
+from iterframe.loop.sampling import SampleMaker
+from iterframe.loop.stages import FAILED_REWARD, FunctionReward, filter_samples
+from iterframe.loop.training import TrainingSnapshot, reset_to_base, train_on
 from iterframe.plugins.components import (
     COMPONENT_KINDS,
-    Completion,
     Filter,
     Generator,
     Logger,
@@ -59,12 +50,14 @@ from iterframe.plugins.components import (
     Sample,
     SampleTokenizer,
 )
-from iterframe.plugins.errors import blame, describe_origin
+from iterframe.plugins.errors import blame
 from iterframe.plugins.hooks import HookMetrics, Hooks
 
 __all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "PromptRecord"]
 
 SAMPLES_FILE_EVAL = "eval_samples.parquet"
+#: The starting model's eval completions, saved with iteration 0's samples.
+SAMPLES_FILE_INITIAL_EVAL = "initial_eval_samples.parquet"
 LOOP_STATE_VERSION = 1
 
 
@@ -142,6 +135,15 @@ class IterativeLoop:
         self.is_main_process = bool(trainer.args.should_save)
         self.progress = Progress(disabled=self.config.quiet or not self.is_main_process)
         self._base_state: Optional[dict] = None
+        self.gate = EvalGate(self.config)
+        if (self.gate.gates or self.gate.keeps_best) and not self.eval_prompts:
+            option = "accept_if_eval_drop_below" if self.gate.gates else "early_stop_patience"
+            raise ValueError(
+                f"loop.{option} judges iterations by their eval: give eval prompts, or leave it unset."
+            )
+        self.sampling = SampleMaker(self.reward, self.hooks, self.progress, trainer.accelerator)
+        self.adaptive = AdaptiveSampling(self.config, self._sample_round, self.filters)
+        self._initial_eval: Optional[tuple[Optional[float], list[Sample]]] = None  # reward, samples
 
     @property
     def components(self) -> list:
@@ -178,7 +180,11 @@ class IterativeLoop:
                     component.setup(self.context)
                 set_up.append(component)
             self.hooks.call("on_run_start")
+            if first_iteration == 0:
+                self._evaluate_initial_model()
             for iteration in self.progress.iterations(first_iteration, self.config.iterations):
+                if self.gate.stopped:
+                    break
                 self._run_iteration(iteration)
             if self.config.iterations > 0:
                 save_final_model(self.trainer, self.config.output_dir)
@@ -211,9 +217,19 @@ class IterativeLoop:
         self.sampler.load_state_dict(state["prompt_sampler"])
         self.replay.load_state_dict(state["replay_buffer"])
         self.metrics = list(state["metrics"])
+        self._restore_gate(state["iteration"])
         if self.is_main_process:
             truncate_run(self.config.output_dir, state["iteration"])
         return state["iteration"] + 1
+
+    def _restore_gate(self, checkpoint_iteration: int) -> None:
+        """Judge as the uninterrupted run would; rewrite ``best/`` when the run stopped after checkpointing a new
+        best but before saving it there."""
+        self.gate.restore(self.metrics)
+        best = read_best(self.config.output_dir)
+        if self.gate.keeps_best and self.gate.best_iteration == checkpoint_iteration:
+            if best is None or best.get("iteration") != checkpoint_iteration:
+                save_best_model(self.trainer, self.config.output_dir, checkpoint_iteration, self.gate.best_reward)
 
     def _loop_state(self, iteration: int) -> dict[str, Any]:
         return {
@@ -234,14 +250,19 @@ class IterativeLoop:
         records = self.sampler.draw(self.prompts, self.config.prompts_per_iteration)
         self.hooks.call("on_iteration_start", iteration=iteration, prompts=list(records))
 
-        timer = time.perf_counter()
-        samples = self._generate(self.generator, self._local(records), self.config.samples_per_prompt, iteration)
-        self.hooks.call("on_samples_generated", iteration=iteration, samples=samples)
-        generate_s, timer = time.perf_counter() - timer, time.perf_counter()
-        samples, num_failed = self._scored_and_gathered(samples, self.config.samples_per_prompt, iteration)
-        score_s, timer = time.perf_counter() - timer, time.perf_counter()
+        timer, times = time.perf_counter(), self.sampling.stage_times
+        times.update(generate=0.0, score=0.0)
+        if self.config.until_accepted:
+            samples, sampling_stats = self.adaptive.run(records, iteration)
+        else:
+            counts = [self.config.samples_per_prompt] * len(records)
+            samples, sampling_stats = self._sample_round(records, counts, iteration), {}
+        num_failed = sum(sample.dropped_by == FAILED_REWARD for sample in samples)
+        sampling_s, timer = time.perf_counter() - timer, time.perf_counter()
         kept_samples, dropped_counts = filter_samples(samples, self.filters, self.hooks, iteration)
-        filter_s, timer = time.perf_counter() - timer, time.perf_counter()
+        filter_s = time.perf_counter() - timer + sampling_s - sum(times.values())
+        snapshot = TrainingSnapshot(self.trainer, self.replay) if self.gate.gates else None
+        timer = time.perf_counter()
         train_stats, step_metrics = self._train(kept_samples + self.replay.samples, iteration)
         self.replay.add(kept_samples)
         train_s, timer = time.perf_counter() - timer, time.perf_counter()
@@ -250,15 +271,24 @@ class IterativeLoop:
         row["prompt_epoch"] = epoch
         row["num_prompts"] = len(records)
         row.update(reward_metrics(samples, num_failed))
+        row.update(token_metrics(samples))
+        row.update(sampling_stats)
         row["replay/size"] = len(self.replay)
         row.update({f"filter/{name}/dropped": count for name, count in dropped_counts.items()})
         row.update(train_stats)
+        if iteration == 0 and self._initial_eval is not None:
+            row["eval/initial_reward"] = self._initial_eval[0]
         eval_samples = self._evaluate(iteration, row)
+        verdict = self.gate.judge(iteration, row)
+        if verdict.rolled_back:
+            snapshot.restore(self.trainer, self.replay)
+            self._sync_generators(iteration)
+            row.update({"global_step": self.trainer.state.global_step, "replay/size": len(self.replay)})
         eval_s = time.perf_counter() - timer
         row.update(
             {
-                "time/generate_s": generate_s,
-                "time/score_s": score_s,
+                "time/generate_s": times["generate"],
+                "time/score_s": times["score"],
                 "time/filter_s": filter_s,
                 "time/train_s": train_s,
                 "time/eval_s": eval_s,
@@ -270,83 +300,28 @@ class IterativeLoop:
         hook_metrics.add(
             "on_iteration_end", self.hooks.metrics("on_iteration_end", iteration=iteration, metrics=dict(row))
         )
-        self._finish_iteration(iteration, row, samples, eval_samples)
+        self._finish_iteration(iteration, row, samples, eval_samples, verdict)
         return row
 
-    # --- several processes: each works on its share, every one sees the whole iteration -------------------------
-
-    @property
-    def _num_processes(self) -> int:
-        return self.trainer.accelerator.num_processes
-
-    def _local(self, items: list) -> list:
-        """This process's share of ``items`` (all of them with one process)."""
-        return shard(items, self.trainer.accelerator.process_index, self._num_processes)
-
-    def _scored_and_gathered(self, local_samples: list[Sample], num_samples: int, iteration: int):
-        """Score this process's samples, then gather every process's in prompt order; return them and how many
-        rewards failed."""
-        score_samples(self.reward, local_samples, iteration)
-        per_prompt = gather_in_order(group(local_samples, num_samples), self._num_processes)
-        samples = [sample for prompt_samples in per_prompt for sample in prompt_samples]
-        return samples, sum(sample.dropped_by == FAILED_REWARD for sample in samples)
-
-    def _generate(self, generator: Generator, records: list[PromptRecord], num_samples: int, iteration: int):
-        """``num_samples`` samples per record, in record order (prompts go in chunks, for the progress bar)."""
-        chunk = generator.prompts_per_call or max(len(records), 1)
-        completions: list[list[Completion]] = []
-        with self.progress.bar(len(records), "generate") as bar:
-            for start in range(0, len(records), chunk):
-                batch = records[start : start + chunk]
-                with blame("generator", generator, iteration):
-                    generated = generator.generate([record.prompt for record in batch], num_samples)
-                    check_completions(generator, generated, len(batch), num_samples)
-                completions.extend(generated)
-                bar.update(len(batch))
-        texts = [completion.text for record_completions in completions for completion in record_completions]
-        if records and not any(texts):
-            warnings.warn(
-                f"Iteration {iteration}: generator {component_name(generator)!r} ({describe_origin(generator)}) "
-                f"returned only empty completions for {len(records)} prompts; they are scored and filtered like "
-                "any other, but check the generator's settings (max_new_tokens, stop strings).",
-                stacklevel=2,
-            )
-        return samples_from_completions(records, completions, component_name(generator), iteration)
+    def _sample_round(self, records: list[PromptRecord], counts: list[int], iteration: int) -> list[Sample]:
+        return self.sampling.sample_round(self.generator, records, counts, iteration)
 
     def _train(self, train_samples: list[Sample], iteration: int) -> tuple[dict[str, Any], list]:
         """Tokenize and train ``config.train_epochs`` passes; sync the generator(s); return ``train/*`` metrics
         and the ``after_step`` hooks' answers."""
         if self._base_state is not None:
-            self._reset_to_base()
-        stats_per_epoch, step_metrics = [], []
-        # every process trains on its share; with fewer samples than processes, none trains (all agree)
-        if train_samples and len(train_samples) >= self._num_processes:
-            local_samples = self._local(train_samples)
-            with blame("tokenizer", self.tokenizer, iteration):
-                batch = self.tokenizer.tokenize(local_samples)
-                check_batch(self.tokenizer, batch, len(local_samples))
-            self.hooks.call("before_step", iteration=iteration, batch=batch)
-            with self.progress.bar(self.config.train_epochs, "train") as bar:
-                for _ in range(self.config.train_epochs):
-                    stats = self.trainer.step(
-                        input_ids=batch["input_ids"],
-                        attention_mask=batch.get("attention_mask"),
-                        labels=batch.get("labels"),
-                    )
-                    stats_per_epoch.append(stats)
-                    step_metrics.extend(self.hooks.metrics("after_step", iteration=iteration, stats=stats))
-                    bar.update(1)
+            reset_to_base(self.trainer, self._base_state)
+        epochs = self.config.train_epochs
+        trained = train_on(
+            self.trainer, self.tokenizer, self.hooks, self.progress, train_samples, iteration, epochs
+        )
+        self._sync_generators(iteration)
+        return trained
+
+    def _sync_generators(self, iteration: int) -> None:
         for generator in {id(g): g for g in (self.generator, self.eval_generator)}.values():
             with blame("generator", generator, iteration):
                 generator.update_weights(self.trainer.model)
-        return training_metrics(stats_per_epoch, len(train_samples)), step_metrics
-
-    def _reset_to_base(self) -> None:
-        """ReST-EM: load the base weights and start a fresh optimizer and learning-rate schedule."""
-        self.trainer.model.load_state_dict(self._base_state)
-        self.trainer.optimizer.state.clear()
-        self.trainer.lr_scheduler = None
-        self.trainer.create_scheduler(num_training_steps=max(self.trainer.args.max_steps, 0))
 
     def _evaluate(self, iteration: int, row: dict[str, Any]) -> list[Sample]:
         """Score greedy completions of the eval prompts (when due); add ``eval/*`` to ``row``."""
@@ -354,28 +329,47 @@ class IterativeLoop:
         due = every > 0 and ((iteration + 1) % every == 0 or iteration == self.config.iterations - 1)
         if not self.eval_prompts or not due:
             return []
-        samples = self._generate(self.eval_generator, self._local(self.eval_prompts), 1, iteration)
-        samples, num_failed = self._scored_and_gathered(samples, 1, iteration)
-        rewards = [0.0 if math.isnan(sample.reward) else sample.reward for sample in samples]
-        row["eval/reward"] = sum(rewards) / len(rewards)
-        row["eval/num_prompts"] = len(samples)
-        row["eval/num_failed"] = num_failed
+        return self._eval_pass(iteration, row)
+
+    def _eval_pass(self, iteration: Optional[int], row: dict[str, Any]) -> list[Sample]:
+        samples, metrics = self.sampling.evaluate(self.eval_generator, self.eval_prompts, iteration)
+        row.update(metrics)
         return samples
 
-    def _finish_iteration(self, iteration: int, row, samples: list[Sample], eval_samples: list[Sample]) -> None:
-        """Write the samples, log the row, record it, and checkpoint when due (loop state last)."""
+    def _evaluate_initial_model(self) -> None:
+        """The baseline: the starting model's greedy eval, ``eval/initial_reward`` in iteration 0's row and in
+        ``run.json`` (when there are eval prompts, ``initial_eval`` and ``eval_every`` > 0)."""
+        if not (self.eval_prompts and self.config.initial_eval and self.config.eval_every > 0):
+            return
+        row: dict[str, Any] = {}
+        samples = self._eval_pass(None, row)
+        for sample in samples:
+            sample.iteration = INITIAL_ITERATION
+        reward = row["eval/reward"] if math.isfinite(row["eval/reward"]) else None
+        self._initial_eval = (reward, samples)
+        if self.gate.start(reward) and self.gate.keeps_best:
+            save_best_model(self.trainer, self.config.output_dir, INITIAL_ITERATION, reward)
+        if self.is_main_process:
+            record_in_run_file(self.config.output_dir, {"eval/initial_reward": reward})
+
+    def _finish_iteration(self, iteration: int, row, samples: list[Sample], eval_samples: list[Sample], verdict):
+        """Write the samples, log the row, record it, checkpoint when due (loop state last), then keep a new best
+        model in ``best/``."""
         if self.is_main_process:
             directory = iteration_dir(self.config.output_dir, iteration)
             write_samples(os.path.join(directory, SAMPLES_FILE), samples)
             if eval_samples:
                 write_samples(os.path.join(directory, SAMPLES_FILE_EVAL), eval_samples)
+            if iteration == 0 and self._initial_eval is not None:
+                write_samples(os.path.join(directory, SAMPLES_FILE_INITIAL_EVAL), self._initial_eval[1])
             for logger in self.loggers:
                 with blame("logger", logger, iteration):
                     logger.log_metrics(dict(row), iteration)
                     logger.log_samples(samples, iteration)
         self.metrics.append(row)
-        last = iteration == self.config.iterations - 1
-        if (iteration + 1) % self.config.save_every == 0 or last:
+        new_best = verdict.new_best and self.gate.keeps_best
+        last = iteration == self.config.iterations - 1 or verdict.stop
+        if (iteration + 1) % self.config.save_every == 0 or last or new_best:
             path = save_loop_checkpoint(
                 self.trainer,
                 self.config.output_dir,
@@ -384,17 +378,13 @@ class IterativeLoop:
                 keep=self.config.keep_checkpoints,
             )
             self.hooks.call("on_checkpoint_saved", iteration=iteration, path=path)
+        if new_best:  # after the checkpoint, so a resume can always rewrite it (see _restore_gate)
+            save_best_model(self.trainer, self.config.output_dir, iteration, self.gate.best_reward)
 
     def _print_summary(self) -> None:
         if self.config.quiet or not self.is_main_process or not self.metrics:
             return
-        from iterframe.loop.report import summary_table, trend_line
+        from iterframe.loop.report import closing_summary
 
-        lines = ["", summary_table(self.metrics)]
-        trend = trend_line(self.metrics)
-        if trend:
-            lines.append(trend)
-        lines.append(
-            f"Artifacts: {self.config.output_dir} (final model: {os.path.join(self.config.output_dir, FINAL_DIR)})"
-        )
-        print("\n".join(lines), flush=True)
+        notes = [self.gate.stop_note(os.path.join(self.config.output_dir, BEST_DIR))] if self.gate.stopped else []
+        print(closing_summary(self.metrics, self.config.output_dir, notes), flush=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from iterframe.plugins.components import Sample
 
-__all__ = ["reward_metrics", "training_metrics"]
+__all__ = ["reward_metrics", "token_metrics", "training_metrics"]
 
 
 def _mean(values: list[float]) -> float:
@@ -52,4 +52,16 @@ def training_metrics(stats_per_epoch: list[dict[str, Any]], num_samples: int) ->
         "train/num_updates": sum(stats["num_updates"] for stats in stats_per_epoch),
         "train/learning_rate": last.get("learning_rate", math.nan),
         "train/grad_norm": math.nan if grad_norm is None else grad_norm,
+    }
+
+
+def token_metrics(samples: list[Sample]) -> dict[str, Any]:
+    """``generated_tokens`` (NaN unless the generator reported every sample's ``num_tokens``) and
+    ``kept_per_1k_generated_tokens``: kept samples per 1000 generated tokens, the yield of the sampling budget."""
+    counts = [sample.info.get("num_tokens") for sample in samples]
+    tokens = math.nan if any(count is None for count in counts) else sum(counts)
+    kept = sum(sample.kept for sample in samples)
+    return {
+        "generated_tokens": tokens,
+        "kept_per_1k_generated_tokens": 1000 * kept / tokens if tokens else math.nan,
     }

@@ -11,16 +11,19 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import yaml
 
 from iterframe.loop.artifacts import METRICS_FILE, atomic_write_bytes
 from iterframe.loop.funnel import FUNNEL_TITLE, draw_funnel, funnel_columns
+from iterframe.loop.run_state import FINAL_DIR
 
 __all__ = [
     "REPORT_FILE",
     "Report",
+    "closing_summary",
     "build_figure",
     "eval_endpoints",
     "funnel_table",
@@ -246,17 +249,32 @@ def funnel_table(rows: list[dict[str, Any]]) -> str:
 
 
 def trend_line(rows: list[dict[str, Any]]) -> Optional[str]:
-    """``eval/reward`` (else ``reward/mean``) at its first and last finished iteration."""
+    """``eval/reward`` from the starting model's (``eval/initial_reward``, else the first iteration's) to the
+    model the run ended with (rolled-back iterations left out); else ``reward/mean`` at its first and last
+    finished iteration."""
     for key in ("eval/reward", "reward/mean"):
-        points = [(row["iteration"], _number(row.get(key))) for row in rows]
-        points = [(iteration, value) for iteration, value in points if math.isfinite(value)]
+        points = [
+            (f"iteration {row['iteration']}", _number(row.get(key))) for row in rows if not row.get("rolled_back")
+        ]
+        if key == "eval/reward" and rows:
+            points.insert(0, ("initial", _number(rows[0].get("eval/initial_reward"))))
+        points = [(label, value) for label, value in points if math.isfinite(value)]
         if points:
-            (first_iteration, first), (last_iteration, last) = points[0], points[-1]
-            return (
-                f"{key}: {first:.3f} (iteration {first_iteration}) -> {last:.3f} (iteration {last_iteration}), "
-                f"change {last - first:+.3f}"
-            )
+            (first_label, first), (last_label, last) = points[0], points[-1]
+            return f"{key}: {first:.3f} ({first_label}) -> {last:.3f} ({last_label}), change {last - first:+.3f}"
     return None
+
+
+def closing_summary(rows: list[dict[str, Any]], output_dir: str, notes: Sequence[str] = ()) -> str:
+    """What a run prints when it ends: the summary table, ``eval/reward`` from the starting model to the final
+    one, ``notes`` and where the artifacts are."""
+    lines = ["", summary_table(rows)]
+    trend = trend_line(rows)
+    if trend:
+        lines.append(trend)
+    lines += notes
+    lines.append(f"Artifacts: {output_dir} (final model: {os.path.join(output_dir, FINAL_DIR)})")
+    return "\n".join(lines)
 
 
 def write_report(output_dir: str, plot_path: Optional[str] = None) -> Report:

@@ -6,6 +6,7 @@ Layout, besides the artifacts of :mod:`iterframe.loop.artifacts`::
     OUTPUT_DIR/checkpoints/iteration-NNNNNN/               model, tokenizer, optimizer, scheduler, RNG, trainer
                                             loop_state.json    state, and the loop's own state (JSON), written last
     OUTPUT_DIR/final/                                      model + tokenizer + model card (``from_pretrained``)
+    OUTPUT_DIR/best/                                       the same for the best eval so far, and best.json
 
 A checkpoint is written to ``checkpoints/.tmp-iteration-NNNNNN`` and renamed when complete, and its
 ``loop_state.json`` is written last, so a resumed run only ever trusts complete checkpoints.
@@ -26,6 +27,8 @@ from iterframe.engine.file_modes import follow_umask
 from iterframe.loop.artifacts import METRICS_FILE, atomic_write_json, truncate_metrics
 
 __all__ = [
+    "BEST_DIR",
+    "BEST_FILE",
     "CHECKPOINTS_DIR",
     "EXISTING_OUTPUT_MODES",
     "FINAL_DIR",
@@ -35,7 +38,10 @@ __all__ = [
     "checkpoint_dir",
     "claim_output_dir",
     "latest_checkpoint",
+    "read_best",
     "read_loop_state",
+    "record_in_run_file",
+    "save_best_model",
     "save_final_model",
     "save_loop_checkpoint",
     "truncate_run",
@@ -44,12 +50,14 @@ __all__ = [
 RUN_FILE = "run.json"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
+BEST_DIR = "best"
+BEST_FILE = "best.json"
 LOOP_STATE_FILE = "loop_state.json"
 ITERATIONS_DIR = "iterations"
 EXISTING_OUTPUT_MODES = ("error", "resume", "overwrite")
 
 #: What a run writes into its output directory; ``overwrite`` removes exactly these, nothing else.
-RUN_ARTIFACTS = (RUN_FILE, METRICS_FILE, ITERATIONS_DIR, CHECKPOINTS_DIR, FINAL_DIR)
+RUN_ARTIFACTS = (RUN_FILE, METRICS_FILE, ITERATIONS_DIR, CHECKPOINTS_DIR, FINAL_DIR, BEST_DIR)
 
 _CHECKPOINT_NAME = re.compile(r"^iteration-(\d{6,})$")
 _TEMP_PREFIX = ".tmp-"
@@ -219,15 +227,18 @@ def save_loop_checkpoint(
     return path
 
 
-def save_final_model(trainer, output_dir: str, model_card: Optional[dict[str, Any]] = None) -> str:
+def save_final_model(
+    trainer, output_dir: str, model_card: Optional[dict[str, Any]] = None, name: str = FINAL_DIR
+) -> str:
     """Write ``OUTPUT_DIR/final`` (model, tokenizer, model card) through a temporary directory; return its path.
 
     Args:
         model_card: keyword arguments of ``trainer.create_model_card`` (``model_name``, ``dataset_name``,
             ``tags``).
+        name: the folder's name in ``output_dir`` (``best`` for the best model).
     """
-    path = os.path.join(output_dir, FINAL_DIR)
-    temp_path = os.path.join(output_dir, _TEMP_PREFIX + FINAL_DIR)
+    path = os.path.join(output_dir, name)
+    temp_path = os.path.join(output_dir, _TEMP_PREFIX + name)
     is_main = trainer.args.should_save
     if is_main:
         _remove(temp_path)
@@ -240,6 +251,34 @@ def save_final_model(trainer, output_dir: str, model_card: Optional[dict[str, An
         _move_into_place(temp_path, path)
     trainer.accelerator.wait_for_everyone()
     return path
+
+
+def save_best_model(trainer, output_dir: str, iteration: int, eval_reward: float) -> str:
+    """Write ``OUTPUT_DIR/best``: the model as :func:`save_final_model` writes it, and ``best.json`` naming the
+    iteration (-1: the starting model) and its ``eval/reward``."""
+    path = save_final_model(trainer, output_dir, name=BEST_DIR)
+    if trainer.args.should_save:
+        atomic_write_json(os.path.join(path, BEST_FILE), {"iteration": iteration, "eval/reward": eval_reward})
+    trainer.accelerator.wait_for_everyone()
+    return path
+
+
+def read_best(output_dir: str) -> Optional[dict[str, Any]]:
+    """``best/best.json`` of a run (``iteration``, ``eval/reward``), or ``None`` when there is none."""
+    try:
+        with open(os.path.join(output_dir, BEST_DIR, BEST_FILE), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def record_in_run_file(output_dir: str, values: dict[str, Any]) -> None:
+    """Add ``values`` to the run's ``run.json`` (rewritten atomically)."""
+    path = os.path.join(output_dir, RUN_FILE)
+    with open(path, encoding="utf-8") as handle:
+        run = json.load(handle)
+    run.update(values)
+    atomic_write_json(path, run)
 
 
 def truncate_run(output_dir: str, last_iteration: int) -> list[dict[str, Any]]:

@@ -1,0 +1,111 @@
+"""The generate and score stages of an iteration: prompt records become scored samples.
+
+With several processes each generates and scores its share of the records, and every process then holds all the
+samples, in record order, so the filters see exactly what a one-process run sees.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, Optional, Union
+
+from iterframe.loop.checks import check_completions, component_name
+from iterframe.loop.config import PromptRecord
+from iterframe.loop.distributed import gather_in_order, group, shard
+from iterframe.loop.progress import Progress
+from iterframe.loop.stages import FAILED_REWARD, samples_from_completions, score_samples
+from iterframe.plugins.components import Completion, Generator, Reward, Sample
+from iterframe.plugins.errors import blame, describe_origin
+
+__all__ = ["SampleMaker"]
+
+
+class SampleMaker:
+    """Generates samples of prompt records with a generator and scores them with the run's reward.
+
+    Args:
+        reward: the run's reward.
+        hooks: the run's :class:`~iterframe.plugins.hooks.Hooks` (``on_samples_generated``).
+        progress: the loop's progress bars.
+        accelerator: the trainer's accelerator (process index and count).
+
+    ``stage_times`` adds up the seconds spent generating and scoring since it was last reset.
+    """
+
+    def __init__(self, reward: Reward, hooks, progress: Progress, accelerator):
+        self.reward = reward
+        self.hooks = hooks
+        self.progress = progress
+        self.accelerator = accelerator
+        self.stage_times = {"generate": 0.0, "score": 0.0}
+
+    def local(self, items: list) -> list:
+        """This process's share of ``items`` (all of them with one process)."""
+        return shard(items, self.accelerator.process_index, self.accelerator.num_processes)
+
+    def sample_round(
+        self, generator: Generator, records: list[PromptRecord], counts: list[int], iteration: int
+    ) -> list[Sample]:
+        """``counts[i]`` scored samples of ``records[i]``, record by record: each process generates and scores its
+        share (one generator call per distinct count), then every process gets them all."""
+        local_records, local_counts = self.local(records), self.local(counts)
+        timer, per_record = time.perf_counter(), [[] for _ in local_records]
+        for count in sorted(set(local_counts)):
+            positions = [position for position, wanted in enumerate(local_counts) if wanted == count]
+            generated = self.generate(generator, [local_records[p] for p in positions], count, iteration)
+            for position, record_samples in zip(positions, group(generated, count)):
+                per_record[position] = record_samples
+        local_samples = [sample for record_samples in per_record for sample in record_samples]
+        self.hooks.call("on_samples_generated", iteration=iteration, samples=local_samples)
+        self.stage_times["generate"] += time.perf_counter() - timer
+        timer = time.perf_counter()
+        samples, _ = self.scored_and_gathered(local_samples, local_counts, iteration)
+        self.stage_times["score"] += time.perf_counter() - timer
+        return samples
+
+    def evaluate(
+        self, generator: Generator, records: list[PromptRecord], iteration: Optional[int]
+    ) -> tuple[list[Sample], dict[str, Any]]:
+        """One (greedy) sample of each record, scored; return them and ``eval/*``: their mean reward (failed ones
+        count as 0), how many were scored and how many failed."""
+        samples = self.generate(generator, self.local(records), 1, iteration)
+        samples, num_failed = self.scored_and_gathered(samples, 1, iteration)
+        rewards = [0.0 if math.isnan(sample.reward) else sample.reward for sample in samples]
+        metrics = {"eval/reward": sum(rewards) / len(rewards), "eval/num_prompts": len(samples)}
+        return samples, {**metrics, "eval/num_failed": num_failed}
+
+    def scored_and_gathered(
+        self, local_samples: list[Sample], num_samples: Union[int, list[int]], iteration: Optional[int]
+    ) -> tuple[list[Sample], int]:
+        """Score this process's samples (``num_samples`` per record, or a count per record), then gather every
+        process's in record order; return them and how many rewards failed."""
+        score_samples(self.reward, local_samples, iteration)
+        per_prompt = gather_in_order(group(local_samples, num_samples), self.accelerator.num_processes)
+        samples = [sample for prompt_samples in per_prompt for sample in prompt_samples]
+        return samples, sum(sample.dropped_by == FAILED_REWARD for sample in samples)
+
+    def generate(
+        self, generator: Generator, records: list[PromptRecord], num_samples: int, iteration: Optional[int]
+    ) -> list[Sample]:
+        """``num_samples`` samples per record, in record order (prompts go in chunks, for the progress bar)."""
+        chunk = generator.prompts_per_call or max(len(records), 1)
+        completions: list[list[Completion]] = []
+        with self.progress.bar(len(records), "generate") as bar:
+            for start in range(0, len(records), chunk):
+                batch = records[start : start + chunk]
+                with blame("generator", generator, iteration):
+                    generated = generator.generate([record.prompt for record in batch], num_samples)
+                    check_completions(generator, generated, len(batch), num_samples)
+                completions.extend(generated)
+                bar.update(len(batch))
+        texts = [completion.text for record_completions in completions for completion in record_completions]
+        if records and not any(texts):
+            warnings.warn(
+                f"Iteration {iteration}: generator {component_name(generator)!r} ({describe_origin(generator)}) "
+                f"returned only empty completions for {len(records)} prompts; they are scored and filtered like "
+                "any other, but check the generator's settings (max_new_tokens, stop strings).",
+                stacklevel=3,
+            )
+        return samples_from_completions(records, completions, component_name(generator), iteration)
