@@ -46,7 +46,7 @@ def test_eval_prompts_go_to_the_generators_eval_copy(tiny_llama_path, tmp_path):
     loop.run()
     (copy,) = generator.copies
     assert loop.eval_generator is copy and copy.greedy
-    assert copy.calls == [(["e0", "e1"], 1), (["e2"], 1)]
+    assert copy.calls == [(["e0", "e1"], 1), (["e2"], 1)] * 2  # the starting model, then after the iteration
     assert all(not prompts[0].startswith("e") for prompts, _ in generator.calls)
     assert (generator.weight_updates, copy.weight_updates) == (1, 1)
     assert loop.context.components["generator"] == [generator, copy]
@@ -74,7 +74,8 @@ def test_option_names_alone_make_no_contract(tiny_llama_path, tmp_path):
     )
     loop.run()
     assert loop.eval_generator is generator
-    assert [len(prompts) for prompts, _ in generator.calls] == [2, 2]  # all prompts at once; the eval prompts
+    # all prompts at once: the eval prompts of the starting model, the iteration's, the eval prompts after it
+    assert [len(prompts) for prompts, _ in generator.calls] == [2, 2, 2]
 
 
 def test_the_default_generator_contract():

@@ -130,7 +130,7 @@ def test_dedup_keeps_the_first_of_each_distinct_completion(samples, per_prompt):
 
 def _run_filter_chain(samples: list[Sample], filters: list) -> tuple[list[Sample], dict[str, int]]:
     """The loop's own filter stage (:func:`iterframe.loop.stages.filter_samples`) with no hook plugins."""
-    no_hooks = SimpleNamespace(call_each=lambda *args, **kwargs: [])
+    no_hooks = SimpleNamespace(call=lambda *args, **kwargs: [])
     return filter_samples(samples, filters, no_hooks, 0)
 
 

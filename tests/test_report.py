@@ -183,3 +183,19 @@ def test_without_a_recorded_initial_eval_the_first_eval_is_the_initial_one():
 
     assert eval_endpoints([_row(0), _row(1)]) == (0.2, 0.5)
     assert eval_endpoints([{"iteration": 0, "reward/mean": 0.1}]) is None
+
+
+def test_initial_to_final_leaves_out_rolled_back_iterations():
+    from iterframe.loop.report import eval_endpoints, trend_line
+
+    rows = [_row(0, **{"eval/initial_reward": 0.1}), _row(1, rolled_back=True, **{"eval/reward": 0.05})]
+    assert eval_endpoints(rows) == (0.1, 0.2)
+    assert trend_line(rows) == "eval/reward: 0.100 (initial) -> 0.200 (iteration 0), change +0.100"
+
+
+def test_report_says_when_a_run_stopped_early(tmp_path):
+    output_dir = _finished_run(tmp_path, iterations=2, planned=5)
+    write_metrics_row(os.path.join(output_dir, "metrics.jsonl"), _row(1, stopped_early=True))
+    text = write_report(output_dir).text
+    assert "2 of 5 iterations finished (stopped early: no new best eval/reward; the best model is in" in text
+    assert "--resume" not in text

@@ -128,8 +128,10 @@ def _planned_iterations(output_dir: str) -> Optional[int]:
 
 def eval_endpoints(rows: list[dict[str, Any]]) -> Optional[tuple[float, float]]:
     """``(initial, final)`` held-out eval reward: the starting model's (``eval/initial_reward``, else the first
-    ``eval/reward``) and the last ``eval/reward``; ``None`` when the run has no eval."""
-    evals = [value for value in (_number(row.get("eval/reward")) for row in rows) if math.isfinite(value)]
+    ``eval/reward``) and the last ``eval/reward`` of an iteration that was not rolled back; ``None`` when the run
+    has no eval."""
+    kept_rows = [row for row in rows if not row.get("rolled_back")]
+    evals = [value for value in (_number(row.get("eval/reward")) for row in kept_rows) if math.isfinite(value)]
     if not evals:
         return None
     initials = [_number(row.get("eval/initial_reward")) for row in rows]
@@ -296,7 +298,11 @@ def write_report(output_dir: str, plot_path: Optional[str] = None) -> Report:
         progress = f"{finished} of {planned} iterations finished"
     plot_metrics(rows, plot_path, title=f"{run_name(output_dir)} ({progress})")
     status = progress
-    if planned is not None and finished < planned:
+    if rows[-1].get("stopped_early"):
+        status += (
+            f" (stopped early: no new best eval/reward; the best model is in {os.path.join(output_dir, 'best')})"
+        )
+    elif planned is not None and finished < planned:
         status += " (running or stopped; `iterframe run --resume` continues a stopped run)"
     lines = [f"Run {output_dir}: {status}", "", summary_table(rows), "", funnel_table(rows), ""]
     trend = trend_line(rows)
