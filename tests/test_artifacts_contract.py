@@ -13,7 +13,7 @@ import re
 import pytest
 from loop_fakes import make_loop, make_prompts
 
-from iterframe.loop.artifacts import SAMPLE_COLUMNS, read_metrics, read_samples, samples_path
+from iterframe.loop.artifacts import SAMPLE_COLUMNS, TOKEN_ID_COLUMNS, read_metrics, read_samples, samples_path
 from iterframe.plugins import create_component
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "artifacts.md"
@@ -81,7 +81,7 @@ def test_every_metrics_key_a_run_writes_is_documented(full_run):
 
 def test_the_documented_sample_columns_are_the_written_ones(full_run):
     documented = documented_names("`iterations/NNNNNN/samples.parquet`")
-    assert documented == list(SAMPLE_COLUMNS)
+    assert documented == [*SAMPLE_COLUMNS, *TOKEN_ID_COLUMNS]
     rows = read_samples(samples_path(full_run, 0))
     assert list(rows[0]) == documented
     assert any(row["drop_reason"] for row in rows)
