@@ -51,8 +51,30 @@ def make_logger(name, output_dir=None, **options):
     return logger
 
 
+def test_console_prints_one_line_per_iteration_by_default(plugin_manager, capsys):
+    logger = create_component("logger", "console")
+    logger.setup(RunContext(trainer=None, tokenizer=None, output_dir=None, config={"loop": {"iterations": 30}}))
+    metrics = {"iteration": 2, "reward/mean": 0.41234, "keep_rate": 0.0562, "train/loss": 0.23124}
+    logger.log_metrics({**metrics, "eval/reward": 0.65, "time/total_s": 1.234, "num_kept": 3}, iteration=2)
+    logger.log_metrics({"iteration": 12, "reward/mean": 0.5, "train/loss": None}, iteration=12)
+    assert capsys.readouterr().out.splitlines() == [
+        "iteration  2/30  reward 0.412  keep 5.6%  loss 0.2312  eval 0.650  1.2s",
+        "iteration 12/30  reward 0.500  keep -  loss -  eval -  -",
+    ]
+
+
+def test_console_line_without_planned_iterations_shows_the_iteration_alone(plugin_manager, capsys):
+    make_logger("console").log_metrics({"reward/mean": 1.0, "time/total_s": 2.0}, iteration=4)
+    assert capsys.readouterr().out == "iteration 4  reward 1.000  keep -  loss -  eval -  2.0s\n"
+
+
+def test_console_format_must_be_line_or_table(plugin_manager):
+    with pytest.raises(ValueError, match="format='wide' is not one of line, table"):
+        create_component("logger", "console", {"format": "wide"})
+
+
 def test_console_prints_a_table_of_the_iterations_metrics(plugin_manager, capsys):
-    logger = make_logger("console")
+    logger = make_logger("console", format="table")
     logger.log_metrics({"iteration": 2, "reward_mean": 0.41234567, "keep_rate": 0.25, "num_kept": 3}, iteration=2)
     assert capsys.readouterr().out == (
         "iteration 2\n"
@@ -65,7 +87,7 @@ def test_console_prints_a_table_of_the_iterations_metrics(plugin_manager, capsys
 
 
 def test_console_shows_only_the_chosen_metrics_in_their_order(plugin_manager, capsys):
-    logger = make_logger("console", metrics="keep_rate,reward_mean,missing")
+    logger = make_logger("console", format="table", metrics="keep_rate,reward_mean,missing")
     logger.log_metrics({"iteration": 0, "reward_mean": 0.5, "keep_rate": 0.25, "loss": 1.0}, iteration=0)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[3:]] == ["keep_rate", "reward_mean"]

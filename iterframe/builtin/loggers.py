@@ -1,4 +1,4 @@
-"""Built-in loggers: ``console`` (a summary table per iteration), ``jsonl`` (``metrics.jsonl``), ``wandb`` and
+"""Built-in loggers: ``console`` (a line or a table per iteration), ``jsonl`` (``metrics.jsonl``), ``wandb`` and
 ``tensorboard``. Heavy libraries are imported in ``setup()``, only when the logger is used."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from numbers import Real
 from typing import Any, Optional
 
 from iterframe.loop.artifacts import METRICS_FILE, SAMPLE_COLUMNS, sample_row, write_metrics_row
+from iterframe.loop.progress import echo
 from iterframe.plugins.components import Logger, RunContext, Sample
 from iterframe.plugins.hookspecs import hookimpl
 
@@ -51,26 +51,70 @@ def _shorten(text: Optional[str], width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+#: (label, metric key, format) of the console logger's one-line-per-iteration output.
+CONSOLE_LINE = (
+    ("reward", "reward/mean", "{:.3f}"),
+    ("keep", "keep_rate", "{:.1%}"),
+    ("loss", "train/loss", "{:.4f}"),
+    ("eval", "eval/reward", "{:.3f}"),
+)
+CONSOLE_FORMATS = ("line", "table")
+
+
+def _line_value(value: Any, fmt: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        return "-"
+    return fmt.format(value)
+
+
 class ConsoleLogger(Logger):
-    """Prints each iteration's metrics as a two-column table, and optionally its best kept samples."""
+    """Prints one line per iteration (reward, keep rate, loss, eval reward, seconds), or with ``format=table``
+    a two-column table of its metrics; optionally its best kept samples."""
 
     name = "console"
-    description = "Print a summary table of each iteration's metrics (and, optionally, its best samples)."
+    description = "Print each iteration's metrics: one line, or a table (format=table); optionally best samples."
+    #: The run's planned iterations (from the run config, when it has them), shown as "iteration 3/30".
+    iterations: Optional[int] = None
 
     @dataclasses.dataclass
     class Options:
+        format: str = dataclasses.field(
+            default="line",
+            metadata={"help": "line: one line per iteration; table: every metric (iterframe run -v)."},
+        )
         metrics: list[str] = dataclasses.field(
-            default_factory=list, metadata={"help": "Metrics to show, in order (default: all)."}
+            default_factory=list, metadata={"help": "Metrics the table shows, in order (default: all)."}
         )
         samples: int = dataclasses.field(default=0, metadata={"help": "Best kept samples to print per iteration."})
 
+        def __post_init__(self):
+            if self.format not in CONSOLE_FORMATS:
+                raise ValueError(f"format={self.format!r} is not one of {', '.join(CONSOLE_FORMATS)}.")
+
+    def setup(self, context: RunContext) -> None:
+        loop_settings = context.config.get("loop") if isinstance(context.config, dict) else None
+        iterations = loop_settings.get("iterations") if isinstance(loop_settings, dict) else None
+        self.iterations = iterations if isinstance(iterations, int) and not isinstance(iterations, bool) else None
+
     def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
+        echo(self._table(metrics, iteration) if self.options.format == "table" else self._line(metrics, iteration))
+
+    def _line(self, metrics: dict[str, Any], iteration: int) -> str:
+        total = self.iterations
+        width = len(str(total - 1)) if total else 0
+        position = f"{iteration:>{width}d}/{total}" if total else str(iteration)
+        parts = [f"iteration {position}"]
+        parts += [f"{label} {_line_value(metrics.get(key), fmt)}" for label, key, fmt in CONSOLE_LINE]
+        parts.append(_line_value(metrics.get("time/total_s"), "{:.1f}s"))
+        return "  ".join(parts)
+
+    def _table(self, metrics: dict[str, Any], iteration: int) -> str:
         keys = [key for key in self.options.metrics if key in metrics] if self.options.metrics else list(metrics)
         rows = [(key, _format_value(metrics[key])) for key in keys if key != "iteration"]
         width = max([len("metric")] + [len(key) for key, _ in rows])
         lines = [f"iteration {iteration}", f"  {'metric':<{width}}  value", f"  {'-' * width}  -----"]
         lines += [f"  {key:<{width}}  {value}" for key, value in rows]
-        print("\n".join(lines), file=sys.stdout, flush=True)
+        return "\n".join(lines)
 
     def log_samples(self, samples: list[Sample], iteration: int) -> None:
         if self.options.samples <= 0:
@@ -84,7 +128,7 @@ class ConsoleLogger(Logger):
             reward = "-" if row["reward"] is None else _format_value(row["reward"])
             prompt, completion = _shorten(row["prompt"], 40), _shorten(row["completion"], 60)
             lines.append(f"  [{reward}] {prompt} => {completion}")
-        print("\n".join(lines), file=sys.stdout, flush=True)
+        echo("\n".join(lines))
 
 
 class JsonlLogger(Logger):

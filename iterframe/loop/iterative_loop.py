@@ -22,7 +22,7 @@ from iterframe.loop.checks import check_prompt_lengths, check_prompt_records, co
 from iterframe.loop.config import LoopConfig, PromptRecord
 from iterframe.loop.eval_gate import INITIAL_ITERATION, EvalGate
 from iterframe.loop.metrics import reward_metrics, token_metrics
-from iterframe.loop.progress import Progress
+from iterframe.loop.progress import Progress, echo
 from iterframe.loop.prompt_sampler import PromptSampler
 from iterframe.loop.replay import ReplayBuffer
 from iterframe.loop.run_state import (
@@ -387,4 +387,4 @@ class IterativeLoop:
         from iterframe.loop.report import closing_summary
 
         notes = [self.gate.stop_note(os.path.join(self.config.output_dir, BEST_DIR))] if self.gate.stopped else []
-        print(closing_summary(self.metrics, self.config.output_dir, notes), flush=True)
+        echo(closing_summary(self.metrics, self.config.output_dir, notes))

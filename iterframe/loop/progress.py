@@ -1,28 +1,52 @@
-"""Progress bars of the loop (iterations, generation, training); silent when disabled."""
+"""Progress bars of the loop (iterations, generation, training), and printing that never lands inside them.
+
+Bars go to stderr and only where stderr is a terminal: redirected to a file or a pipe, it gets no carriage-return
+redraws. Text for the user (per-iteration lines and tables, the closing summary) goes through :func:`echo`, which
+clears the bars, prints, and draws them again below.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
+from typing import Optional, TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "echo"]
+
+
+def echo(text: str, file: Optional[TextIO] = None) -> None:
+    """Print ``text`` (to stdout by default) without tearing a progress bar that is being drawn."""
+    file = file or sys.stdout
+    if "tqdm" in sys.modules:  # bars can only be on screen when tqdm was imported
+        from tqdm import tqdm
+
+        tqdm.write(text, file=file)
+        file.flush()
+    else:
+        print(text, file=file, flush=True)
 
 
 class Progress:
     """tqdm bars: one for the iterations, one at a time below it for the stage in progress.
 
     Args:
-        disabled: show nothing (``quiet`` runs and processes other than the main one).
+        disabled: show nothing (``quiet`` runs and processes other than the main one). Otherwise the bars show
+            only when stderr is a terminal.
     """
 
     def __init__(self, disabled: bool = False):
         self.disabled = disabled
 
+    @property
+    def _disable(self) -> Optional[bool]:
+        return True if self.disabled else None  # tqdm: None = draw only on a terminal
+
     def iterations(self, first: int, total: int) -> Iterator[int]:
         """Iterate over ``range(first, total)`` with a bar that starts at ``first`` of ``total``."""
         from tqdm.auto import tqdm
 
-        with tqdm(total=total, initial=first, desc="iterations", unit="it", disable=self.disabled) as bar:
+        with tqdm(total=total, initial=first, desc="iterations", unit="it", disable=self._disable) as bar:
             for iteration in range(first, total):
                 yield iteration
                 bar.update(1)
@@ -32,5 +56,5 @@ class Progress:
         """A transient bar for one stage of an iteration; call ``update(n)`` on what it yields."""
         from tqdm.auto import tqdm
 
-        with tqdm(total=total, desc=description, leave=False, disable=self.disabled, position=1) as bar:
+        with tqdm(total=total, desc=description, leave=False, disable=self._disable, position=1) as bar:
             yield bar
