@@ -151,7 +151,11 @@ def _draw_rewards(axes, rows: list[dict[str, Any]]) -> None:
     if endpoints is not None:
         initial, final = endpoints
         axes.axhline(initial, linestyle="--", color="tab:gray", linewidth=1, label=f"initial eval {initial:.2f}")
-        last = max(row["iteration"] for row in rows if math.isfinite(_number(row.get("eval/reward"))))
+        last = max(
+            row["iteration"]
+            for row in rows
+            if not row.get("rolled_back") and math.isfinite(_number(row.get("eval/reward")))
+        )
         axes.annotate(
             f"eval {initial:.2f} -> {final:.2f}",
             xy=(last, final),
