@@ -98,3 +98,18 @@ def test_the_documented_folders_are_the_written_ones(full_run):
     for name in ("run.json", "metrics.jsonl", "iterations/000000/initial_eval_samples.parquet", "best/", "final/"):
         assert name in layout
         assert (full_run / name).exists(), name
+
+
+def test_a_rescored_sets_run_json_keys_are_documented(full_run, tmp_path):
+    from iterframe.loop.rescore import rescore_run
+    from iterframe.loop.stages import FunctionReward
+
+    reward = FunctionReward(lambda prompts, completions, references: [0.5] * len(prompts))
+    rescore_run(str(full_run), str(tmp_path / "set"), reward, iterations="0")
+    run = json.loads((tmp_path / "set" / "run.json").read_text(encoding="utf-8"))
+    documented = set(documented_names("A rescored sample set"))
+    documented |= {name for key in documented for name in key.split(".")[:1]}
+    keys = {key for key in run if key not in ("iterframe_version", "started", "loop")}
+    keys |= {f"rescored_from.{key}" for key in run["rescored_from"]}
+    assert sorted(keys - documented) == []
+    assert {"rescored_from", "reward", "filters"} <= keys

@@ -34,6 +34,7 @@ __all__ = [
     "read_metrics",
     "read_samples",
     "sample_row",
+    "sample_from_row",
     "samples_path",
     "truncate_metrics",
     "write_metrics_row",
@@ -226,6 +227,44 @@ def sample_row(sample: Union[Sample, dict[str, Any]]) -> dict[str, Any]:
     }
     row["info"] = json.dumps(info, ensure_ascii=False, default=_json_default, sort_keys=True)
     return {column: row[column] for column in (*SAMPLE_COLUMNS, *TOKEN_ID_COLUMNS)}
+
+
+def _chat_or_text(text: Any) -> Any:
+    """A stored prompt back as written: chat messages (stored as JSON) as a list, text as text."""
+    if isinstance(text, str) and text.startswith("["):
+        try:
+            messages = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        if isinstance(messages, list) and all(isinstance(m, dict) and "role" in m for m in messages):
+            return messages
+    return text
+
+
+def sample_from_row(row: dict[str, Any]) -> Sample:
+    """A row of ``samples.parquet`` (as :func:`read_samples` returns it) back as a :class:`Sample`, with its
+    reward, fate and token ids. Chat prompts come back as messages; a non-string reference stays as its JSON
+    text."""
+    info = json.loads(row.get("info") or "{}")
+    for key in ("sample_index", "generator", "num_tokens", "finish_reason", "tokenizer_hash"):
+        if row.get(key) is not None:
+            info[key] = row[key]
+    reward = row.get("reward")
+    drop_reason = row.get("drop_reason")
+    return Sample(
+        iteration=int(row["iteration"]),
+        prompt_id=int(row["prompt_id"]),
+        prompt=_chat_or_text(row["prompt"]),
+        completion=row["completion"],
+        reference=row.get("reference"),
+        reward=math.nan if reward is None else float(reward),
+        kept=bool(row.get("kept")),
+        dropped_by=row.get("dropped_by"),
+        info=info,
+        drop_reason=None if drop_reason is None else json.loads(drop_reason),
+        prompt_token_ids=_ids_or_none(row.get("prompt_token_ids")),
+        completion_token_ids=_ids_or_none(row.get("completion_token_ids")),
+    )
 
 
 def _ids_or_none(ids: Any) -> Any:

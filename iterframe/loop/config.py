@@ -47,6 +47,13 @@ class LoopConfig:
             "same iteration (the iteration still generates at most prompts x samples_per_prompt)."
         },
     )
+    train_from: Optional[str] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Train on a recorded sample set instead of generating: iteration i trains on the kept samples "
+            "of the i-th iteration of this run or `iterframe rescore` output directory (none: generate)."
+        },
+    )
     train_epochs: int = dataclasses.field(
         default=1, metadata={"help": "Passes of trainer.step() over the iteration's kept (+ replayed) samples."}
     )
@@ -145,6 +152,11 @@ class LoopConfig:
         for name in ("samples_per_round", "redistribute"):
             if getattr(self, name) and not self.until_accepted:
                 raise ValueError(f"{name} works with adaptive sampling only: set until_accepted too (e.g. 1).")
+        if self.train_from and self.until_accepted:
+            raise ValueError(
+                "train_from trains on recorded samples and generates none, so until_accepted has nothing to do: "
+                "leave one of them out."
+            )
 
     def _check_eval_gating(self) -> None:
         if self.early_stop_patience and not self.eval_every:

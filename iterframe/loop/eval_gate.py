@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, Optional
 
 from iterframe.loop.config import LoopConfig
+from iterframe.loop.run_state import read_best, record_in_run_file, save_best_model
+from iterframe.plugins.components import Sample
 
 __all__ = ["INITIAL_ITERATION", "EvalGate", "Verdict"]
 
@@ -61,6 +64,35 @@ class EvalGate:
         """Take the starting model's eval as the baseline; return whether it is the best so far (it is, when
         it has a value)."""
         return self._observe(INITIAL_ITERATION, _finite(initial_reward), rolled_back=False)
+
+    def evaluate_start(
+        self, evaluate: Callable[[], tuple[list[Sample], dict[str, Any]]], trainer, output_dir: str
+    ) -> tuple[Optional[float], list[Sample]]:
+        """The baseline: ``evaluate()`` the starting model, take its eval as the first accepted (and best) one,
+        keep it in ``best/`` when early stopping is on, and record ``eval/initial_reward`` in ``run.json``.
+        Return the reward (``None`` when every eval sample failed) and the eval samples (iteration -1)."""
+        samples, metrics = evaluate()
+        for sample in samples:
+            sample.iteration = INITIAL_ITERATION
+        reward = _finite(metrics["eval/reward"])
+        if self.start(reward) and self.keeps_best:
+            self.save_best(trainer, output_dir, INITIAL_ITERATION)
+        if trainer.args.should_save:
+            record_in_run_file(output_dir, {"eval/initial_reward": reward})
+        return reward, samples
+
+    def save_best(self, trainer, output_dir: str, iteration: int) -> None:
+        """Keep the model as it is now in ``best/``, as the best of ``iteration``."""
+        save_best_model(trainer, output_dir, iteration, self.best_reward)
+
+    def resume(self, rows: list[dict[str, Any]], trainer, output_dir: str, checkpoint_iteration: int) -> None:
+        """Judge a resumed run as the uninterrupted one would (:meth:`restore`), and rewrite ``best/`` when the run
+        stopped after checkpointing a new best but before saving it there (the trainer holds that checkpoint)."""
+        self.restore(rows)
+        if self.keeps_best and self.best_iteration == checkpoint_iteration:
+            best = read_best(output_dir)
+            if best is None or best.get("iteration") != checkpoint_iteration:
+                self.save_best(trainer, output_dir, checkpoint_iteration)
 
     def judge(self, iteration: int, row: dict[str, Any]) -> Verdict:
         """Judge an iteration by its ``eval/reward`` (in ``row``, which gets ``rolled_back``, ``eval/best_reward``

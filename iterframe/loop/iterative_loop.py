@@ -10,17 +10,18 @@ the reward). The sample stages live in :mod:`iterframe.loop.stages`, the artifac
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
+from iterframe.generation.token_ids import tokenizer_fingerprint
 from iterframe.loop.adaptive import AdaptiveSampling
 from iterframe.loop.artifacts import SAMPLES_FILE, iteration_dir, write_samples
 from iterframe.loop.checks import check_prompt_lengths, check_prompt_records, component_name, require_component
 from iterframe.loop.config import LoopConfig, PromptRecord
-from iterframe.loop.eval_gate import INITIAL_ITERATION, EvalGate
+from iterframe.loop.eval_gate import EvalGate
 from iterframe.loop.metrics import reward_metrics, token_metrics
 from iterframe.loop.progress import Progress, echo
 from iterframe.loop.prompt_sampler import PromptSampler
@@ -29,14 +30,12 @@ from iterframe.loop.run_state import (
     BEST_DIR,
     claim_output_dir,
     latest_checkpoint,
-    read_best,
     read_loop_state,
-    record_in_run_file,
-    save_best_model,
     save_final_model,
     save_loop_checkpoint,
     truncate_run,
 )
+from iterframe.loop.sample_sets import TrainingSet, prompt_records, recorded_fates
 from iterframe.loop.sampling import SampleMaker
 from iterframe.loop.stages import FAILED_REWARD, FunctionReward, filter_samples
 from iterframe.loop.training import TrainingSnapshot, reset_to_base, train_on
@@ -143,6 +142,12 @@ class IterativeLoop:
             )
         self.sampling = SampleMaker(self.reward, self.hooks, self.progress, trainer.accelerator)
         self.adaptive = AdaptiveSampling(self.config, self._sample_round, self.filters)
+        self.training_set = None
+        if self.config.train_from:
+            self.training_set = TrainingSet(
+                self.config.train_from, tokenizer_fingerprint(trainer.processing_class)
+            )
+            self.training_set.check_covers(self.config.iterations)
         self._initial_eval: Optional[tuple[Optional[float], list[Sample]]] = None  # reward, samples
 
     @property
@@ -180,8 +185,9 @@ class IterativeLoop:
                     component.setup(self.context)
                 set_up.append(component)
             self.hooks.call("on_run_start")
-            if first_iteration == 0:
-                self._evaluate_initial_model()
+            if first_iteration == 0 and self.eval_prompts and self.config.initial_eval and self.config.eval_every:
+                evaluate = functools.partial(self.sampling.evaluate, self.eval_generator, self.eval_prompts, None)
+                self._initial_eval = self.gate.evaluate_start(evaluate, self.trainer, self.config.output_dir)
             for iteration in self.progress.iterations(first_iteration, self.config.iterations):
                 if self.gate.stopped:
                     break
@@ -217,19 +223,10 @@ class IterativeLoop:
         self.sampler.load_state_dict(state["prompt_sampler"])
         self.replay.load_state_dict(state["replay_buffer"])
         self.metrics = list(state["metrics"])
-        self._restore_gate(state["iteration"])
+        self.gate.resume(self.metrics, self.trainer, self.config.output_dir, state["iteration"])
         if self.is_main_process:
             truncate_run(self.config.output_dir, state["iteration"])
         return state["iteration"] + 1
-
-    def _restore_gate(self, checkpoint_iteration: int) -> None:
-        """Judge as the uninterrupted run would; rewrite ``best/`` when the run stopped after checkpointing a new
-        best but before saving it there."""
-        self.gate.restore(self.metrics)
-        best = read_best(self.config.output_dir)
-        if self.gate.keeps_best and self.gate.best_iteration == checkpoint_iteration:
-            if best is None or best.get("iteration") != checkpoint_iteration:
-                save_best_model(self.trainer, self.config.output_dir, checkpoint_iteration, self.gate.best_reward)
 
     def _loop_state(self, iteration: int) -> dict[str, Any]:
         return {
@@ -247,19 +244,28 @@ class IterativeLoop:
     def _run_iteration(self, iteration: int) -> dict[str, Any]:
         start = time.perf_counter()
         epoch = self.sampler.epoch + (self.sampler.position == self.sampler.num_prompts)
-        records = self.sampler.draw(self.prompts, self.config.prompts_per_iteration)
+        if self.training_set is not None:  # a recorded set: no prompts to draw, nothing to generate
+            recorded = self.training_set.samples(iteration)
+            records, epoch = prompt_records(recorded), None
+        else:
+            records = self.sampler.draw(self.prompts, self.config.prompts_per_iteration)
         self.hooks.call("on_iteration_start", iteration=iteration, prompts=list(records))
 
         timer, times = time.perf_counter(), self.sampling.stage_times
         times.update(generate=0.0, score=0.0)
-        if self.config.until_accepted:
+        if self.training_set is not None:
+            samples, sampling_stats = recorded, {}
+        elif self.config.until_accepted:
             samples, sampling_stats = self.adaptive.run(records, iteration)
         else:
             counts = [self.config.samples_per_prompt] * len(records)
             samples, sampling_stats = self._sample_round(records, counts, iteration), {}
         num_failed = sum(sample.dropped_by == FAILED_REWARD for sample in samples)
         sampling_s, timer = time.perf_counter() - timer, time.perf_counter()
-        kept_samples, dropped_counts = filter_samples(samples, self.filters, self.hooks, iteration)
+        if self.training_set is not None:  # the set's recorded fates stand: no hooks, no filters
+            kept_samples, dropped_counts = recorded_fates(samples)
+        else:
+            kept_samples, dropped_counts = filter_samples(samples, self.filters, self.hooks, iteration)
         filter_s = time.perf_counter() - timer + sampling_s - sum(times.values())
         snapshot = TrainingSnapshot(self.trainer, self.replay) if self.gate.gates else None
         timer = time.perf_counter()
@@ -336,22 +342,6 @@ class IterativeLoop:
         row.update(metrics)
         return samples
 
-    def _evaluate_initial_model(self) -> None:
-        """The baseline: the starting model's greedy eval, ``eval/initial_reward`` in iteration 0's row and in
-        ``run.json`` (when there are eval prompts, ``initial_eval`` and ``eval_every`` > 0)."""
-        if not (self.eval_prompts and self.config.initial_eval and self.config.eval_every > 0):
-            return
-        row: dict[str, Any] = {}
-        samples = self._eval_pass(None, row)
-        for sample in samples:
-            sample.iteration = INITIAL_ITERATION
-        reward = row["eval/reward"] if math.isfinite(row["eval/reward"]) else None
-        self._initial_eval = (reward, samples)
-        if self.gate.start(reward) and self.gate.keeps_best:
-            save_best_model(self.trainer, self.config.output_dir, INITIAL_ITERATION, reward)
-        if self.is_main_process:
-            record_in_run_file(self.config.output_dir, {"eval/initial_reward": reward})
-
     def _finish_iteration(self, iteration: int, row, samples: list[Sample], eval_samples: list[Sample], verdict):
         """Write the samples, log the row, record it, checkpoint when due (loop state last), then keep a new best
         model in ``best/``."""
@@ -378,8 +368,8 @@ class IterativeLoop:
                 keep=self.config.keep_checkpoints,
             )
             self.hooks.call("on_checkpoint_saved", iteration=iteration, path=path)
-        if new_best:  # after the checkpoint, so a resume can always rewrite it (see _restore_gate)
-            save_best_model(self.trainer, self.config.output_dir, iteration, self.gate.best_reward)
+        if new_best:  # after the checkpoint, so a resume can always rewrite it (see EvalGate.resume)
+            self.gate.save_best(self.trainer, self.config.output_dir, iteration)
 
     def _print_summary(self) -> None:
         if self.config.quiet or not self.is_main_process or not self.metrics:

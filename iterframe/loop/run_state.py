@@ -40,6 +40,7 @@ __all__ = [
     "latest_checkpoint",
     "read_best",
     "read_loop_state",
+    "read_run_file",
     "record_in_run_file",
     "save_best_model",
     "save_final_model",
@@ -100,6 +101,11 @@ def claim_output_dir(output_dir: str, existing_output: str, loop_settings: dict[
             raise OutputDirError(
                 f"Nothing to resume in {output_dir!r}: it holds no iterframe run (no {RUN_FILE}). Start a new run "
                 "there without --resume (existing_output='error'), or point --output-dir at the run to continue."
+            )
+        if read_run_file(output_dir).get("rescored_from"):
+            raise OutputDirError(
+                f"{output_dir!r} holds samples `iterframe rescore` wrote, not a run to resume: train on them in a "
+                f"new run with --train-from {output_dir}."
             )
         _remove_temporary_checkpoints(output_dir)
         return latest_checkpoint(output_dir)
@@ -272,13 +278,19 @@ def read_best(output_dir: str) -> Optional[dict[str, Any]]:
         return None
 
 
+def read_run_file(output_dir: str) -> dict[str, Any]:
+    """The run's ``run.json`` (``{}`` when it has none or it does not read as a JSON object)."""
+    try:
+        with open(os.path.join(output_dir, RUN_FILE), encoding="utf-8") as handle:
+            run = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
 def record_in_run_file(output_dir: str, values: dict[str, Any]) -> None:
     """Add ``values`` to the run's ``run.json`` (rewritten atomically)."""
-    path = os.path.join(output_dir, RUN_FILE)
-    with open(path, encoding="utf-8") as handle:
-        run = json.load(handle)
-    run.update(values)
-    atomic_write_json(path, run)
+    atomic_write_json(os.path.join(output_dir, RUN_FILE), {**read_run_file(output_dir), **values})
 
 
 def truncate_run(output_dir: str, last_iteration: int) -> list[dict[str, Any]]:

@@ -100,16 +100,21 @@ def score_samples(reward: Reward, samples: list[Sample], iteration: int) -> int:
 def filter_samples(
     samples: list[Sample], filters: Sequence[Filter], hooks, iteration: int
 ) -> tuple[list[Sample], dict[str, int]]:
-    """Apply the ``on_samples_scored`` hooks (``hooks``: the run's :class:`~iterframe.plugins.hooks.Hooks`), then
-    the filter chain; mark the survivors kept, the others with who dropped them and why, and return the survivors
-    with the drop count per plugin and filter (every filter of the chain, in order, 0 when it dropped none)."""
+    """Apply the ``on_samples_scored`` hooks (``hooks``: the run's :class:`~iterframe.plugins.hooks.Hooks`, or
+    ``None`` for none), then the filter chain; mark the survivors kept, the others with who dropped them and why,
+    and return the survivors with the drop count per plugin and filter (every filter of the chain, in order, 0
+    when it dropped none)."""
     survivors = [sample for sample in samples if sample.dropped_by is None]
     dropped_counts: dict[str, int] = {}
 
     def check_verdict(verdict) -> None:
         check_mask(verdict, len(samples), "on_samples_scored")
 
-    answers = hooks.call("on_samples_scored", check=check_verdict, iteration=iteration, samples=samples)
+    answers = (
+        []
+        if hooks is None
+        else hooks.call("on_samples_scored", check=check_verdict, iteration=iteration, samples=samples)
+    )
     for plugin_name, verdict in answers:
         if verdict is None:
             continue
