@@ -78,7 +78,7 @@ def test_reward_returning_non_numbers_is_named(tiny_llama_path, tmp_path, traine
     def words(prompts, completions, references):
         return ["good"] * len(completions)
 
-    with pytest.raises(TypeError, match=r"Reward 'words' returned 'good'; scores must be numbers"):
+    with pytest.raises(TypeError, match=r"Reward 'words' returned 'good' for sample 0; scores must be numbers"):
         make_loop(tiny_llama_path, tmp_path / "out", trainer=trainer, reward=words).run()
 
 

@@ -67,7 +67,7 @@ def test_samples_record_the_value_that_decided_each_drop(funnel_run):
         for row in samples
     }
     prompt_id = samples[0]["prompt_id"]
-    assert fates[(prompt_id, 0)] == ("failed-reward", None)
+    assert fates[(prompt_id, 0)] == ("failed-reward:no-score", {"error": "Reward 'score_answers' returned nan"})
     assert fates[(prompt_id, 1)] == ("threshold", {"reward": 0.2, "min_reward": 0.5})
     assert fates[(prompt_id, 2)] == (None, None)
     assert fates[(prompt_id, 3)] == (

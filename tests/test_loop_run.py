@@ -134,7 +134,9 @@ def test_samples_parquet_records_every_sample_with_its_fate(finished_run):
         by_index.setdefault(row["sample_index"], []).append(row)
     assert all(row["kept"] and row["dropped_by"] is None and row["reward"] == 1.0 for row in by_index[0])
     assert all(not row["kept"] and row["dropped_by"] == "first-per-prompt" for row in by_index[1])
-    assert all(row["dropped_by"] == FAILED_REWARD and math.isnan(row["reward"]) for row in by_index[2])
+    assert all(
+        row["dropped_by"] == f"{FAILED_REWARD}:no-score" and math.isnan(row["reward"]) for row in by_index[2]
+    )
     first = rows[0]
     assert first["iteration"] == 0
     assert first["generator"] == "scripted"
@@ -192,7 +194,13 @@ def test_run_json_marks_the_output_dir(finished_run):
 
 
 def test_nan_metrics_are_null_in_metrics_jsonl(tiny_llama_path, tmp_path):
-    loop = make_loop(tiny_llama_path, tmp_path / "out", reward=lambda p, c, r: [math.inf] * len(c), iterations=1)
+    loop = make_loop(
+        tiny_llama_path,
+        tmp_path / "out",
+        reward=lambda p, c, r: [math.inf] * len(c),
+        iterations=1,
+        max_failed_rate=1.0,
+    )
     (row,) = loop.run()
     assert row["reward/num_failed"] == row["num_generated"] == 4
     assert row["num_kept"] == 0 and is_nan(row["reward/mean"])

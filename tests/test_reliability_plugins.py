@@ -194,7 +194,7 @@ FAULTS = [
     ("reward", "raises", ComponentError, "RuntimeError: reward server went away"),
     ("reward", "wrong-type", TypeError, "returned a NoneType; it must return a list of 4 numbers"),
     ("reward", "wrong-count", ValueError, "returned 3 scores for 4 samples"),
-    ("reward", "not-numbers", TypeError, "returned 'high'; scores must be numbers"),
+    ("reward", "not-numbers", TypeError, "returned 'high' for sample 0; scores must be numbers"),
     ("filter", "raises", ComponentError, "RuntimeError: filter lost its index"),
     ("filter", "wrong-type", ValueError, "must return a list of 4 booleans (one per sample), got NoneType"),
     ("filter", "wrong-count", ValueError, "must return a list of 4 booleans (one per sample), got 3"),
@@ -274,15 +274,17 @@ def test_non_finite_rewards_are_failed_samples_counted_and_never_trained(faulty_
         iterations=2,
         prompts_per_iteration=2,
         samples_per_prompt=4,
+        max_failed_rate=1.0,
     )
     rows = loop.run()
     assert [row["reward/num_failed"] for row in rows] == [6, 6]
+    assert [row["reward/num_failed/no-score"] for row in rows] == [6, 6]
     assert [row["num_kept"] for row in rows] == [2, 2]
     assert [row["reward/mean"] for row in rows] == [1.0, 1.0]
     assert tokenizer.batches == [2, 2]
     for iteration in (0, 1):
         samples = read_samples(samples_path(tmp_path / "out", iteration))
-        failed = [sample for sample in samples if sample["dropped_by"] == FAILED_REWARD]
+        failed = [sample for sample in samples if sample["dropped_by"] == f"{FAILED_REWARD}:no-score"]
         assert len(failed) == 6
         assert all(math.isnan(sample["reward"]) and not sample["kept"] for sample in failed)
     written = read_metrics(tmp_path / "out" / "metrics.jsonl")
@@ -306,7 +308,26 @@ def test_generator_of_only_empty_strings_is_flagged_and_the_loop_goes_on(faulty_
     assert {sample["completion"] for sample in read_samples(samples_path(tmp_path / "out", 1))} == {""}
 
 
-def test_cli_reports_a_crashing_reward_with_its_traceback_and_the_resume_hint(tiny_llama_path, tmp_path):
+def test_cli_reports_a_crashing_component_with_its_traceback_and_the_resume_hint(
+    faulty_plugin, tiny_llama_path, tmp_path
+):
+    from iterframe.cli import cli
+
+    dataset = tmp_path / "prompts.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": f"{a}+1="}) + "\n" for a in range(4)))
+    output_dir = tmp_path / "out"
+    args = ["run", "--model", tiny_llama_path, "--dataset", str(dataset), "--reward", "faulty-reward"]
+    args += ["--set", "reward.fault=raises", "--set", "generator.max_new_tokens=2", "--iterations", "3"]
+    args += ["--prompts-per-iteration", "2", "--samples-per-prompt", "2", "--output-dir", str(output_dir), "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "RuntimeError: reward server went away" in result.output
+    assert "Error: Iteration 1: reward 'faulty-reward' (plugin " in result.output
+    assert "add --resume to the command to continue the run" in result.output
+    assert metrics_iterations(output_dir) == [0]
+
+
+def test_cli_reports_a_crashing_reward_with_its_errors_and_the_resume_hint(tiny_llama_path, tmp_path):
     from iterframe.cli import cli
 
     reward_file = tmp_path / "crashing_reward.py"
@@ -314,7 +335,7 @@ def test_cli_reports_a_crashing_reward_with_its_traceback_and_the_resume_hint(ti
         "calls = []\n\n"
         "def score(prompts, completions, references):\n"
         "    calls.append(1)\n"
-        "    if len(calls) > 1:\n"
+        "    if len(calls) > 4:\n"
         "        raise ZeroDivisionError('the scorer divided by zero')\n"
         "    return [1.0] * len(completions)\n"
     )
@@ -324,16 +345,16 @@ def test_cli_reports_a_crashing_reward_with_its_traceback_and_the_resume_hint(ti
     )
     output_dir = tmp_path / "out"
     args = ["run", "--model", tiny_llama_path, "--dataset", str(dataset), "--reward", "python"]
-    args += ["--set", f"reward.function={reward_file}:score", "--set", "generator.max_new_tokens=2"]
-    args += ["--iterations", "3", "--prompts-per-iteration", "2", "--samples-per-prompt", "2"]
-    args += ["--output-dir", str(output_dir), "--quiet"]
+    args += ["--set", f"reward.function={reward_file}:score", "--set", "reward.workers=0"]
+    args += ["--set", "generator.max_new_tokens=2", "--iterations", "3", "--prompts-per-iteration", "2"]
+    args += ["--samples-per-prompt", "2", "--output-dir", str(output_dir), "--quiet"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
-    assert "Traceback" in result.output and "ZeroDivisionError" in result.output
     assert (
-        "Error: Iteration 1: reward 'python' (plugin 'iterframe.builtin.rewards') failed: ZeroDivisionError: "
-        "the scorer divided by zero" in result.output
+        "Error: Iteration 1: reward 'python' (plugin 'iterframe.builtin.rewards') failed on 4 of 4 samples "
+        "(4 error)" in result.output
     )
+    assert f"ZeroDivisionError: the scorer divided by zero (at {reward_file}:6 in score)" in result.output
     assert "add --resume to the command to continue the run" in result.output
     assert metrics_iterations(output_dir) == [0]
 

@@ -139,7 +139,7 @@ def _run_filter_chain(samples: list[Sample], filters: list) -> tuple[list[Sample
 def test_filter_chain_keeps_an_ordered_subset_and_accounts_for_every_sample(samples, minimum, k, per_prompt):
     for sample in samples:
         if math.isnan(sample.reward):
-            sample.dropped_by = FAILED_REWARD  # as the loop marks failed samples before filtering
+            sample.dropped_by = f"{FAILED_REWARD}:no-score"  # as the loop marks failed samples before filtering
     filters = [
         create_component("filter", "threshold", {"min_reward": minimum}),
         create_component("filter", "dedup", {"per_prompt": per_prompt}),
@@ -151,9 +151,11 @@ def test_filter_chain_keeps_an_ordered_subset_and_accounts_for_every_sample(samp
     assert all(sample.kept and sample.dropped_by is None for sample in kept)
     not_kept = [sample for sample in samples if not sample.kept]
     assert all(sample.dropped_by is not None for sample in not_kept)
-    failed = sum(sample.dropped_by == FAILED_REWARD for sample in samples)
+    failed = sum(sample.dropped_by == f"{FAILED_REWARD}:no-score" for sample in samples)
     assert len(kept) + sum(dropped_counts.values()) + failed == len(samples)
-    assert Counter(s.dropped_by for s in not_kept if s.dropped_by != FAILED_REWARD) == +Counter(dropped_counts)
+    assert Counter(s.dropped_by for s in not_kept if s.dropped_by != f"{FAILED_REWARD}:no-score") == +Counter(
+        dropped_counts
+    )
 
 
 # --- the replay buffer --------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from numbers import Real
 from typing import Optional
 
-from iterframe.plugins.components import Reward, RunContext, Sample
+from iterframe.plugins.components import PooledReward, RunContext, Sample
 from iterframe.plugins.hookspecs import hookimpl
+from iterframe.plugins.reward_pool import checked_scores
 
 __all__ = ["AnswerMatchReward", "PythonReward", "extract_final_number", "load_callable"]
 
@@ -48,46 +49,45 @@ def load_callable(spec: str) -> Callable:
     return target
 
 
-def _check_scores(scores, count: int, source: str) -> list[float]:
-    if isinstance(scores, (str, bytes)) or not hasattr(scores, "__len__"):
-        raise TypeError(f"{source} returned {type(scores).__name__}; it must return a list of {count} floats.")
-    if len(scores) != count:
-        raise ValueError(f"{source} returned {len(scores)} scores for {count} samples; return one per sample.")
-    checked = []
-    for index, score in enumerate(scores):
-        if isinstance(score, bool) or not isinstance(score, Real):
-            raise TypeError(f"{source} returned {score!r} for sample {index}; scores must be numbers.")
-        checked.append(float(score))
-    return checked
+class FunctionOptionReward(PooledReward):
+    """Base of the rewards that call a user's function named by the ``function`` option: loaded in ``setup`` and
+    again, lazily, in each worker process (a function loaded from a file cannot be pickled)."""
+
+    def setup(self, context: RunContext) -> None:
+        self.function = load_callable(self.options.function)
+
+    def loaded_function(self) -> Callable:
+        if getattr(self, "function", None) is None:
+            self.function = load_callable(self.options.function)
+        return self.function
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "function": None}
 
 
-class PythonReward(Reward):
+class PythonReward(FunctionOptionReward):
     """Scores with any Python callable: ``fn(prompts, completions, references) -> list[float]``."""
 
     name = "python"
     description = "Score with any callable 'module:function' taking (prompts, completions, references) lists."
 
     @dataclasses.dataclass
-    class Options:
+    class Options(PooledReward.Options):
         function: str = dataclasses.field(
             metadata={
                 "help": "The callable, as 'package.module:function' or 'path/to/file.py:function'. It receives "
-                "prompts, completions and references (lists of equal length) and returns one float each."
+                "prompts, completions and references (lists of equal length) and returns one float each (None: "
+                "the sample could not be scored)."
             }
         )
 
-    def setup(self, context: RunContext) -> None:
-        self.function = load_callable(self.options.function)
-
-    def score(self, samples: list[Sample]) -> list[float]:
-        if not hasattr(self, "function"):
-            self.function = load_callable(self.options.function)
-        scores = self.function(
+    def score(self, samples: list[Sample]) -> list[Optional[float]]:
+        scores = self.loaded_function()(
             [sample.prompt for sample in samples],
             [sample.completion for sample in samples],
             [sample.reference for sample in samples],
         )
-        return _check_scores(scores, len(samples), f"reward function {self.options.function!r}")
+        return checked_scores(f"reward function {self.options.function!r}", scores, len(samples))
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -101,14 +101,14 @@ def extract_final_number(text: str) -> Optional[float]:
     return float(matches[-1].replace(",", ""))
 
 
-class AnswerMatchReward(Reward):
+class AnswerMatchReward(PooledReward):
     """1.0 when the completion's answer equals the sample's reference, else 0.0."""
 
     name = "answer-match"
     description = "1.0 if the completion's final number (or a regex group) equals the reference, else 0.0."
 
     @dataclasses.dataclass
-    class Options:
+    class Options(PooledReward.Options):
         pattern: Optional[str] = dataclasses.field(
             default=None,
             metadata={
@@ -121,6 +121,7 @@ class AnswerMatchReward(Reward):
         )
 
         def __post_init__(self):
+            super().__post_init__()
             if self.pattern is not None:
                 try:
                     re.compile(self.pattern)

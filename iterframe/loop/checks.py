@@ -17,7 +17,6 @@ __all__ = [
     "check_completions",
     "check_prompt_lengths",
     "check_prompt_records",
-    "checked_scores",
     "component_name",
     "require_component",
 ]
@@ -103,26 +102,6 @@ def check_completions(generator, generated, num_prompts: int, num_samples: int) 
                     f"Generator {name!r} returned a Completion whose text is {type(item.text).__name__} "
                     f"{item.text!r:.60} for prompt {index}; Completion.text must be a string (may be empty)."
                 )
-
-
-def checked_scores(reward, scores, expected: int) -> list[float]:
-    """``scores`` as floats, or a ``TypeError``/``ValueError`` saying what the reward returned instead."""
-    name = component_name(reward)
-    if isinstance(scores, (str, bytes, dict)) or not hasattr(scores, "__len__"):
-        raise TypeError(
-            f"Reward {name!r} returned a {type(scores).__name__}; it must return a list of {expected} numbers."
-        )
-    if len(scores) != expected:
-        raise ValueError(f"Reward {name!r} returned {len(scores)} scores for {expected} samples.")
-    checked = []
-    for score in scores:
-        if isinstance(score, (str, bytes)) or score is None:
-            raise TypeError(f"Reward {name!r} returned {score!r}; scores must be numbers.")
-        try:
-            checked.append(float(score))
-        except (TypeError, ValueError):
-            raise TypeError(f"Reward {name!r} returned {score!r}; scores must be numbers.") from None
-    return checked
 
 
 def check_batch(tokenizer, batch: Any, num_samples: int) -> None:

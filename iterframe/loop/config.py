@@ -70,6 +70,13 @@ class LoopConfig:
             "data, instead of continuing from the previous iteration's weights."
         },
     )
+    max_failed_rate: float = dataclasses.field(
+        default=0.5,
+        metadata={
+            "help": "Stop the run when more than this fraction of an iteration's samples fail their scoring "
+            "(error, timeout or no score), naming the reward and some of its errors (1: never stop)."
+        },
+    )
     eval_every: int = dataclasses.field(
         default=1,
         metadata={"help": "Evaluate on the eval prompts every N iterations and after the last one (0: never)."},
@@ -136,6 +143,9 @@ class LoopConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        rate = self.max_failed_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"max_failed_rate must be a fraction between 0 and 1, got {self.max_failed_rate!r}.")
         self._check_adaptive_sampling()
         self._check_eval_gating()
         if self.existing_output not in EXISTING_OUTPUT_MODES:

@@ -37,7 +37,7 @@ from iterframe.loop.run_state import (
 )
 from iterframe.loop.sample_sets import TrainingSet, prompt_records, recorded_fates
 from iterframe.loop.sampling import SampleMaker
-from iterframe.loop.stages import FAILED_REWARD, FunctionReward, filter_samples
+from iterframe.loop.stages import FunctionReward, check_failed_rate, filter_samples
 from iterframe.loop.training import TrainingSnapshot, reset_to_base, train_on
 from iterframe.plugins.components import (
     COMPONENT_KINDS,
@@ -52,7 +52,7 @@ from iterframe.plugins.components import (
 from iterframe.plugins.errors import blame
 from iterframe.plugins.hooks import HookMetrics, Hooks
 
-__all__ = ["FAILED_REWARD", "FunctionReward", "IterativeLoop", "LoopConfig", "PromptRecord"]
+__all__ = ["IterativeLoop", "LoopConfig", "PromptRecord"]
 
 SAMPLES_FILE_EVAL = "eval_samples.parquet"
 #: The starting model's eval completions, saved with iteration 0's samples.
@@ -67,8 +67,8 @@ class IterativeLoop:
         trainer: the :class:`~iterframe.IterativeSFTTrainer` to train (its model generates).
         prompts: the prompt set, as :class:`PromptRecord` objects.
         generator: turns prompts into completions (:class:`~iterframe.Generator`).
-        reward: scores samples (:class:`~iterframe.Reward`, or a function
-            ``f(prompts, completions, references) -> list[float]``); NaN/inf marks a failed sample.
+        reward: scores samples (:class:`~iterframe.Reward`, a :class:`~iterframe.PooledReward` in worker processes,
+            or a function ``f(prompts, completions, references) -> list[float]``); samples it cannot score fail.
         filters: applied in order, each to the survivors of the previous one.
         tokenizer: turns kept samples into ``step()`` inputs (:class:`~iterframe.SampleTokenizer`).
         loggers: receive each iteration's metrics and samples; a ``jsonl`` logger is added when none is given.
@@ -184,6 +184,8 @@ class IterativeLoop:
                 with blame(kind, component, None):
                     component.setup(self.context)
                 set_up.append(component)
+            with blame("reward", self.reward, None):
+                self.sampling.scorer.start()  # a pooled reward's workers start while the first generation runs
             self.hooks.call("on_run_start")
             if first_iteration == 0 and self.eval_prompts and self.config.initial_eval and self.config.eval_every:
                 evaluate = functools.partial(self.sampling.evaluate, self.eval_generator, self.eval_prompts, None)
@@ -202,6 +204,7 @@ class IterativeLoop:
             try:
                 self.hooks.run_end(metrics=self.metrics[-1] if self.metrics else None, error=error)
             finally:
+                self.sampling.scorer.close()
                 for component in reversed(set_up):
                     component.close()
         return list(self.metrics)
@@ -260,7 +263,7 @@ class IterativeLoop:
         else:
             counts = [self.config.samples_per_prompt] * len(records)
             samples, sampling_stats = self._sample_round(records, counts, iteration), {}
-        num_failed = sum(sample.dropped_by == FAILED_REWARD for sample in samples)
+        check_failed_rate(self.reward, samples, self.config.max_failed_rate, iteration)
         sampling_s, timer = time.perf_counter() - timer, time.perf_counter()
         if self.training_set is not None:  # the set's recorded fates stand: no hooks, no filters
             kept_samples, dropped_counts = recorded_fates(samples)
@@ -276,7 +279,7 @@ class IterativeLoop:
         row: dict[str, Any] = {"iteration": iteration, "global_step": self.trainer.state.global_step}
         row["prompt_epoch"] = epoch
         row["num_prompts"] = len(records)
-        row.update(reward_metrics(samples, num_failed))
+        row.update(reward_metrics(samples))
         row.update(token_metrics(samples))
         row.update(sampling_stats)
         row["replay/size"] = len(self.replay)

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from typing import Any
 
+from iterframe.loop.stages import FAILURE_REASONS, failure_reason
 from iterframe.plugins.components import Sample
 
-__all__ = ["reward_metrics", "token_metrics", "training_metrics"]
+__all__ = ["eval_metrics", "failure_metrics", "reward_metrics", "token_metrics", "training_metrics"]
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def reward_metrics(samples: list[Sample], num_failed: int) -> dict[str, Any]:
+def failure_metrics(samples: list[Sample], prefix: str) -> dict[str, int]:
+    """``PREFIX/num_failed``, and ``PREFIX/num_failed/REASON`` for each failure reason (0 when none)."""
+    reasons = Counter(failure_reason(sample) for sample in samples)
+    metrics = {f"{prefix}/num_failed": sum(reasons[reason] for reason in FAILURE_REASONS)}
+    metrics.update({f"{prefix}/num_failed/{reason}": reasons[reason] for reason in FAILURE_REASONS})
+    return metrics
+
+
+def reward_metrics(samples: list[Sample]) -> dict[str, Any]:
     """``num_generated``, ``num_kept``, ``keep_rate`` and ``reward/*`` over the scored samples.
 
-    Failed samples (NaN reward) count in ``num_generated`` and ``reward/num_failed`` but not in the reward
-    statistics; a statistic with no value is NaN.
+    Failed samples (NaN reward) count in ``num_generated`` and ``reward/num_failed`` (split by reason) but not in
+    the reward statistics; a statistic with no value is NaN.
     """
     rewards = [sample.reward for sample in samples if not math.isnan(sample.reward)]
     kept_rewards = [sample.reward for sample in samples if sample.kept]
@@ -32,8 +42,15 @@ def reward_metrics(samples: list[Sample], num_failed: int) -> dict[str, Any]:
         "reward/min": min(rewards, default=math.nan),
         "reward/max": max(rewards, default=math.nan),
         "reward/kept_mean": _mean(kept_rewards),
-        "reward/num_failed": num_failed,
+        **failure_metrics(samples, "reward"),
     }
+
+
+def eval_metrics(samples: list[Sample]) -> dict[str, Any]:
+    """``eval/reward``: the mean over the eval samples that were scored (NaN when none was), failed ones left out
+    and counted in ``eval/num_failed``; and ``eval/num_prompts``."""
+    rewards = [sample.reward for sample in samples if failure_reason(sample) is None]
+    return {"eval/reward": _mean(rewards), "eval/num_prompts": len(samples), **failure_metrics(samples, "eval")}
 
 
 def training_metrics(stats_per_epoch: list[dict[str, Any]], num_samples: int) -> dict[str, Any]:

@@ -6,7 +6,6 @@ samples, in record order, so the filters see exactly what a one-process run sees
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any, Optional, Union
@@ -14,10 +13,12 @@ from typing import Any, Optional, Union
 from iterframe.loop.checks import check_completions, component_name
 from iterframe.loop.config import PromptRecord
 from iterframe.loop.distributed import gather_in_order, group, shard
+from iterframe.loop.metrics import eval_metrics
 from iterframe.loop.progress import Progress
-from iterframe.loop.stages import FAILED_REWARD, samples_from_completions, score_samples
+from iterframe.loop.stages import failure_reason, samples_from_completions, score_samples
 from iterframe.plugins.components import Completion, Generator, Reward, Sample
 from iterframe.plugins.errors import blame, describe_origin
+from iterframe.plugins.reward_pool import scorer_for
 
 __all__ = ["SampleMaker"]
 
@@ -31,7 +32,9 @@ class SampleMaker:
         progress: the loop's progress bars.
         accelerator: the trainer's accelerator (process index and count).
 
-    ``stage_times`` adds up the seconds spent generating and scoring since it was last reset.
+    ``stage_times`` adds up the seconds spent generating and scoring since it was last reset. ``scorer`` scores
+    with the reward (:func:`~iterframe.plugins.reward_pool.scorer_for`: a pooled reward's worker pool); the loop
+    starts it after the components' setup and closes it at the end of the run.
     """
 
     def __init__(self, reward: Reward, hooks, progress: Progress, accelerator):
@@ -40,6 +43,7 @@ class SampleMaker:
         self.progress = progress
         self.accelerator = accelerator
         self.stage_times = {"generate": 0.0, "score": 0.0}
+        self.scorer = scorer_for(reward)
 
     def local(self, items: list) -> list:
         """This process's share of ``items`` (all of them with one process)."""
@@ -68,23 +72,21 @@ class SampleMaker:
     def evaluate(
         self, generator: Generator, records: list[PromptRecord], iteration: Optional[int]
     ) -> tuple[list[Sample], dict[str, Any]]:
-        """One (greedy) sample of each record, scored; return them and ``eval/*``: their mean reward (failed ones
-        count as 0), how many were scored and how many failed."""
+        """One (greedy) sample of each record, scored; return them and ``eval/*``
+        (:func:`~iterframe.loop.metrics.eval_metrics`: the mean reward of those scored, failed ones apart)."""
         samples = self.generate(generator, self.local(records), 1, iteration)
-        samples, num_failed = self.scored_and_gathered(samples, 1, iteration)
-        rewards = [0.0 if math.isnan(sample.reward) else sample.reward for sample in samples]
-        metrics = {"eval/reward": sum(rewards) / len(rewards), "eval/num_prompts": len(samples)}
-        return samples, {**metrics, "eval/num_failed": num_failed}
+        samples, _ = self.scored_and_gathered(samples, 1, iteration)
+        return samples, eval_metrics(samples)
 
     def scored_and_gathered(
         self, local_samples: list[Sample], num_samples: Union[int, list[int]], iteration: Optional[int]
     ) -> tuple[list[Sample], int]:
         """Score this process's samples (``num_samples`` per record, or a count per record), then gather every
         process's in record order; return them and how many rewards failed."""
-        score_samples(self.reward, local_samples, iteration)
+        score_samples(self.reward, local_samples, iteration, self.scorer)
         per_prompt = gather_in_order(group(local_samples, num_samples), self.accelerator.num_processes)
         samples = [sample for prompt_samples in per_prompt for sample in prompt_samples]
-        return samples, sum(sample.dropped_by == FAILED_REWARD for sample in samples)
+        return samples, sum(failure_reason(sample) is not None for sample in samples)
 
     def generate(
         self, generator: Generator, records: list[PromptRecord], num_samples: int, iteration: Optional[int]

@@ -4,26 +4,33 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
-from iterframe.loop.checks import checked_scores, component_name
+from iterframe.loop.checks import component_name
 from iterframe.loop.config import PromptRecord
 from iterframe.plugins.components import Completion, Filter, Reward, Sample
-from iterframe.plugins.errors import blame
+from iterframe.plugins.errors import ComponentValueError, blame, describe_origin
+from iterframe.plugins.reward_pool import FAILURE_REASONS, scorer_for
 
 __all__ = [
     "FAILED_REWARD",
+    "FAILURE_REASONS",
     "FunctionReward",
     "apply_filters",
+    "check_failed_rate",
     "check_mask",
     "check_reasons",
+    "failure_reason",
     "filter_samples",
     "samples_from_completions",
     "score_samples",
 ]
 
-#: ``dropped_by`` of a sample whose reward was NaN or infinite (a failed sample, never kept).
+#: ``dropped_by`` of a failed sample is this prefix and the reason: ``failed-reward:timeout`` (its scoring ran past
+#: the reward's ``timeout_s``), ``failed-reward:error`` (it raised) or ``failed-reward:no-score`` (the reward gave
+#: ``None``, NaN or infinity). A failed sample is never kept and counts in no reward statistic.
 FAILED_REWARD = "failed-reward"
 
 
@@ -82,19 +89,56 @@ def samples_from_completions(
     return samples
 
 
-def score_samples(reward: Reward, samples: list[Sample], iteration: int) -> int:
-    """Set each sample's reward; return how many failed (non-finite score, dropped as ``failed-reward``)."""
+def failure_reason(sample: Sample) -> Optional[str]:
+    """``timeout``, ``error`` or ``no-score`` for a sample whose scoring failed, else ``None``."""
+    prefix = FAILED_REWARD + ":"
+    dropped_by = sample.dropped_by
+    return dropped_by[len(prefix) :] if dropped_by and dropped_by.startswith(prefix) else None
+
+
+def score_samples(reward: Reward, samples: list[Sample], iteration: int, scorer=None) -> None:
+    """Set each sample's reward, scored by ``scorer`` (default: :func:`~iterframe.plugins.reward_pool.scorer_for`
+    the reward, for this call only). A sample that gets no finite score is failed: NaN reward, ``dropped_by``
+    ``failed-reward:REASON`` and the reason's message as its ``drop_reason`` (``{"error": message}``)."""
     if not samples:
-        return 0
-    with blame("reward", reward, iteration):
-        scores = checked_scores(reward, reward.score(samples), len(samples))
-    num_failed = 0
-    for sample, score in zip(samples, scores):
-        sample.reward = score
-        if not math.isfinite(sample.reward):
-            sample.reward, sample.dropped_by = math.nan, FAILED_REWARD
-            num_failed += 1
-    return num_failed
+        return
+    own_scorer = scorer is None
+    scorer = scorer_for(reward) if own_scorer else scorer
+    try:
+        with blame("reward", reward, iteration):
+            outcomes = scorer.score(samples)
+    finally:
+        if own_scorer:
+            scorer.close()
+    for sample, outcome in zip(samples, outcomes):
+        if outcome.failure is None:
+            sample.reward = outcome.score
+        else:
+            sample.reward, sample.dropped_by = math.nan, f"{FAILED_REWARD}:{outcome.failure}"
+            sample.drop_reason = {"error": outcome.message}
+
+
+def check_failed_rate(reward: Reward, samples: list[Sample], max_failed_rate: float, iteration: int) -> None:
+    """Stop the run when more than ``max_failed_rate`` of ``samples`` failed their scoring: a reward that fails
+    that often gives no signal worth training on. The error names the reward and shows a few of its errors."""
+    reasons = Counter(reason for reason in map(failure_reason, samples) if reason is not None)
+    num_failed = sum(reasons.values())
+    if not samples or num_failed / len(samples) <= max_failed_rate:
+        return
+    examples = list(dict.fromkeys(s.drop_reason["error"] for s in samples if failure_reason(s)))[:3]
+    name, origin = component_name(reward), describe_origin(reward)
+    counts = ", ".join(f"{reasons[reason]} {reason}" for reason in FAILURE_REASONS if reasons[reason])
+    shown = "".join(f"\n  - {example}" for example in examples)
+    raise ComponentValueError(
+        f"Iteration {iteration}: reward {name!r} ({origin}) failed on {num_failed} of {len(samples)} samples "
+        f"({counts}), more than loop.max_failed_rate={max_failed_rate:g}. Some of its errors:{shown}\n"
+        "Fix the reward or its data (or raise its timeout_s); to train on the samples it did score, raise "
+        "loop.max_failed_rate.",
+        kind="reward",
+        name=name,
+        origin=origin,
+        iteration=iteration,
+    )
 
 
 def filter_samples(

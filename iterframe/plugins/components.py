@@ -27,6 +27,8 @@ __all__ = [
     "Filter",
     "Generator",
     "Logger",
+    "PooledReward",
+    "PooledRewardOptions",
     "Prompt",
     "Reward",
     "RunContext",
@@ -212,8 +214,48 @@ class Reward(Component):
     """Scores samples; higher is better."""
 
     @abstractmethod
-    def score(self, samples: list[Sample]) -> list[float]:
-        """Return one float per sample (``prompt``, ``completion`` and ``reference`` are set)."""
+    def score(self, samples: list[Sample]) -> list[Optional[float]]:
+        """Return one entry per sample (``prompt``, ``completion`` and ``reference`` are set): a float, or, for a
+        sample that could not be scored, ``None`` (or NaN) or the exception that explains why (a ``TimeoutError``
+        is a timeout). Such a sample is failed: never trained, and left out of the reward statistics."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class PooledRewardOptions:
+    """The options every :class:`PooledReward` has (a pooled reward's ``Options`` subclass this)."""
+
+    timeout_s: float = dataclasses.field(
+        default=10.0,
+        metadata={
+            "help": "Seconds one sample's scoring may take; past it the sample fails (failed-reward:timeout) and "
+            "its worker process is replaced."
+        },
+    )
+    workers: Optional[int] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Worker processes scoring samples (default: min(4, CPUs)); 0 scores in the run's own process, "
+            "one sample at a time, without the timeout."
+        },
+    )
+
+    def __post_init__(self):
+        if isinstance(self.timeout_s, bool) or not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be a number of seconds > 0, got {self.timeout_s!r}.")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: score in the run's process), got {self.workers!r}.")
+
+
+class PooledReward(Reward):
+    """A reward the loop runs in worker processes, one sample per ``score`` call, each within ``timeout_s``.
+
+    After ``setup`` the reward is pickled to its workers (keep what cannot be pickled out of its state, or rebuild
+    it lazily in ``score``). Each worker scores on its main thread, so ``signal.alarm`` works there. A sample whose
+    scoring raises or runs past ``timeout_s`` fails alone (``failed-reward:error`` or ``failed-reward:timeout``);
+    the rest of the batch is scored. Called directly, ``score`` scores a whole list in the calling process.
+    """
+
+    Options = PooledRewardOptions
 
 
 class Filter(Component):
