@@ -34,6 +34,8 @@ _PUBLIC = {
     "HFGenerator": "iterframe.builtin.generators",
     "PythonReward": "iterframe.builtin.rewards",
     "AnswerMatchReward": "iterframe.builtin.rewards",
+    "TrlReward": "iterframe.builtin.trl_reward",
+    "MathVerifyReward": "iterframe.builtin.math_verify_reward",
     "ThresholdFilter": "iterframe.builtin.filters",
     "TopFractionFilter": "iterframe.builtin.filters",
     "BestOfNFilter": "iterframe.builtin.filters",
@@ -70,6 +72,7 @@ __all__ = [
     "LengthFilter",
     "Logger",
     "LoopConfig",
+    "MathVerifyReward",
     "PooledReward",
     "PooledRewardOptions",
     "PromptRecord",
@@ -81,6 +84,7 @@ __all__ = [
     "TensorBoardLogger",
     "ThresholdFilter",
     "TopFractionFilter",
+    "TrlReward",
     "WandbLogger",
     "hookimpl",
 ]
@@ -96,7 +100,9 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from iterframe.builtin.generators import HFGenerator
     from iterframe.builtin.loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger, WandbLogger
+    from iterframe.builtin.math_verify_reward import MathVerifyReward
     from iterframe.builtin.rewards import AnswerMatchReward, PythonReward
+    from iterframe.builtin.trl_reward import TrlReward
     from iterframe.builtin.tokenizers import ChatTokenizer, CompletionOnlyTokenizer, FullTextTokenizer
     from iterframe.engine.config import IterativeSFTConfig
     from iterframe.engine.trainer import IterativeSFTTrainer

@@ -70,7 +70,7 @@ def test_failed_samples_are_recorded_with_reason_and_error_and_never_trained(fai
     assert samples[0, 1]["dropped_by"] == "failed-reward:error"
     assert samples[1, 1]["dropped_by"] == "failed-reward:no-score"
     assert "timeout_s=1 s" in json.loads(samples[0, 0]["drop_reason"])["error"]
-    assert json.loads(samples[0, 1]["drop_reason"]) == {"error": "RuntimeError: cannot score prompt 0"}
+    assert json.loads(samples[0, 1]["drop_reason"])["error"].startswith("RuntimeError: cannot score prompt 0 (at ")
     failed = [samples[0, 0], samples[0, 1], samples[1, 1]]
     assert all(math.isnan(sample["reward"]) and not sample["kept"] for sample in failed)
     assert failing_run["tokenizer"].batches == [5]

@@ -55,7 +55,9 @@ def test_a_sample_that_hangs_times_out_alone_and_the_pool_goes_on(pool_of):
 def test_a_sample_that_raises_fails_alone_with_its_error(pool_of):
     pool = pool_of(ScriptedPooledReward, workers=1)
     outcomes = pool.score(samples_of("boom", "a"))
-    assert outcomes[0] == ScoreOutcome(failure="error", message="RuntimeError: cannot score prompt 0")
+    assert outcomes[0].failure == "error"
+    assert outcomes[0].message.startswith("RuntimeError: cannot score prompt 0 (at ")
+    assert outcomes[0].message.endswith("pool_rewards.py:30 in score)")
     assert outcomes[1].score == 1.0
 
 
@@ -76,7 +78,8 @@ def test_a_reward_using_signal_alarm_works_in_the_pool(pool_of):
     pool = pool_of(AlarmReward, workers=1, timeout_s=30.0, alarm_s=1)
     outcomes = pool.score(samples_of("quick", "slow", "quick"))
     assert outcomes[0].score == 1.0 and outcomes[2].score == 1.0
-    assert outcomes[1] == ScoreOutcome(failure="timeout", message="TimeoutError: gave up after 1 s (signal.alarm)")
+    assert outcomes[1].failure == "timeout"
+    assert outcomes[1].message.startswith("TimeoutError: gave up after 1 s (signal.alarm) (at ")
 
 
 def test_signal_alarm_fails_off_the_main_thread_which_is_why_the_pool_exists():

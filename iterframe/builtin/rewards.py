@@ -1,68 +1,29 @@
-"""Built-in rewards: ``python`` (any ``module:function``) and ``answer-match`` (verify a final answer)."""
+"""Built-in rewards: ``python`` (any ``module:function``), ``answer-match`` (verify a final answer), ``trl`` (a TRL
+GRPO reward function) and ``math-verify`` (mathematical equivalence with the reference)."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import math
-import os
 import re
-from collections.abc import Callable
 from numbers import Real
 from typing import Optional
 
-from iterframe.plugins.components import PooledReward, RunContext, Sample
+from iterframe.builtin.callables import FunctionOptionReward, load_callable
+from iterframe.builtin.math_verify_reward import MathVerifyReward
+from iterframe.builtin.trl_reward import TrlReward
+from iterframe.plugins.components import PooledReward, Sample
 from iterframe.plugins.hookspecs import hookimpl
 from iterframe.plugins.reward_pool import checked_scores
 
-__all__ = ["AnswerMatchReward", "PythonReward", "extract_final_number", "load_callable"]
-
-
-def _import_module(module_ref: str, spec: str):
-    if module_ref.endswith(".py"):
-        if not os.path.isfile(module_ref):
-            raise ValueError(f"function={spec!r}: file {module_ref!r} does not exist.")
-        module_name = "iterframe_user_reward_" + re.sub(r"\W", "_", os.path.abspath(module_ref))
-        file_spec = importlib.util.spec_from_file_location(module_name, module_ref)
-        module = importlib.util.module_from_spec(file_spec)
-        file_spec.loader.exec_module(module)
-        return module
-    try:
-        return importlib.import_module(module_ref)
-    except ImportError as error:
-        raise ValueError(f"function={spec!r}: cannot import module {module_ref!r} ({error}).") from error
-
-
-def load_callable(spec: str) -> Callable:
-    """Resolve ``"package.module:attr"`` (or ``"path/to/file.py:attr"``; ``attr`` may be dotted) to a callable."""
-    module_ref, separator, attribute_path = spec.rpartition(":")
-    if not separator or not module_ref or not attribute_path:
-        raise ValueError(f"function={spec!r} must look like 'package.module:function' or 'file.py:function'.")
-    target = _import_module(module_ref, spec)
-    for attribute in attribute_path.split("."):
-        if not hasattr(target, attribute):
-            raise ValueError(f"function={spec!r}: {module_ref!r} has no attribute {attribute_path!r}.")
-        target = getattr(target, attribute)
-    if not callable(target):
-        raise ValueError(f"function={spec!r} is a {type(target).__name__}, not a callable.")
-    return target
-
-
-class FunctionOptionReward(PooledReward):
-    """Base of the rewards that call a user's function named by the ``function`` option: loaded in ``setup`` and
-    again, lazily, in each worker process (a function loaded from a file cannot be pickled)."""
-
-    def setup(self, context: RunContext) -> None:
-        self.function = load_callable(self.options.function)
-
-    def loaded_function(self) -> Callable:
-        if getattr(self, "function", None) is None:
-            self.function = load_callable(self.options.function)
-        return self.function
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "function": None}
+__all__ = [
+    "AnswerMatchReward",
+    "MathVerifyReward",
+    "PythonReward",
+    "TrlReward",
+    "extract_final_number",
+    "load_callable",
+]
 
 
 class PythonReward(FunctionOptionReward):
@@ -167,3 +128,5 @@ class AnswerMatchReward(PooledReward):
 def register_rewards(register):
     register(PythonReward)
     register(AnswerMatchReward)
+    register(TrlReward)
+    register(MathVerifyReward)

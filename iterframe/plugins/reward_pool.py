@@ -265,7 +265,11 @@ class RewardPool:
                 elif message[0] == "ready":
                     worker.ready = True
                 elif message[0] == "broken":
-                    raise RuntimeError(f"{self.name} could not be loaded in a worker process: {message[1]}")
+                    raise RuntimeError(
+                        f"{self.name} could not be loaded in a worker process: {message[1]}. A worker imports the "
+                        "reward's class (and the functions it holds) by name: define them in a module rather than "
+                        "in the main script, or set the reward's option workers=0 to score in the run's process."
+                    )
                 else:
                     task, outcome = message
                     outcomes[task], worker.task, worker.deadline = outcome, None, math.inf

@@ -1,0 +1,72 @@
+"""User functions named in options: ``"package.module:function"`` or ``"path/to/file.py:function"``, and the base
+of the rewards that call one (``python``, ``trl``)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable
+
+from iterframe.plugins.components import PooledReward, RunContext
+
+__all__ = ["FunctionOptionReward", "load_callable"]
+
+
+def _import_module(module_ref: str, spec: str):
+    if module_ref.endswith(".py"):
+        if not os.path.isfile(module_ref):
+            raise ValueError(f"function={spec!r}: file {module_ref!r} does not exist.")
+        module_name = "iterframe_user_reward_" + re.sub(r"\W", "_", os.path.abspath(module_ref))
+        file_spec = importlib.util.spec_from_file_location(module_name, module_ref)
+        module = importlib.util.module_from_spec(file_spec)
+        file_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(module_ref)
+    except ImportError as error:
+        raise ValueError(f"function={spec!r}: cannot import module {module_ref!r} ({error}).") from error
+
+
+def load_callable(spec: str) -> Callable:
+    """Resolve ``"package.module:attr"`` (or ``"path/to/file.py:attr"``; ``attr`` may be dotted) to a callable."""
+    module_ref, separator, attribute_path = spec.rpartition(":")
+    if not separator or not module_ref or not attribute_path:
+        raise ValueError(f"function={spec!r} must look like 'package.module:function' or 'file.py:function'.")
+    target = _import_module(module_ref, spec)
+    for attribute in attribute_path.split("."):
+        if not hasattr(target, attribute):
+            raise ValueError(f"function={spec!r}: {module_ref!r} has no attribute {attribute_path!r}.")
+        target = getattr(target, attribute)
+    if not callable(target):
+        raise ValueError(f"function={spec!r} is a {type(target).__name__}, not a callable.")
+    return target
+
+
+class FunctionOptionReward(PooledReward):
+    """Base of the rewards that call a user's function, named by the ``function`` option (loaded in ``setup``, and
+    again in each worker process: a function loaded from a file cannot be pickled) or passed in code with
+    :meth:`from_function`."""
+
+    @classmethod
+    def from_function(cls, function: Callable, **options):
+        """This reward calling ``function``, a function defined at the top level of an importable module (worker
+        processes import it by name); ``options`` are the reward's other options."""
+        reward = cls(cls.Options(function=f"{function.__module__}:{function.__qualname__}", **options))
+        reward.function, reward.function_given = function, True
+        return reward
+
+    def setup(self, context: RunContext) -> None:
+        self.loaded_function()
+
+    def loaded_function(self) -> Callable:
+        if getattr(self, "function", None) is None:
+            self.function = load_callable(self.options.function)
+        return self.function
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if not state.get("function_given"):
+            state["function"] = None
+        return state

@@ -1,0 +1,56 @@
+"""Reward functions in the shape TRL's GRPO trainer calls: ``f(prompts, completions, completion_ids, **columns)``.
+
+``accuracy_reward`` has the signature of TRL's own ``accuracy_reward`` (chat completions and a ``solution``
+column; ``None`` when the solution cannot be parsed), with a body of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+CALLS: list[dict] = []
+
+
+def accuracy_reward(
+    completions: list[list[dict[str, str]]], solution: list[str], **kwargs
+) -> list[Optional[float]]:
+    """1.0 when the assistant's answer equals the solution (math-verify, with its signal-based timeouts), ``None``
+    when the solution holds no answer."""
+    from math_verify import parse, verify
+
+    scores: list[Optional[float]] = []
+    for completion, answer in zip(completions, solution):
+        gold = parse(f"${answer}$")
+        if not gold:
+            scores.append(None)
+            continue
+        scores.append(float(verify(gold, parse(completion[0]["content"]))))
+    return scores
+
+
+def format_reward(completions, **kwargs) -> list[float]:
+    """1.0 when the text completion puts its answer in ``<answer>...</answer>``."""
+    return [1.0 if re.search(r"<answer>.+</answer>", completion) else 0.0 for completion in completions]
+
+
+def recording_reward(prompts, completions, completion_ids, **columns) -> list[float]:
+    """Records what it was called with; scores each completion's number of token ids."""
+    CALLS.append({"prompts": prompts, "completions": completions, "completion_ids": completion_ids, **columns})
+    return [float(len(ids)) if ids is not None else 0.0 for ids in (completion_ids or [None] * len(completions))]
+
+
+def difficulty_reward(prompts, completions, difficulty):
+    """No ``**kwargs``: takes exactly the columns it names."""
+    return [float(level) for level in difficulty]
+
+
+def solution_only(completions, solution):
+    return [1.0 for _ in completions]
+
+
+class WordTokenizer:
+    """A stand-in for a Hugging Face tokenizer: one id per whitespace-separated word."""
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        return {"input_ids": list(range(len(text.split())))}
