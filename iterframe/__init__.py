@@ -36,6 +36,7 @@ _PUBLIC = {
     "AnswerMatchReward": "iterframe.builtin.rewards",
     "TrlReward": "iterframe.builtin.trl_reward",
     "MathVerifyReward": "iterframe.builtin.math_verify_reward",
+    "HttpReward": "iterframe.builtin.http_reward",
     "ThresholdFilter": "iterframe.builtin.filters",
     "TopFractionFilter": "iterframe.builtin.filters",
     "BestOfNFilter": "iterframe.builtin.filters",
@@ -65,6 +66,7 @@ __all__ = [
     "FullTextTokenizer",
     "Generator",
     "HFGenerator",
+    "HttpReward",
     "IterativeLoop",
     "IterativeSFTConfig",
     "IterativeSFTTrainer",
@@ -99,11 +101,12 @@ if TYPE_CHECKING:  # pragma: no cover
         TopFractionFilter,
     )
     from iterframe.builtin.generators import HFGenerator
+    from iterframe.builtin.http_reward import HttpReward
     from iterframe.builtin.loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger, WandbLogger
     from iterframe.builtin.math_verify_reward import MathVerifyReward
     from iterframe.builtin.rewards import AnswerMatchReward, PythonReward
-    from iterframe.builtin.trl_reward import TrlReward
     from iterframe.builtin.tokenizers import ChatTokenizer, CompletionOnlyTokenizer, FullTextTokenizer
+    from iterframe.builtin.trl_reward import TrlReward
     from iterframe.engine.config import IterativeSFTConfig
     from iterframe.engine.trainer import IterativeSFTTrainer
     from iterframe.loop.config import LoopConfig, PromptRecord

@@ -69,6 +69,35 @@ def tiny_t5_path(tmp_path_factory) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_reward_model_path(tmp_path_factory):
+    """A Llama-style sequence-classification model (one label) with a local BPE tokenizer, saved to a folder."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    from iterframe.testing import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    path = tmp_path_factory.mktemp("models") / "tiny-reward-model"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
 @pytest.fixture
 def plugin_manager():
     """A fresh plugin manager built from the current environment; dropped again after the test."""

@@ -46,34 +46,6 @@ def plugin_loaded(monkeypatch):
         reset_plugin_manager()
 
 
-@pytest.fixture(scope="module")
-def tiny_reward_model_path(tmp_path_factory):
-    """A Llama-style sequence-classification model (one label) with a local BPE tokenizer, saved to a folder."""
-    from transformers import AutoModelForSequenceClassification, LlamaConfig
-
-    from iterframe.testing import train_bpe_tokenizer
-
-    tokenizer = train_bpe_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config)
-    path = tmp_path_factory.mktemp("models") / "tiny-reward-model"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 SAMPLES = [
     Sample(iteration=0, prompt_id=0, prompt="Question: what is 12 + 7? Answer:", completion=" 19"),
     Sample(iteration=0, prompt_id=0, prompt="Question: what is 12 + 7? Answer:", completion=" the lazy dog jumps"),

@@ -1,5 +1,6 @@
 """Built-in rewards: ``python`` (any ``module:function``), ``answer-match`` (verify a final answer), ``trl`` (a TRL
-GRPO reward function) and ``math-verify`` (mathematical equivalence with the reference)."""
+GRPO reward function), ``math-verify`` (mathematical equivalence with the reference) and ``http`` (a reward
+server)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from numbers import Real
 from typing import Optional
 
 from iterframe.builtin.callables import FunctionOptionReward, load_callable
+from iterframe.builtin.http_reward import HttpReward
 from iterframe.builtin.math_verify_reward import MathVerifyReward
 from iterframe.builtin.trl_reward import TrlReward
 from iterframe.plugins.components import PooledReward, Sample
@@ -18,6 +20,7 @@ from iterframe.plugins.reward_pool import checked_scores
 
 __all__ = [
     "AnswerMatchReward",
+    "HttpReward",
     "MathVerifyReward",
     "PythonReward",
     "TrlReward",
@@ -130,3 +133,4 @@ def register_rewards(register):
     register(AnswerMatchReward)
     register(TrlReward)
     register(MathVerifyReward)
+    register(HttpReward)

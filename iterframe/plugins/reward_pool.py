@@ -59,19 +59,19 @@ class ScoreOutcome:
     message: Optional[str] = None
 
 
-def _describe(error: BaseException) -> str:
-    """``Type: message``, and where it was raised (``at file:line in function``) when it was."""
+def _describe(error: BaseException, located: bool = False) -> str:
+    """``Type: message``; with ``located``, also where it was raised (``at file:line in function``)."""
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     text = text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
-    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ is not None else []
+    frames = traceback.extract_tb(error.__traceback__) if located and error.__traceback__ is not None else []
     return f"{text} (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else text
 
 
-def failure_outcome(error: BaseException) -> ScoreOutcome:
-    """The failed outcome of a sample whose scoring raised ``error`` (a ``TimeoutError`` is a timeout)."""
-    return ScoreOutcome(
-        failure="timeout" if isinstance(error, TimeoutError) else "error", message=_describe(error)
-    )
+def failure_outcome(error: BaseException, raised: bool = False) -> ScoreOutcome:
+    """The failed outcome of a sample whose scoring gave ``error`` (a ``TimeoutError`` is a timeout); one that was
+    ``raised`` out of the reward is a bug, and its message says where."""
+    reason = "timeout" if isinstance(error, TimeoutError) else "error"
+    return ScoreOutcome(failure=reason, message=_describe(error, located=raised))
 
 
 def checked_scores(source: str, scores: Any, expected: int) -> list:
@@ -125,7 +125,7 @@ def _score_one(reward, source: str, sample) -> ScoreOutcome:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:
-        return failure_outcome(error)
+        return failure_outcome(error, raised=True)
 
 
 def _work(connection, source: str) -> None:
@@ -150,7 +150,7 @@ def _work(connection, source: str) -> None:
         try:
             outcome = _score_one(reward, source, sample)
         except SystemExit as error:
-            outcome = failure_outcome(error)
+            outcome = failure_outcome(error, raised=True)
         connection.send((index, outcome))
 
 

@@ -8,20 +8,13 @@ from typing import Optional
 import torch
 
 import iterframe
+from iterframe.builtin.http_reward import query_text
 
 __all__ = ["RewardModelReward", "reward_text"]
 
 
-def reward_text(tokenizer, prompt, completion: str) -> str:
-    """The text the reward model reads: ``prompt + completion`` for text prompts; for chat prompts, the
-    conversation with the completion as the assistant's reply, through the tokenizer's chat template (or the
-    contents joined by newlines when it has none)."""
-    if isinstance(prompt, str):
-        return prompt + completion
-    conversation = [*prompt, {"role": "assistant", "content": completion}]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(conversation, tokenize=False)
-    return "\n".join(str(message["content"]) for message in conversation)
+#: The text the reward model reads for a prompt and its completion (shared with the ``http`` reward's queries).
+reward_text = query_text
 
 
 class RewardModelReward(iterframe.Reward):
@@ -79,6 +72,10 @@ class RewardModelReward(iterframe.Reward):
 
     def score(self, samples: list[iterframe.Sample]) -> list[float]:
         texts = [reward_text(self.tokenizer, sample.prompt, sample.completion) for sample in samples]
+        return self.score_texts(texts)
+
+    def score_texts(self, texts: list[str]) -> list[float]:
+        """The model's score of each text, in batches of ``batch_size`` texts of similar length."""
         lengths = [len(text) for text in texts]
         longest_first = sorted(range(len(texts)), key=lambda index: -lengths[index])
         scores: list[float] = [0.0] * len(texts)
