@@ -22,7 +22,7 @@ def signature(hook_name: str) -> str:
 
 
 def test_every_hookspec_is_known():
-    assert len(HOOK_NAMES) == 15
+    assert len(HOOK_NAMES) == 16
     assert HOOK_NAMES[:5] == tuple(
         f"register_{kind}s" for kind in ("generator", "reward", "filter", "tokenizer", "logger")
     )

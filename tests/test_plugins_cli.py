@@ -74,7 +74,9 @@ def test_all_adds_the_builtin_plugins_first(long_filter_plugin):
     assert [entry["name"] for entry in listed] == [*DEFAULT_PLUGINS, "long-filter"]
     builtin_rewards = listed[DEFAULT_PLUGINS.index("iterframe.builtin.rewards")]
     assert builtin_rewards["provides"] == {
-        "reward": [{"name": "python", "aliases": []}, {"name": "answer-match", "aliases": []}]
+        "reward": [
+            {"name": name, "aliases": []} for name in ("python", "answer-match", "trl", "math-verify", "http")
+        ]
     }
     assert builtin_rewards["version"] == iterframe.__version__
     assert builtin_rewards["hooks"] == ["register_rewards"]

@@ -26,7 +26,7 @@ from iterframe.plugins.components import Reward
 
 BUILTIN_NAMES = {
     "generator": {"hf"},
-    "reward": {"python", "answer-match"},
+    "reward": {"python", "answer-match", "trl", "math-verify", "http"},
     "filter": {"threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform"},
     "tokenizer": {"completion-only", "full-text", "chat"},
     "logger": {"console", "jsonl", "wandb", "tensorboard"},
@@ -74,7 +74,7 @@ def test_builtin_component_info_names_plugin_and_iterframe_version(plugin_manage
     assert entry["distribution"] is None
     assert entry["version"] == iterframe.__version__
     assert entry["description"]
-    assert [option["name"] for option in entry["options"]] == ["pattern", "ignore_case"]
+    assert [option["name"] for option in entry["options"]] == ["pattern", "ignore_case", "timeout_s", "workers"]
     pattern = entry["options"][0]
     assert (pattern["type"], pattern["default"], pattern["required"]) == ("Optional[str]", None, False)
     assert "regex" in pattern["help"].lower()

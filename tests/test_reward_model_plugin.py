@@ -81,7 +81,7 @@ def test_listed_by_iterframe_plugins(plugin_loaded):
     result = CliRunner().invoke(cli, ["plugins", "--json"], catch_exceptions=False)
     listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
     assert listed[DISTRIBUTION]["version"] == "0.1.0"
-    assert listed[DISTRIBUTION]["hooks"] == ["register_rewards"]
+    assert listed[DISTRIBUTION]["hooks"] == ["register_rewards", "register_commands"]
     assert listed[DISTRIBUTION]["provides"] == {"reward": [{"name": "reward-model", "aliases": []}]}
     shown = CliRunner().invoke(cli, ["plugins", "show", "reward-model"], catch_exceptions=False).stdout
     assert shown.startswith("reward 'reward-model' from iterframe-reward-model 0.1.0")

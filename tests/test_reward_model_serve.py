@@ -66,3 +66,19 @@ def test_serve_without_a_model_says_so(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "cannot load a sequence-classification model" in result.stderr
+
+
+def test_serve_is_also_an_iterframe_command(monkeypatch):
+    from click.testing import CliRunner
+
+    from iterframe.cli import cli
+    from iterframe.plugins import reset_plugin_manager
+
+    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", "iterframe-reward-model")
+    reset_plugin_manager()
+    try:
+        result = CliRunner().invoke(cli, ["reward-model", "serve", "--help"])
+    finally:
+        reset_plugin_manager()
+    assert result.exit_code == 0, result.output
+    assert "OpenRLHF's protocol" in result.output and "--port" in result.output

@@ -1,7 +1,8 @@
 """Prompt sets for a run: read a dataset, pick its prompt and reference columns, split off eval prompts.
 
 A dataset is a local JSON / JSON Lines / CSV / Parquet file, a folder written by ``datasets``' ``save_to_disk``,
-or (when online) a Hugging Face Hub dataset id. Every row becomes a :class:`~iterframe.loop.PromptRecord`; a
+a plugin's prompt source (``NAME:SPEC``, e.g. ``reasoning-gym:chain_sum?size=200&seed=1``) or (when online) a
+Hugging Face Hub dataset id. Every row becomes a :class:`~iterframe.loop.PromptRecord`; a
 prompt is a non-empty string or a non-empty list of chat messages (``{"role": ..., "content": ...}``).
 """
 
@@ -13,6 +14,8 @@ import json
 import os
 import random
 from typing import Any, Optional
+
+from iterframe.plugins.prompt_sources import PromptSource, find_prompt_source
 
 __all__ = ["DatasetSettings", "PromptSetError", "load_prompt_sets", "read_splits"]
 
@@ -83,9 +86,29 @@ def read_splits(path: str) -> dict[str, list[dict[str, Any]]]:
         return _read_saved_dataset(path)
     if os.path.isfile(path):
         return {"train": _read_file(path)}
+    found = find_prompt_source(path)
+    if found is not None:
+        return _read_prompt_source(*found)
     if _looks_like_local_path(path):
         raise PromptSetError(f"Dataset file or folder {path!r} does not exist.")
     return _read_hub_dataset(path)
+
+
+def _read_prompt_source(source: PromptSource, spec: str) -> dict[str, list[dict[str, Any]]]:
+    """The rows a plugin's prompt source gives for ``spec``, as ``{split: rows}``."""
+    where = f"prompt source {source.name!r} (plugin {source.plugin!r})"
+    try:
+        loaded = source.load(spec)
+    except ValueError as error:
+        raise PromptSetError(f"{where} cannot load {spec!r}: {error}") from None
+    splits = loaded if isinstance(loaded, dict) else {"train": loaded}
+    for split, rows in splits.items():
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise PromptSetError(
+                f"{where} returned {type(rows).__name__} for split {split!r} of {spec!r}; a prompt source returns "
+                "a list of row dicts, or {split: rows}."
+            )
+    return splits
 
 
 def _looks_like_local_path(path: str) -> bool:

@@ -61,6 +61,14 @@ def register_commands(cli):
     another plugin's is left out, with a warning. Returns nothing."""
 
 
+@hookspec
+def register_prompt_sources(register):
+    """Contribute prompt sources: call ``register(name, load, description="")`` once per source. A dataset written
+    ``NAME:SPEC`` (``--dataset reasoning-gym:chain_sum?size=200&seed=1``) is read by ``load(SPEC)``, which returns
+    the rows (a list of dicts, as a file's rows would be) or ``{split: rows}``, and raises ``ValueError`` saying
+    what is wrong with ``SPEC``. Returns nothing."""
+
+
 # --- lifecycle hooks ----------------------------------------------------------------------------------------
 
 

@@ -113,11 +113,12 @@ def check_options_class(options_class, label: str) -> None:
 
 
 def option_infos(options_class, base: Any = None) -> list[OptionInfo]:
-    """Describe every settable option of an ``Options`` dataclass, in declaration order (with ``base``'s values
-    as the defaults when given)."""
+    """Describe every settable option of an ``Options`` dataclass, in the order of its constructor (declaration
+    order, keyword-only fields such as a pooled reward's ``timeout_s`` last), with ``base``'s values as the
+    defaults when given."""
     types_by_name = _field_types(options_class)
     infos = []
-    for field in dataclasses.fields(options_class):
+    for field in sorted(dataclasses.fields(options_class), key=lambda field: field.kw_only is True):
         if not field.init:
             continue
         if base is not None:
