@@ -99,6 +99,28 @@ def tiny_reward_model_path(tmp_path_factory):
 
 
 @pytest.fixture
+def load_only_plugin(monkeypatch):
+    """``load_only_plugin(distribution)``: the plugin manager as a user has it, with only that installed
+    distribution allowed from the entry points (the test fails, saying how to install it, when it is not)."""
+    import importlib.metadata
+
+    from iterframe.plugins import reset_plugin_manager
+
+    def load(distribution: str) -> None:
+        try:
+            importlib.metadata.distribution(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail(f"{distribution} is not installed; run `pip install -e plugins/{distribution} --no-deps`.")
+        monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", distribution)
+        reset_plugin_manager()
+
+    try:
+        yield load
+    finally:
+        reset_plugin_manager()
+
+
+@pytest.fixture
 def plugin_manager():
     """A fresh plugin manager built from the current environment; dropped again after the test."""
     from iterframe.plugins import get_plugin_manager, reset_plugin_manager

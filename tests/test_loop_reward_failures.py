@@ -82,16 +82,21 @@ def test_failure_counts_reach_metrics_jsonl(failing_run):
     assert written["reward/num_failed/timeout"] == 1 and written["reward/num_failed/error"] == 1
 
 
-def test_too_many_failed_samples_stop_the_run_naming_the_reward_and_its_errors(tiny_llama_path, tmp_path, trainer):
-    loop = make_loop(
-        tiny_llama_path,
-        tmp_path / "out",
+def three_of_four_fail(model_path, output_dir, trainer, **options):
+    """A loop whose reward fails on samples 1-3 of each prompt (in the run's process)."""
+    return make_loop(
+        model_path,
+        output_dir,
         trainer=trainer,
         generator=ScriptedGenerator(lambda prompt, index: "boom" if index else "a"),
         reward=ScriptedPooledReward(ScriptedPooledReward.Options(workers=0)),
-        iterations=2,
         samples_per_prompt=4,
+        **options,
     )
+
+
+def test_too_many_failed_samples_stop_the_run_naming_the_reward_and_its_errors(tiny_llama_path, tmp_path, trainer):
+    loop = three_of_four_fail(tiny_llama_path, tmp_path / "out", trainer, iterations=2)
     with pytest.raises(ComponentValueError) as caught:
         loop.run()
     message = str(caught.value)
@@ -103,16 +108,7 @@ def test_too_many_failed_samples_stop_the_run_naming_the_reward_and_its_errors(t
 
 
 def test_max_failed_rate_lets_a_run_train_on_what_was_scored(tiny_llama_path, tmp_path, trainer):
-    loop = make_loop(
-        tiny_llama_path,
-        tmp_path / "out",
-        trainer=trainer,
-        generator=ScriptedGenerator(lambda prompt, index: "boom" if index else "a"),
-        reward=ScriptedPooledReward(ScriptedPooledReward.Options(workers=0)),
-        iterations=1,
-        samples_per_prompt=4,
-        max_failed_rate=0.8,
-    )
+    loop = three_of_four_fail(tiny_llama_path, tmp_path / "out", trainer, iterations=1, max_failed_rate=0.8)
     (row,) = loop.run()
     assert row["reward/num_failed/error"] == 6 and row["num_kept"] == 2
 

@@ -6,8 +6,6 @@ It must be installed first: ``pip install -e plugins/iterframe-reasoning-gym``.
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import pytest
 
 from iterframe.loop.datasets import DatasetSettings, PromptSetError, load_prompt_sets
@@ -19,23 +17,9 @@ DISTRIBUTION = "iterframe-reasoning-gym"
 pytest.importorskip("reasoning_gym")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def installed_distribution():
-    try:
-        return importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.fail(f"{DISTRIBUTION} is not installed; run `pip install -e plugins/{DISTRIBUTION}`.")
-
-
 @pytest.fixture
-def plugin_loaded(monkeypatch):
-    """The plugin manager as a user has it: only this distribution allowed from the installed entry points."""
-    monkeypatch.setenv("ITERFRAME_LOAD_PLUGINS", DISTRIBUTION)
-    reset_plugin_manager()
-    try:
-        yield
-    finally:
-        reset_plugin_manager()
+def plugin_loaded(load_only_plugin):
+    load_only_plugin(DISTRIBUTION)
 
 
 def prompts_of(path: str, **settings):
