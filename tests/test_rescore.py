@@ -95,7 +95,7 @@ def test_rescoring_judges_the_same_samples_afresh(source_run, rescored):
     rows = read_samples(samples_path(output_dir, 1))
     assert [row["completion"] for row in rows] == [row["completion"] for row in source]
     fates = [(row["completion"][-1], row["kept"], row["dropped_by"]) for row in rows[:3]]
-    assert fates == [("0", False, "failed-reward"), ("1", False, "threshold"), ("2", True, None)]
+    assert fates == [("0", False, "failed-reward:no-score"), ("1", False, "threshold"), ("2", True, None)]
     assert json.loads(rows[1]["drop_reason"]) == {"reward": 0.0, "min_reward": 0.5}
     assert [row["reward"] for row in source[:3]] == [0.0, 0.5, 1.0]
 

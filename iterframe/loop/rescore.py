@@ -21,7 +21,7 @@ from iterframe.loop.checks import component_name
 from iterframe.loop.metrics import reward_metrics, token_metrics
 from iterframe.loop.run_state import checkpoint_dir, claim_output_dir, read_run_file, record_in_run_file
 from iterframe.loop.sample_sets import SampleSetError, read_sample_set, select_iterations, set_iterations
-from iterframe.loop.stages import FAILED_REWARD, filter_samples, score_samples
+from iterframe.loop.stages import filter_samples, score_samples
 from iterframe.plugins.components import Filter, Reward, RunContext, Sample
 from iterframe.plugins.errors import blame, describe_origin
 
@@ -95,7 +95,7 @@ def _judge(samples: list[Sample], reward: Reward, filters: Sequence[Filter], ite
     score_samples(reward, samples, iteration)
     _, dropped_counts = filter_samples(samples, filters, None, iteration)
     row: dict[str, Any] = {"iteration": iteration, "num_prompts": len({sample.prompt_id for sample in samples})}
-    row.update(reward_metrics(samples, sum(sample.dropped_by == FAILED_REWARD for sample in samples)))
+    row.update(reward_metrics(samples))
     row.update(token_metrics(samples))
     row.update({f"filter/{name}/dropped": count for name, count in dropped_counts.items()})
     return row
