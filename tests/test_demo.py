@@ -44,6 +44,18 @@ def test_demo_model_is_built_once_then_reused(model_path, monkeypatch):
     assert os.path.dirname(model_path) == os.environ["ITERFRAME_CACHE_DIR"]
 
 
+def test_another_transformers_or_tokenizers_version_gets_its_own_cached_model(model_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(demo_model, "build_demo_model", lambda path, config: built.append(path))
+    for library in ("transformers", "tokenizers"):
+        versions = {**demo_model._library_versions(), library: "0.0.1"}
+        with monkeypatch.context() as patch:
+            patch.setattr(demo_model, "_library_versions", lambda versions=versions: versions)
+            other = demo_model_path()
+        assert other != model_path and built[-1] == other, library
+    assert demo_model_path() == model_path and len(built) == 2
+
+
 def test_warmed_up_model_answers_in_format_but_cannot_add(model_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

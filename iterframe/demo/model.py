@@ -42,10 +42,26 @@ def demo_cache_dir() -> str:
     return os.path.join(base, "iterframe")
 
 
+def _library_versions() -> dict[str, str]:
+    """The versions the cached files depend on: transformers and tokenizers write the saved model and tokenizer
+    (a tokenizer saved by transformers 5 does not load under 4.x), torch the weights' warm-up."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"iterframe": __version__}
+    for name in ("transformers", "tokenizers", "torch"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:  # pragma: no cover - all three are dependencies
+            versions[name] = "missing"
+    return versions
+
+
 def demo_model_path() -> str:
-    """The cached demo model's folder, built on first use; the name hashes the config and iterframe version."""
+    """The cached demo model's folder, built on first use; the name hashes the config and the versions of
+    iterframe, transformers, tokenizers and torch, so each combination gets its own build."""
     config = load_model_config()
-    digest = hashlib.sha256(json.dumps([config, __version__], sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    key = json.dumps([config, _library_versions()], sort_keys=True)
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
     path = os.path.join(demo_cache_dir(), f"demo-model-{digest}")
     if not os.path.isfile(os.path.join(path, _BUILT_MARKER)):
         print(f"Building the demo model into {path} (first run only) ...", file=sys.stderr, flush=True)
