@@ -293,3 +293,76 @@ def test_greedy_completions_match_between_the_loop_and_generate(plugin_manager, 
         return [(c.text, c.num_tokens, c.finish_reason) for (c,) in generator.generate(PROMPTS, 1)]
 
     assert completions(False) == completions(True)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama4():
+    """A Llama-4 text model (chunked attention in 3 of 4 layers, a mixture of experts) and a tokenizer."""
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    from iterframe.testing import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer()
+    config = Llama4TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        intermediate_size_mlp=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_local_experts=2,
+        num_experts_per_tok=1,
+        attention_chunk_size=8,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return Llama4ForCausalLM(config).eval(), tokenizer
+
+
+def greedy_completions(model, tokenizer, **options):
+    generator = create_component("generator", "hf", {"max_new_tokens": 12, "do_sample": False, **options})
+    generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
+    return [(c.token_ids, c.finish_reason) for (c,) in generator.generate(PROMPTS, 1)]
+
+
+def test_llama4_chunked_attention_is_left_to_generate(plugin_manager, tiny_llama4, caplog):
+    model, tokenizer = tiny_llama4
+    assert "chunked_attention layers" in unsupported_reason(model, 16)
+    with caplog.at_level("INFO", logger="iterframe.builtin.generators"):
+        completions = greedy_completions(model, tokenizer)
+    assert "generate(): the model has chunked_attention layers" in caplog.text
+    assert completions == greedy_completions(model, tokenizer, use_generate=True)
+
+
+def test_a_model_the_loop_fails_on_falls_back_to_generate_with_a_warning(
+    plugin_manager, tiny_llama4, caplog, monkeypatch
+):
+    model, tokenizer = tiny_llama4
+    expected = greedy_completions(model, tokenizer, use_generate=True)
+    from iterframe.builtin import generators
+
+    monkeypatch.setattr(generators, "unsupported_reason", lambda model, length: None)  # a check that missed it
+    with caplog.at_level("WARNING", logger="iterframe.builtin.generators"):
+        assert greedy_completions(model, tokenizer) == expected
+    assert "decoding loop failed on Llama4ForCausalLM (RuntimeError" in caplog.text
+    assert caplog.text.count("decoding loop failed") == 1, "it falls back once, then uses generate() directly"
+
+
+def test_errors_of_a_model_the_loop_has_served_are_not_hidden(plugin_manager, tiny_llama_path, monkeypatch):
+    model, tokenizer = load(tiny_llama_path)
+    generator = create_component("generator", "hf", {"max_new_tokens": 4, "seed": 0})
+    generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
+    generator.generate(PROMPTS, 1)
+    from iterframe.builtin import generators
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(generators, "decode", broken)
+    with pytest.raises(RuntimeError, match="a bug in the loop"):
+        generator.generate(PROMPTS, 1)

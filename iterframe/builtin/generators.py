@@ -124,6 +124,7 @@ class HFGenerator(Generator):
         self.tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
         self.calls = 0
         self._reported_fallback = False
+        self._loop_served = self._loop_failed = False
 
     def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
         check_num_samples(self.name, num_samples, self.options.do_sample)
@@ -158,9 +159,7 @@ class HFGenerator(Generator):
             self.calls += 1
             new_tokens = None
             if self._use_decoding_loop(input_ids.shape[1]):
-                new_tokens = decode(
-                    self.model, input_ids, attention_mask, num_samples, self._settings(), self._stop_check()
-                )
+                new_tokens = self._decode(input_ids, attention_mask, num_samples)
             if new_tokens is None:
                 new_tokens = self._call_generate(input_ids, attention_mask, num_samples)
         return [
@@ -168,9 +167,32 @@ class HFGenerator(Generator):
             for position, row in enumerate(new_tokens.cpu())
         ]
 
+    def _decode(self, input_ids, attention_mask, num_samples: int) -> Optional[torch.Tensor]:
+        """The decoding loop's new tokens; ``None`` (sample with ``generate()``) when the loop fails on a model
+        it has not served yet: a model whose layers it cannot drive, which its checks did not foresee, falls
+        back with a warning instead of ending the run. Once the loop has served the model, errors propagate."""
+        try:
+            new_tokens = decode(
+                self.model, input_ids, attention_mask, num_samples, self._settings(), self._stop_check()
+            )
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            if self._loop_served or isinstance(error, torch.cuda.OutOfMemoryError):
+                raise
+            logger.warning(
+                "The hf generator's decoding loop failed on %s (%s: %s); it samples with transformers' "
+                "generate() from now on.",
+                type(self.model).__name__,
+                type(error).__name__,
+                error,
+            )
+            self._loop_failed = True
+            return None
+        self._loop_served = True
+        return new_tokens
+
     def _use_decoding_loop(self, prompt_width: int) -> bool:
         """Whether iterframe's decoding loop samples this batch; the first time it cannot, says why."""
-        if self.options.use_generate:
+        if self.options.use_generate or self._loop_failed:
             return False
         reason = unsupported_reason(self.model, prompt_width + self.options.max_new_tokens)
         if reason is None and not self.eos_token_ids:

@@ -45,6 +45,9 @@ _HONOURED_GENERATION_FIELDS = {
     "transformers_version",
     "use_cache",
 }
+#: Layer kinds (``config.layer_types``) the loop drives; hybrids (chunked attention as in Llama-4, linear
+#: attention, convolutions, state-space layers) keep state the loop does not manage.
+_SERVED_LAYER_TYPES = {"full_attention", "sliding_attention"}
 #: Values of other fields that change nothing (saved generation configs often spell them out).
 _NEUTRAL_VALUES = {
     "diversity_penalty": 0.0,
@@ -103,6 +106,13 @@ def unsupported_reason(model, max_total_length: int) -> Optional[str]:
     reason = native_decoder_reason(model, "the loop")
     if reason is not None:
         return reason
+    other_layers = sorted(set(getattr(model.config, "layer_types", None) or []) - _SERVED_LAYER_TYPES)
+    if other_layers:
+        return (
+            f"the model has {', '.join(other_layers)} layers (the loop drives full and sliding-window attention)"
+        )
+    if getattr(model.config, "attention_chunk_size", None):
+        return "the model uses chunked attention"
     window = getattr(model.config, "sliding_window", None)
     if window and max_total_length > window:
         return f"prompt + completion ({max_total_length} tokens) may exceed the sliding window ({window})"
