@@ -312,6 +312,49 @@ def test_max_steps_uses_the_configured_decay(tmp_path, tiny_llama_path):
     assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"lr_scheduler_type": "cosine"}, "lr_scheduler_type='cosine'"),
+        ({"lr_scheduler_type": "linear"}, "lr_scheduler_type='linear'"),
+        ({"warmup_steps": 0.5}, "a warmup ratio of 0.5"),
+        ({"lr_scheduler_type": "cosine", "warmup_steps": 0.5}, "'cosine' and a warmup ratio of 0.5"),
+    ],
+)
+def test_a_schedule_that_needs_max_steps_is_refused_without_it(tmp_path, tiny_llama_path, settings, named):
+    with pytest.raises(ValueError, match=f"{named} needs the number of optimizer updates, but max_steps is -1"):
+        make_trainer(tmp_path, tiny_llama_path, **settings)
+
+
+def test_a_requested_schedule_is_followed_over_max_steps(tmp_path, tiny_llama_path):
+    trainer = make_trainer(
+        tmp_path, tiny_llama_path, max_steps=4, lr_scheduler_type="cosine", per_device_train_batch_size=1
+    )
+    rates = [trainer.step(texts=["hello"])["learning_rate"] for _ in range(3)]
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * step / 4)) for step in (1, 2, 3)]
+    assert rates == pytest.approx(expected)
+
+
+def test_plain_training_arguments_keep_the_constant_default_without_max_steps(tmp_path, tiny_llama_path):
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", learning_rate=1e-3, save_strategy="no")
+    trainer = IterativeSFTTrainer(tiny_llama_path, args=args)
+    assert trainer.step(texts=TEXTS)["learning_rate"] == pytest.approx(1e-3)
+
+
+def test_a_step_past_max_steps_is_refused_and_changes_nothing(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path, max_steps=3, per_device_train_batch_size=1)
+    trainer.step(texts=TEXTS[:2])
+    before = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
+    with pytest.raises(ValueError, match="would make 2 optimizer update.* at update 2 of max_steps=3"):
+        trainer.step(texts=TEXTS[:2])
+    assert trainer.state.global_step == 2
+    for name, param in trainer.model.named_parameters():
+        assert torch.equal(param, before[name]), name
+    assert trainer.step(texts=TEXTS[:1])["global_step"] == 3  # the last update still fits
+
+
 # --- 8. returned statistics ---------------------------------------------------------------------------------
 
 

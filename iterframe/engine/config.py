@@ -65,7 +65,9 @@ class IterativeSFTConfig(TrainingArguments):
 
     Everything of ``transformers.TrainingArguments`` applies; the fields below are added or have another default.
     With ``max_steps=-1`` (the default) the learning rate follows a constant schedule after
-    ``warmup_steps``; with ``max_steps > 0`` it follows ``lr_scheduler_type`` over ``max_steps`` updates.
+    ``warmup_steps`` (asking for another ``lr_scheduler_type``, or a warmup ratio, is an error then); with
+    ``max_steps > 0`` it follows ``lr_scheduler_type`` (default linear) over ``max_steps`` updates, and a
+    ``step()`` that would go past them is refused.
     """
 
     model_init_kwargs: Optional[Union[dict, str]] = dataclasses.field(
@@ -105,6 +107,14 @@ class IterativeSFTConfig(TrainingArguments):
         },
     )
     # Different defaults from TrainingArguments.
+    lr_scheduler_type: Optional[str] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "The learning-rate schedule over max_steps updates ('linear', 'cosine', 'constant', ...). "
+            "Default: 'linear' when max_steps > 0, else constant after warmup_steps. A schedule other than a "
+            "constant one, or a warmup ratio, needs max_steps > 0 (iterframe run sets it from its iterations)."
+        },
+    )
     logging_steps: float = dataclasses.field(
         default=10, metadata={"help": "Log every this many optimizer updates (a float < 1 is a ratio)."}
     )
@@ -134,6 +144,10 @@ class IterativeSFTConfig(TrainingArguments):
                 "unset one of them."
             )
         self.model_init_kwargs = self._parse_model_init_kwargs(self.model_init_kwargs)
+        #: whether lr_scheduler_type was asked for (a default schedule needs no horizon: see engine/schedule.py)
+        self.lr_scheduler_requested = self.lr_scheduler_type is not None
+        if self.lr_scheduler_type is None:
+            self.lr_scheduler_type = "linear" if self.max_steps > 0 else "constant_with_warmup"
         if multi_process_on_cpu_only():
             self.use_cpu = True  # CPU DDP (gloo) under torchrun / accelerate launch
         if self.bf16 is None:

@@ -45,6 +45,8 @@ def config_from_training_arguments(args: TrainingArguments) -> IterativeSFTConfi
         field = TrainingArguments.__dataclass_fields__[name]
         if field.init and hasattr(args, name):
             values[name] = getattr(args, name)
+    if str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)) == "linear":
+        values["lr_scheduler_type"] = None  # TrainingArguments' default: no schedule was asked for
     return IterativeSFTConfig(**values)
 
 

@@ -23,7 +23,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from iterframe.engine import batching, packing, packing_support, step_inputs
+from iterframe.engine import batching, packing, packing_support, schedule, step_inputs
 from iterframe.engine.adapters import wrap_with_adapters
 from iterframe.engine.checkpointing import enable_activation_checkpointing
 from iterframe.engine.config import IterativeSFTConfig
@@ -129,6 +129,7 @@ class IterativeSFTTrainer(Trainer):
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         enable_activation_checkpointing(self.model, self.args)  # train() would; step() is called instead
+        schedule.require_horizon(self.args)
         self.create_optimizer_and_scheduler(num_training_steps=max(self.args.max_steps, 0))
         self.model_wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.state = TrainerState(
@@ -250,6 +251,8 @@ class IterativeSFTTrainer(Trainer):
         model.train()
         micro_batches = equalized_across_processes(self.accelerator, micro_batches)
         accumulation = max(1, self.args.gradient_accumulation_steps)
+        position = getattr(self.lr_scheduler, "last_epoch", self.state.global_step)
+        schedule.check_updates_left(self.args.max_steps, position, math.ceil(len(micro_batches) / accumulation))
         groups = [micro_batches[i : i + accumulation] for i in range(0, len(micro_batches), accumulation)]
         loss_sum, num_tokens, num_updates, grad_norm = 0.0, 0, 0, None
         for group in groups:

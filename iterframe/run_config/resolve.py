@@ -31,6 +31,7 @@ import yaml
 from iterframe.engine.peft_settings import PeftSettings
 from iterframe.loop.datasets import DatasetSettings
 from iterframe.plugins.options import ComponentOptionError, build_options, coerce_option
+from iterframe.run_config.schedule_horizon import set_schedule_horizon
 
 __all__ = [
     "CONFIG_FILE",
@@ -532,6 +533,7 @@ def resolve_run_config(config: dict[str, Any], existing_output: str = "error") -
     train, train_settings = _training_arguments(
         config["train"], output_dir, loop.seed, config["model_init_kwargs"]
     )
+    set_schedule_horizon(loop, train)
     loggers = config.get("loggers")
     return RunConfig(
         model=config["model"],
