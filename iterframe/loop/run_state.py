@@ -59,6 +59,11 @@ EXISTING_OUTPUT_MODES = ("error", "resume", "overwrite")
 
 #: What a run writes into its output directory; ``overwrite`` removes exactly these, nothing else.
 RUN_ARTIFACTS = (RUN_FILE, METRICS_FILE, ITERATIONS_DIR, CHECKPOINTS_DIR, FINAL_DIR, BEST_DIR)
+#: What else a run leaves there by default, which ``overwrite`` removes too: the ``tensorboard`` and ``wandb``
+#: loggers' folders, transformers' ``runs`` logging folder, and the trainer's own ``checkpoint-N`` folders
+#: (written by runs of older versions, whose trainer kept its ``save_steps``).
+RUN_SIDE_OUTPUTS = ("tensorboard", "wandb", "runs")
+_TRAINER_CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+$")
 
 _CHECKPOINT_NAME = re.compile(r"^iteration-(\d{6,})$")
 _TEMP_PREFIX = ".tmp-"
@@ -80,13 +85,21 @@ def _existing_artifacts(output_dir: str) -> list[str]:
     return [name for name in RUN_ARTIFACTS if os.path.lexists(os.path.join(output_dir, name))]
 
 
+def _side_outputs(output_dir: str) -> list[str]:
+    return [
+        name
+        for name in sorted(os.listdir(output_dir))
+        if name in RUN_SIDE_OUTPUTS or _TRAINER_CHECKPOINT_NAME.match(name)
+    ]
+
+
 def claim_output_dir(output_dir: str, existing_output: str, loop_settings: dict[str, Any]) -> Optional[str]:
     """Make ``output_dir`` ready for a run and return the checkpoint to resume from (``None``: start afresh).
 
     Args:
         output_dir: the run's output directory (created when missing).
         existing_output: what to do when it already holds a run: ``"error"`` refuses, ``"resume"`` continues
-            it, ``"overwrite"`` removes the run's artifacts (and only those) first.
+            it, ``"overwrite"`` removes the run's artifacts and side outputs (and only those) first.
         loop_settings: written to ``run.json`` when a new run starts there.
 
     Raises:
@@ -116,7 +129,7 @@ def claim_output_dir(output_dir: str, existing_output: str, loop_settings: dict[
                 "--overwrite to replace it (existing_output='resume' or 'overwrite'), or choose another "
                 "--output-dir."
             )
-        for name in found:
+        for name in found + _side_outputs(output_dir):
             _remove(os.path.join(output_dir, name))
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_json(

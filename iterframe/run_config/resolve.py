@@ -31,6 +31,7 @@ import yaml
 from iterframe.engine.peft_settings import PeftSettings
 from iterframe.loop.datasets import DatasetSettings
 from iterframe.plugins.options import ComponentOptionError, build_options, coerce_option
+from iterframe.run_config.checkpoint_settings import loop_checkpoint_settings
 from iterframe.run_config.schedule_horizon import set_schedule_horizon
 
 __all__ = [
@@ -529,11 +530,16 @@ def resolve_run_config(config: dict[str, Any], existing_output: str = "error") -
             "--set reward.function=module:function) or set `reward:` in the config file."
         )
     output_dir = os.path.abspath(config["output_dir"])
-    loop = _loop_config(config["loop"], output_dir, existing_output)
+    try:
+        loop_section = loop_checkpoint_settings(config["loop"], config["train"])
+    except ValueError as error:
+        raise RunConfigError(str(error)) from None
+    loop = _loop_config(loop_section, output_dir, existing_output)
     train, train_settings = _training_arguments(
         config["train"], output_dir, loop.seed, config["model_init_kwargs"]
     )
     set_schedule_horizon(loop, train)
+    train.save_strategy = type(train.save_strategy)("no")  # the loop writes the checkpoints (checkpoint_settings)
     loggers = config.get("loggers")
     return RunConfig(
         model=config["model"],
