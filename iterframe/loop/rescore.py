@@ -24,6 +24,7 @@ from iterframe.loop.sample_sets import SampleSetError, read_sample_set, select_i
 from iterframe.loop.stages import filter_samples, score_samples
 from iterframe.plugins.components import Filter, Reward, RunContext, Sample
 from iterframe.plugins.errors import blame, describe_origin
+from iterframe.plugins.reward_pool import scorer_for
 
 __all__ = ["RESCORED_FROM", "RescoreResult", "describe_component", "rescore_run"]
 
@@ -67,7 +68,7 @@ def rescore_run(
         raise SampleSetError(f"The rescored set needs its own --output-dir; {output_dir!r} is the source run.")
     context = RunContext(trainer=None, tokenizer=None, output_dir=output_dir, config={"rescore": run_dir})
     judged: list[tuple[int, list[Sample], dict[str, Any]]] = []
-    set_up = []
+    set_up, scorer = [], scorer_for(reward)  # one worker pool for every iteration of a pooled reward
     try:
         for kind, component in (("reward", reward), *(("filter", item) for item in filters)):
             with blame(kind, component, None):
@@ -75,8 +76,9 @@ def rescore_run(
             set_up.append(component)
         for iteration in chosen:
             samples = read_sample_set(run_dir, iteration)
-            judged.append((iteration, samples, _judge(samples, reward, filters, iteration)))
+            judged.append((iteration, samples, _judge(samples, reward, filters, iteration, scorer)))
     finally:
+        scorer.close()
         for component in reversed(set_up):
             component.close()
     source = read_run_file(run_dir)
@@ -88,11 +90,13 @@ def rescore_run(
     return RescoreResult(output_dir, chosen, [row for _, _, row in judged])
 
 
-def _judge(samples: list[Sample], reward: Reward, filters: Sequence[Filter], iteration: int) -> dict[str, Any]:
-    """Forget the samples' old rewards and fates, score and filter them; return their metrics row."""
+def _judge(
+    samples: list[Sample], reward: Reward, filters: Sequence[Filter], iteration: int, scorer
+) -> dict[str, Any]:
+    """Forget the samples' old rewards and fates, score (with ``scorer``) and filter them; return their metrics."""
     for sample in samples:
         sample.reward, sample.kept, sample.dropped_by, sample.drop_reason = float("nan"), False, None, None
-    score_samples(reward, samples, iteration)
+    score_samples(reward, samples, iteration, scorer)
     _, dropped_counts = filter_samples(samples, filters, None, iteration)
     row: dict[str, Any] = {"iteration": iteration, "num_prompts": len({sample.prompt_id for sample in samples})}
     row.update(reward_metrics(samples))
