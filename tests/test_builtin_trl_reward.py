@@ -109,3 +109,30 @@ def test_a_function_passed_in_code_is_the_python_api_form(plugin_manager):
     finally:
         pool.close()
     assert outcome.score == 1.0
+
+
+def test_iterframe_run_scores_with_a_trl_function_and_its_dataset_column(
+    tiny_llama_path, arithmetic_path, tmp_path
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from iterframe.cli import cli
+    from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
+
+    output_dir = tmp_path / "out"
+    args = ["run", "--model", tiny_llama_path, "--dataset", arithmetic_path, "--reward", "trl"]
+    args += ["--set", "reward.function=trl_functions:answer_column_reward", "--set", "generator.max_new_tokens=2"]
+    args += ["--iterations", "1", "--prompts-per-iteration", "2", "--samples-per-prompt", "2"]
+    args += ["--output-dir", str(output_dir), "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (row,) = read_metrics(output_dir / "metrics.jsonl")
+    assert row["num_generated"] == 4 and row["reward/num_failed"] == 0
+    samples = read_samples(samples_path(output_dir, 0))
+    answers = [str(json.loads(sample["info"])["extra"]["answer"]) for sample in samples]
+    assert [sample["reward"] for sample in samples] == [
+        float(answer in sample["completion"]) for answer, sample in zip(answers, samples)
+    ]
+    assert len(set(answers)) == 2  # each prompt's own column value reached the function

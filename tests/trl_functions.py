@@ -54,3 +54,9 @@ class WordTokenizer:
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
         return {"input_ids": list(range(len(text.split())))}
+
+
+def answer_column_reward(prompts, completions, answer, **kwargs) -> list[float]:
+    """1.0 when the completion contains the ``answer`` column's value; records the answers it was given."""
+    CALLS.append({"answer": list(answer)})
+    return [1.0 if str(expected) in completion else 0.0 for completion, expected in zip(completions, answer)]
