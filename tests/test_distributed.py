@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iterframe.loop.distributed import gather_in_order, group, interleave, shard
+from iterframe.loop.distributed import gather_in_order, group, interleave, largest_share, shard
 
 
 def test_shard_takes_every_world_th_item_from_rank():
@@ -51,3 +51,12 @@ def test_group_splits_samples_of_prompts_with_different_counts():
 def test_gather_in_order_with_one_process_is_the_local_list():
     local = [3, 1, 2]
     assert gather_in_order(local, 1) == [3, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("selected", "world", "largest"),
+    [([True] * 5, 2, 3), ([True] * 4, 2, 2), ([True], 3, 1), ([True, False, True, False], 2, 2), ([False], 2, 0)],
+)
+def test_largest_share_is_the_most_selected_items_any_process_holds(selected, world, largest):
+    assert largest_share(selected, world) == largest
+    assert largest == max(sum(shard(selected, rank, world)) for rank in range(world))

@@ -105,6 +105,19 @@ def test_load_checkpoint_restores_weights_optimizer_and_step(tmp_path, tiny_llam
     assert fresh.step(texts=TEXTS)["global_step"] == 2 * saved_step
 
 
+def test_load_checkpoint_keeps_this_process_s_own_rank_flags(tmp_path, tiny_llama_path, monkeypatch):
+    trainer = make_trainer(tmp_path, tiny_llama_path, save_strategy="no")
+    trainer.step(texts=TEXTS)
+    trainer.save_checkpoint()  # written by the main process: its trainer_state.json says "process zero"
+
+    other = make_trainer(tmp_path, tiny_llama_path, save_strategy="no")
+    monkeypatch.setattr(other, "is_world_process_zero", lambda: False)
+    monkeypatch.setattr(other, "is_local_process_zero", lambda: False)
+    other.load_checkpoint()
+    assert other.state.is_world_process_zero is False
+    assert other.state.is_local_process_zero is False
+
+
 def test_load_checkpoint_without_any_checkpoint_is_a_clear_error(tmp_path, tiny_llama_path):
     trainer = make_trainer(tmp_path, tiny_llama_path)
     (tmp_path / "out").mkdir(exist_ok=True)

@@ -4,6 +4,7 @@ transformers' ``model.generate``."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Optional
@@ -11,6 +12,7 @@ from typing import Optional
 import torch
 
 from iterframe.generation.decoding import DecodingSettings, decode, unsupported_reason
+from iterframe.generation.lockstep import most_across_processes, needs_lockstep
 from iterframe.generation.prompt_cache import shared_prompt_cache
 from iterframe.generation.prompt_encoding import encode_prompt
 from iterframe.generation.token_ids import eos_token_ids, tokenizer_fingerprint
@@ -122,9 +124,27 @@ class HFGenerator(Generator):
         self.seed = self.options.seed if self.options.seed is not None else context.seed
         self.eos_token_ids = eos_token_ids(self.model, self.tokenizer)
         self.tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
+        accelerator = getattr(context.trainer, "accelerator", None)
+        self.process_index = getattr(accelerator, "process_index", 0)
         self.calls = 0
         self._reported_fallback = False
         self._loop_served = self._loop_failed = False
+
+    def state_dict(self) -> dict:
+        """The number of batches sampled so far: a resumed run continues the seed sequence where it stopped."""
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+
+    def _call_seed(self) -> int:
+        """The seed of the next batch: ``seed + calls`` on the first process; on process ``r > 0`` a 32-bit hash
+        of ``(seed, r, calls)`` (torch's CPU generator keeps 32 bits of a seed), so every process samples from
+        its own stream."""
+        if self.process_index == 0:
+            return self.seed + self.calls
+        digest = hashlib.sha256(f"{self.seed}:{self.process_index}:{self.calls}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
 
     def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
         check_num_samples(self.name, num_samples, self.options.do_sample)
@@ -133,14 +153,22 @@ class HFGenerator(Generator):
         ]
         longest_first = sorted(range(len(prompts)), key=lambda index: -len(encoded[index]))
         completions: list[Optional[list[Completion]]] = [None] * len(prompts)
+        batches = [
+            longest_first[start : start + self.options.batch_size]
+            for start in range(0, len(longest_first), self.options.batch_size)
+        ]
+        lockstep = needs_lockstep(self.model)
+        # sharded weights: every process samples as many batches (the extra ones' output unused)
+        num_batches = most_across_processes(len(batches), self.model.device) if lockstep else len(batches)
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(longest_first), self.options.batch_size):
-                batch = longest_first[start : start + self.options.batch_size]
-                generated = self._generate_batch([encoded[index] for index in batch], num_samples)
+            for batch in batches:
+                generated = self._generate_batch([encoded[index] for index in batch], num_samples, lockstep)
                 for position, index in enumerate(batch):
                     completions[index] = generated[position * num_samples : (position + 1) * num_samples]
+            for _ in range(num_batches - len(batches)):
+                self._generate_batch([encoded[0] if encoded else [self._pad_id()]], num_samples, lockstep)
         finally:
             self.model.train(was_training)
         return completions
@@ -149,31 +177,32 @@ class HFGenerator(Generator):
         pad_id = self.tokenizer.pad_token_id
         return self.tokenizer.eos_token_id if pad_id is None else pad_id
 
-    def _generate_batch(self, encoded: list[list[int]], num_samples: int) -> list[Completion]:
+    def _generate_batch(self, encoded: list[list[int]], num_samples: int, lockstep: bool) -> list[Completion]:
         input_ids, attention_mask = left_pad(encoded, self._pad_id())
         device = self.model.device
         devices = [device.index or 0] if device.type == "cuda" else []
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(self.seed + self.calls)
+            torch.manual_seed(self._call_seed())
             self.calls += 1
             new_tokens = None
             if self._use_decoding_loop(input_ids.shape[1]):
-                new_tokens = self._decode(input_ids, attention_mask, num_samples)
+                new_tokens = self._decode(input_ids, attention_mask, num_samples, lockstep)
             if new_tokens is None:
-                new_tokens = self._call_generate(input_ids, attention_mask, num_samples)
+                new_tokens = self._call_generate(input_ids, attention_mask, num_samples, lockstep)
         return [
             self._completion(row.tolist(), encoded[position // num_samples])
             for position, row in enumerate(new_tokens.cpu())
         ]
 
-    def _decode(self, input_ids, attention_mask, num_samples: int) -> Optional[torch.Tensor]:
+    def _decode(self, input_ids, attention_mask, num_samples: int, lockstep: bool) -> Optional[torch.Tensor]:
         """The decoding loop's new tokens; ``None`` (sample with ``generate()``) when the loop fails on a model
         it has not served yet: a model whose layers it cannot drive, which its checks did not foresee, falls
         back with a warning instead of ending the run. Once the loop has served the model, errors propagate."""
         try:
+            settings, stop_check = self._settings(), self._stop_check()
             new_tokens = decode(
-                self.model, input_ids, attention_mask, num_samples, self._settings(), self._stop_check()
+                self.model, input_ids, attention_mask, num_samples, settings, stop_check, lockstep=lockstep
             )
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             if self._loop_served or isinstance(error, torch.cuda.OutOfMemoryError):
@@ -229,10 +258,11 @@ class HFGenerator(Generator):
 
         return stopped
 
-    def _call_generate(self, input_ids, attention_mask, num_samples: int) -> torch.Tensor:
+    def _call_generate(self, input_ids, attention_mask, num_samples: int, lockstep: bool) -> torch.Tensor:
         """The new tokens of ``model.generate``, from the prompts' shared KV cache where the model allows it."""
         options = self.options
         kwargs = dict(
+            synced_gpus=lockstep,
             max_new_tokens=options.max_new_tokens,
             do_sample=options.do_sample,
             num_return_sequences=num_samples,

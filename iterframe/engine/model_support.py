@@ -10,11 +10,22 @@ __all__ = ["ATTENTION_KERNELS", "native_decoder_reason"]
 ATTENTION_KERNELS = ("sdpa", "eager")
 
 
+def _implementation_class(model) -> type:
+    """The model's class; for a model FSDP2 sharded in place (``fully_shard`` gives it the class
+    ``FSDP<Name>(FSDPModule, <Name>)``), the class it had."""
+    model_class = type(model)
+    bases = model_class.__bases__
+    sharded_in_place = len(bases) == 2 and bases[0].__name__ == "FSDPModule"
+    if sharded_in_place and model_class.__name__ == f"FSDP{bases[1].__name__}":
+        return bases[1]
+    return model_class
+
+
 def native_decoder_reason(model, feature: str) -> Optional[str]:
     """Why ``model`` is not one of transformers' own decoder-only implementations running the sdpa or eager
     attention kernel (``None`` when it is); ``feature`` names what needs it, for the message."""
     config = getattr(model, "config", None)
-    if config is None or not type(model).__module__.startswith("transformers.models."):
+    if config is None or not _implementation_class(model).__module__.startswith("transformers.models."):
         return "the model is not one of transformers' own implementations"
     if getattr(config, "is_encoder_decoder", False):
         return "the model is an encoder-decoder"

@@ -363,6 +363,9 @@ class IterativeSFTTrainer(Trainer):
         self._load_optimizer_and_scheduler(path)
         self._load_rng_state(path)
         self.state = TrainerState.load_from_json(os.path.join(path, "trainer_state.json"))
+        # the file was written by the main process: which process this is comes from here, not from it
+        self.state.is_local_process_zero = self.is_local_process_zero()
+        self.state.is_world_process_zero = self.is_world_process_zero()
         return path
 
     # --- model card -----------------------------------------------------------------------------------------

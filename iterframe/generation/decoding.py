@@ -19,6 +19,7 @@ import torch
 
 from iterframe.engine.model_support import native_decoder_reason
 from iterframe.generation.kv_buffers import PreallocatedKV
+from iterframe.generation.lockstep import all_processes_finished
 from iterframe.generation.prompt_cache import cache_argument
 
 __all__ = ["DecodingSettings", "decode", "draw_tokens", "unsupported_reason", "warp_logits"]
@@ -173,11 +174,15 @@ def decode(
     num_samples: int,
     settings: DecodingSettings,
     stopped: Optional[Callable[[list[int]], bool]] = None,
+    lockstep: bool = False,
 ) -> Optional[torch.Tensor]:
     """Sample ``num_samples`` continuations of each left-padded prompt: a [prompts x num_samples,
     max_new_tokens] tensor (a prompt's samples in consecutive rows), each row padded with ``pad_token_id`` after
     its eos, or after the token for which ``stopped(generated tokens)`` first held. ``None`` when the model's
-    forward does not hand back a dynamic cache (call ``generate`` instead). Call under ``torch.inference_mode``."""
+    forward does not hand back a dynamic cache (call ``generate`` instead). Call under ``torch.inference_mode``.
+
+    With ``lockstep`` (every process calls ``decode`` together on a sharded model, see :mod:`.lockstep`), a process
+    whose rows are all finished keeps running forward passes, their output unused, until every process is."""
     from transformers import DynamicCache
 
     model = decoding_model(model)
@@ -200,7 +205,7 @@ def decode(
     )
     try:
         logits = output.logits[:, -1, :].float().repeat_interleave(num_samples, dim=0)
-        return _sample_steps(model, argument, cache, buffers, logits, rows, settings, stopped)
+        return _sample_steps(model, argument, cache, buffers, logits, rows, settings, stopped, lockstep)
     finally:
         if buffers is not None:
             buffers.release()
@@ -231,27 +236,35 @@ class _Rows:
         return position
 
 
-def _sample_steps(model, argument, cache, buffers, logits, rows: _Rows, settings, stopped) -> torch.Tensor:
-    """Draw ``max_new_tokens`` tokens per row from ``logits`` on, one forward pass per step."""
+def _sample_steps(
+    model, argument, cache, buffers, logits, rows: _Rows, settings, stopped, lockstep=False
+) -> torch.Tensor:
+    """Draw ``max_new_tokens`` tokens per row from ``logits`` on, one forward pass per step (in lockstep: until
+    every process is finished, this one's last rows running on, unrecorded, once they are)."""
     generated = torch.full(
         (logits.shape[0], settings.max_new_tokens), settings.pad_token_id, dtype=torch.long, device=logits.device
     )
     mask_dtype = next(model.parameters()).dtype
     eos_ids = torch.tensor(settings.eos_token_ids, dtype=torch.long, device=logits.device)
+    all_done_here = False
     for step in range(settings.max_new_tokens):
         if step < settings.min_new_tokens:
             logits[:, eos_ids[eos_ids >= 0]] = float("-inf")
         # every row draws its number each step, finished or not, so a row's sample never depends on others'
         uniform = torch.rand(generated.shape[0], device=logits.device) if settings.do_sample else None
         tokens = draw_tokens(warp_logits(logits, settings), None if uniform is None else uniform[rows.output_rows])
-        generated[rows.output_rows, step] = tokens
-        finished = torch.isin(tokens, eos_ids)
-        if stopped is not None:
-            so_far = generated[rows.output_rows, : step + 1].tolist()  # one transfer for all rows
-            finished |= torch.tensor([stopped(row) for row in so_far], device=finished.device)
-        if step + 1 == settings.max_new_tokens or bool(finished.all()):
+        if not all_done_here:
+            generated[rows.output_rows, step] = tokens
+            finished = torch.isin(tokens, eos_ids)
+            if stopped is not None:
+                so_far = generated[rows.output_rows, : step + 1].tolist()  # one transfer for all rows
+                finished |= torch.tensor([stopped(row) for row in so_far], device=finished.device)
+            all_done_here = bool(finished.all())
+        if step + 1 == settings.max_new_tokens:
             break
-        if bool(finished.any()):
+        if all_processes_finished(all_done_here, logits.device) if lockstep else all_done_here:
+            break
+        if not all_done_here and bool(finished.any()):
             alive = (~finished).nonzero().squeeze(-1)
             buffers.select_rows(alive) if buffers is not None else cache.batch_select_indices(alive)
             rows.select(alive)

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any, TypeVar, Union
 
-__all__ = ["gather_in_order", "group", "interleave", "shard"]
+__all__ = ["gather_in_order", "group", "interleave", "largest_share", "shard"]
 
 T = TypeVar("T")
 
@@ -21,6 +21,11 @@ def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not a process of a world of {world}; need 0 <= rank < world.")
     return list(items[rank::world])
+
+
+def largest_share(selected: Sequence[bool], world: int) -> int:
+    """The most items of ``selected`` (a flag per item) that any process's :func:`shard` holds."""
+    return max(sum(selected[rank::world]) for rank in range(world))
 
 
 def interleave(shards: Sequence[Sequence[T]]) -> list[T]:

@@ -26,15 +26,8 @@ from iterframe.loop.metrics import reward_metrics, token_metrics
 from iterframe.loop.progress import Progress, echo
 from iterframe.loop.prompt_sampler import PromptSampler
 from iterframe.loop.replay import ReplayBuffer
-from iterframe.loop.run_state import (
-    BEST_DIR,
-    claim_output_dir,
-    latest_checkpoint,
-    read_loop_state,
-    save_final_model,
-    save_loop_checkpoint,
-    truncate_run,
-)
+from iterframe.loop.resume import claim_and_load, loop_state, restore_after_setup
+from iterframe.loop.run_state import BEST_DIR, save_final_model, save_loop_checkpoint
 from iterframe.loop.sample_sets import TrainingSet, prompt_records, recorded_fates
 from iterframe.loop.sampling import SampleMaker
 from iterframe.loop.stages import FunctionReward, check_failed_rate, filter_samples
@@ -57,7 +50,6 @@ __all__ = ["IterativeLoop", "LoopConfig", "PromptRecord"]
 SAMPLES_FILE_EVAL = "eval_samples.parquet"
 #: The starting model's eval completions, saved with iteration 0's samples.
 SAMPLES_FILE_INITIAL_EVAL = "initial_eval_samples.parquet"
-LOOP_STATE_VERSION = 1
 
 
 class IterativeLoop:
@@ -177,7 +169,7 @@ class IterativeLoop:
             self._base_state = {
                 key: value.detach().clone() for key, value in self.trainer.model.state_dict().items()
             }
-        first_iteration = self._claim_output_dir()
+        first_iteration, checkpoint = claim_and_load(self)
         set_up, error = [], None
         try:
             for kind, component in self._components_with_kinds():
@@ -186,6 +178,8 @@ class IterativeLoop:
                 set_up.append(component)
             with blame("reward", self.reward, None):
                 self.sampling.scorer.start()  # a pooled reward's workers start while the first generation runs
+            if checkpoint is not None:
+                restore_after_setup(self, checkpoint)
             self.hooks.call("on_run_start")
             if first_iteration == 0 and self.eval_prompts and self.config.initial_eval and self.config.eval_every:
                 evaluate = functools.partial(self.sampling.evaluate, self.eval_generator, self.eval_prompts, None)
@@ -208,39 +202,6 @@ class IterativeLoop:
                 for component in reversed(set_up):
                     component.close()
         return list(self.metrics)
-
-    def _claim_output_dir(self) -> int:
-        """Claim the output directory (error / resume / overwrite); return the first iteration to run."""
-        if self.is_main_process:
-            claim_output_dir(self.config.output_dir, self.config.existing_output, dataclasses.asdict(self.config))
-        self.trainer.accelerator.wait_for_everyone()
-        if self.config.existing_output != "resume":
-            return 0
-        checkpoint = latest_checkpoint(self.config.output_dir)
-        if checkpoint is None:  # the run stopped before its first checkpoint: start it over
-            if self.is_main_process:
-                truncate_run(self.config.output_dir, -1)
-            return 0
-        state = read_loop_state(checkpoint)
-        self.trainer.load_checkpoint(checkpoint)
-        self.sampler.load_state_dict(state["prompt_sampler"])
-        self.replay.load_state_dict(state["replay_buffer"])
-        self.metrics = list(state["metrics"])
-        self.gate.resume(self.metrics, self.trainer, self.config.output_dir, state["iteration"])
-        if self.is_main_process:
-            truncate_run(self.config.output_dir, state["iteration"])
-        return state["iteration"] + 1
-
-    def _loop_state(self, iteration: int) -> dict[str, Any]:
-        return {
-            "version": LOOP_STATE_VERSION,
-            "iteration": iteration,
-            "global_step": self.trainer.state.global_step,
-            "prompt_sampler": self.sampler.state_dict(),
-            "replay_buffer": self.replay.state_dict(),
-            "metrics": self.metrics,
-            "config": dataclasses.asdict(self.config),
-        }
 
     # --- one iteration --------------------------------------------------------------------------------------
 
@@ -367,7 +328,7 @@ class IterativeLoop:
                 self.trainer,
                 self.config.output_dir,
                 iteration,
-                self._loop_state(iteration),
+                loop_state(self, iteration),
                 keep=self.config.keep_checkpoints,
             )
             self.hooks.call("on_checkpoint_saved", iteration=iteration, path=path)

@@ -12,7 +12,7 @@ from typing import Any, Optional, Union
 
 from iterframe.loop.checks import check_completions, component_name
 from iterframe.loop.config import PromptRecord
-from iterframe.loop.distributed import gather_in_order, group, shard
+from iterframe.loop.distributed import gather_in_order, group, largest_share, shard
 from iterframe.loop.metrics import eval_metrics
 from iterframe.loop.progress import Progress
 from iterframe.loop.stages import failure_reason, samples_from_completions, score_samples
@@ -56,9 +56,18 @@ class SampleMaker:
         share (one generator call per distinct count), then every process gets them all."""
         local_records, local_counts = self.local(records), self.local(counts)
         timer, per_record = time.perf_counter(), [[] for _ in local_records]
-        for count in sorted(set(local_counts)):
+        for count in sorted(set(counts)):  # the same calls on every process, even one with no such record
             positions = [position for position, wanted in enumerate(local_counts) if wanted == count]
-            generated = self.generate(generator, [local_records[p] for p in positions], count, iteration)
+            with_count = [wanted == count for wanted in counts]
+            filler = records[with_count.index(True)]
+            generated = self.generate(
+                generator,
+                [local_records[p] for p in positions],
+                count,
+                iteration,
+                pad_to=largest_share(with_count, self.accelerator.num_processes),
+                filler=filler,
+            )
             for position, record_samples in zip(positions, group(generated, count)):
                 per_record[position] = record_samples
         local_samples = [sample for record_samples in per_record for sample in record_samples]
@@ -74,7 +83,9 @@ class SampleMaker:
     ) -> tuple[list[Sample], dict[str, Any]]:
         """One (greedy) sample of each record, scored; return them and ``eval/*``
         (:func:`~iterframe.loop.metrics.eval_metrics`: the mean reward of those scored, failed ones apart)."""
-        samples = self.generate(generator, self.local(records), 1, iteration)
+        pad_to = largest_share([True] * len(records), self.accelerator.num_processes) if records else 0
+        filler = records[-1] if records else None
+        samples = self.generate(generator, self.local(records), 1, iteration, pad_to, filler)
         samples, _ = self.scored_and_gathered(samples, 1, iteration)
         return samples, eval_metrics(samples)
 
@@ -89,9 +100,21 @@ class SampleMaker:
         return samples, sum(failure_reason(sample) is not None for sample in samples)
 
     def generate(
-        self, generator: Generator, records: list[PromptRecord], num_samples: int, iteration: Optional[int]
+        self,
+        generator: Generator,
+        records: list[PromptRecord],
+        num_samples: int,
+        iteration: Optional[int],
+        pad_to: int = 0,
+        filler: Optional[PromptRecord] = None,
     ) -> list[Sample]:
-        """``num_samples`` samples per record, in record order (prompts go in chunks, for the progress bar)."""
+        """``num_samples`` samples per record, in record order (prompts go in chunks, for the progress bar).
+
+        With ``pad_to``, the generator also samples ``filler`` until it has ``pad_to`` prompts, and those samples
+        are dropped: every process then makes the same generator calls, as processes sampling together from a
+        sharded model must (:mod:`iterframe.generation.lockstep`)."""
+        num_own = len(records)
+        records = list(records) + [filler] * (pad_to - num_own)
         chunk = generator.prompts_per_call or max(len(records), 1)
         completions: list[list[Completion]] = []
         with self.progress.bar(len(records), "generate") as bar:
@@ -102,6 +125,7 @@ class SampleMaker:
                     check_completions(generator, generated, len(batch), num_samples)
                 completions.extend(generated)
                 bar.update(len(batch))
+        records, completions = records[:num_own], completions[:num_own]
         texts = [completion.text for record_completions in completions for completion in record_completions]
         if records and not any(texts):
             warnings.warn(

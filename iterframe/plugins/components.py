@@ -176,6 +176,14 @@ class Component(ABC):
     def close(self) -> None:
         """Called once when the run ends (also after an error)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue where this component stopped (JSON-able): saved with every loop
+        checkpoint, from the main process. The default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of the run being resumed; called after :meth:`setup`."""
+
     def with_options(self, options: Any) -> Component:
         """A shallow copy of this component with ``options`` in place of its own.
 

@@ -1,0 +1,75 @@
+"""What a loop checkpoint holds besides the trainer's own state, and how a resumed run picks it up, so that it
+continues exactly as the uninterrupted run would have: same prompts, same replayed samples, same sampling seeds.
+
+The trainer's checkpoint carries the weights, optimizer, scheduler and every process's torch / numpy / python
+random state; ``loop_state.json`` carries the iteration, the prompt sampler's position, the replay buffer, the
+metrics rows and each component's :meth:`~iterframe.plugins.components.Component.state_dict` (the ``hf``
+generator's count of sampled batches, which its seeds follow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from iterframe.loop.run_state import claim_output_dir, latest_checkpoint, read_loop_state, truncate_run
+from iterframe.plugins.errors import blame
+
+__all__ = ["LOOP_STATE_VERSION", "claim_and_load", "loop_state", "restore_after_setup"]
+
+LOOP_STATE_VERSION = 1
+
+
+def loop_state(loop, iteration: int) -> dict[str, Any]:
+    """The JSON-able state of ``loop`` after ``iteration`` finished."""
+    return {
+        "version": LOOP_STATE_VERSION,
+        "iteration": iteration,
+        "global_step": loop.trainer.state.global_step,
+        "prompt_sampler": loop.sampler.state_dict(),
+        "replay_buffer": loop.replay.state_dict(),
+        "components": [
+            {"kind": kind, "name": component.name, "state": component.state_dict()}
+            for kind, component in loop._components_with_kinds()
+        ],
+        "metrics": loop.metrics,
+        "config": dataclasses.asdict(loop.config),
+    }
+
+
+def claim_and_load(loop) -> tuple[int, Optional[str]]:
+    """Claim the output directory (error / resume / overwrite) and, when resuming, load the newest checkpoint into
+    the trainer, the prompt sampler, the replay buffer and the eval gate. Returns the first iteration to run and
+    the checkpoint loaded (``None``: a fresh start)."""
+    config = loop.config
+    if loop.is_main_process:
+        claim_output_dir(config.output_dir, config.existing_output, dataclasses.asdict(config))
+    loop.trainer.accelerator.wait_for_everyone()
+    if config.existing_output != "resume":
+        return 0, None
+    checkpoint = latest_checkpoint(config.output_dir)
+    if checkpoint is None:  # the run stopped before its first checkpoint: start it over
+        if loop.is_main_process:
+            truncate_run(config.output_dir, -1)
+        return 0, None
+    state = read_loop_state(checkpoint)
+    loop.trainer.load_checkpoint(checkpoint)
+    loop.sampler.load_state_dict(state["prompt_sampler"])
+    loop.replay.load_state_dict(state["replay_buffer"])
+    loop.metrics = list(state["metrics"])
+    loop.gate.resume(loop.metrics, loop.trainer, config.output_dir, state["iteration"])
+    if loop.is_main_process:
+        truncate_run(config.output_dir, state["iteration"])
+    return state["iteration"] + 1, checkpoint
+
+
+def restore_after_setup(loop, checkpoint: str) -> None:
+    """After the components' ``setup()``: give each component its saved state (matched by position, kind and
+    name; a component the checkpoint does not know starts afresh), and put every random generator back where the
+    checkpoint left it (setting components up may have drawn from them)."""
+    saved = read_loop_state(checkpoint).get("components", [])
+    for position, (kind, component) in enumerate(loop._components_with_kinds()):
+        if position < len(saved) and (saved[position]["kind"], saved[position]["name"]) == (kind, component.name):
+            with blame(kind, component, None):
+                component.load_state_dict(saved[position]["state"])
+    loop.trainer._load_rng_state(checkpoint)
