@@ -86,6 +86,7 @@ def train(model_path: str, output_dir: str, engine: str, accumulation: int, upda
         max_grad_norm=1.0,
         save_strategy="no",
         padding_free=False,
+        bf16=False,  # full precision on any device, so the engines' weights compare closely
         **engine_settings(engine),
     )
     trainer_class = FSDPOnCPUTrainer if engine == "fsdp2" else IterativeSFTTrainer
