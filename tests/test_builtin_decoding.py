@@ -340,17 +340,28 @@ def test_llama4_chunked_attention_is_left_to_generate(plugin_manager, tiny_llama
 
 
 def test_a_model_the_loop_fails_on_falls_back_to_generate_with_a_warning(
-    plugin_manager, tiny_llama4, caplog, monkeypatch
+    plugin_manager, tiny_llama_path, caplog, monkeypatch
 ):
-    model, tokenizer = tiny_llama4
+    model, tokenizer = load(tiny_llama_path)
     expected = greedy_completions(model, tokenizer, use_generate=True)
     from iterframe.builtin import generators
 
-    monkeypatch.setattr(generators, "unsupported_reason", lambda model, length: None)  # a check that missed it
+    calls = []
+
+    def cannot_serve(*args, **kwargs):  # stands for a model whose layers the loop's checks did not foresee
+        calls.append(1)
+        raise RuntimeError("The size of tensor a (8) must match the size of tensor b (32)")
+
+    monkeypatch.setattr(generators, "decode", cannot_serve)
     with caplog.at_level("WARNING", logger="iterframe.builtin.generators"):
-        assert greedy_completions(model, tokenizer) == expected
-    assert "decoding loop failed on Llama4ForCausalLM (RuntimeError" in caplog.text
-    assert caplog.text.count("decoding loop failed") == 1, "it falls back once, then uses generate() directly"
+        generator = create_component(
+            "generator", "hf", {"max_new_tokens": 12, "do_sample": False, "batch_size": 2}
+        )
+        generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
+        completions = [(c.token_ids, c.finish_reason) for (c,) in generator.generate(PROMPTS, 1)]
+    assert completions == expected
+    assert "decoding loop failed on LlamaForCausalLM (RuntimeError: The size of tensor a" in caplog.text
+    assert len(calls) == 1, "after the first failure every batch goes straight to generate()"
 
 
 def test_errors_of_a_model_the_loop_has_served_are_not_hidden(plugin_manager, tiny_llama_path, monkeypatch):

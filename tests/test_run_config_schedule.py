@@ -4,8 +4,14 @@ unset, the most updates the run can make."""
 from __future__ import annotations
 
 import pytest
+from transformers import TrainingArguments
 
 from iterframe.run_config.resolve import resolve_run_config
+
+#: A warmup given as a ratio of the horizon: ``warmup_ratio`` in transformers 4, a ``warmup_steps`` below 1 in 5.
+WARMUP_RATIO = (
+    {"warmup_ratio": 0.5} if "warmup_ratio" in TrainingArguments.__dataclass_fields__ else {"warmup_steps": 0.5}
+)
 
 LOOP = {"iterations": 3, "prompts_per_iteration": 4, "samples_per_prompt": 2}
 BASE = {"model": "some/model", "reward": "answer-match", "output_dir": "out", "dataset": "prompts.jsonl"}
@@ -32,12 +38,12 @@ def test_a_decaying_schedule_runs_over_the_most_updates_the_run_can_make(caplog)
         ({"train_epochs": 2, "replay_buffer_size": 4}, {}, 3 * 2 * 6),  # (8 + 4 replayed) / 2 per epoch
         ({}, {"gradient_accumulation_steps": 3}, 3 * 2),  # 4 micro-batches make 2 updates
         ({"restart_from_base": True}, {}, 4),  # each iteration starts a fresh schedule
-        ({}, {"warmup_steps": 0.1}, 12),  # a warmup ratio needs the horizon too
+        ({}, WARMUP_RATIO, 12),  # a warmup ratio needs the horizon too
     ],
 )
 def test_the_horizon_counts_epochs_replay_accumulation_and_restarts(loop, train, expected):
     settings = {"lr_scheduler_type": "linear", **train}
-    if "warmup_steps" in train:
+    if train is WARMUP_RATIO:
         settings.pop("lr_scheduler_type")
     assert resolved(loop, **settings).train.max_steps == expected
 

@@ -17,8 +17,8 @@ def make_trainer(tmp_path, model, **overrides):
 
 
 def saved_activation_bytes(trainer) -> int:
-    """Bytes of the tensors autograd keeps for the backward pass during one ``step()`` (the activation memory
-    held at the end of the forward pass), parameters not counted."""
+    """Bytes of the tensors autograd keeps for the backward pass of one ``step()``'s forward pass: the activation
+    memory held when the forward pass ends, the step's peak (parameters not counted)."""
     parameters = {param.untyped_storage().data_ptr() for param in trainer.model.parameters()}
     saved = {}
 
@@ -28,8 +28,14 @@ def saved_activation_bytes(trainer) -> int:
             saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        trainer.step(texts=TEXTS)
+    forward = trainer._loss_sum
+
+    def measured_forward(batch):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            return forward(batch)
+
+    trainer._loss_sum = measured_forward
+    trainer.step(texts=TEXTS)
     return sum(saved.values())
 
 

@@ -7,8 +7,14 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import TrainingArguments
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+
+#: A warmup given as a ratio of the horizon: ``warmup_ratio`` in transformers 4, a ``warmup_steps`` below 1 in 5.
+WARMUP_RATIO = (
+    {"warmup_ratio": 0.5} if "warmup_ratio" in TrainingArguments.__dataclass_fields__ else {"warmup_steps": 0.5}
+)
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "abc", "twelve plus seven is 19"]
 
@@ -317,8 +323,8 @@ def test_max_steps_uses_the_configured_decay(tmp_path, tiny_llama_path):
     [
         ({"lr_scheduler_type": "cosine"}, "lr_scheduler_type='cosine'"),
         ({"lr_scheduler_type": "linear"}, "lr_scheduler_type='linear'"),
-        ({"warmup_steps": 0.5}, "a warmup ratio of 0.5"),
-        ({"lr_scheduler_type": "cosine", "warmup_steps": 0.5}, "'cosine' and a warmup ratio of 0.5"),
+        (WARMUP_RATIO, "a warmup ratio of 0.5"),
+        ({"lr_scheduler_type": "cosine", **WARMUP_RATIO}, "'cosine' and a warmup ratio of 0.5"),
     ],
 )
 def test_a_schedule_that_needs_max_steps_is_refused_without_it(tmp_path, tiny_llama_path, settings, named):
