@@ -4,6 +4,7 @@ and the generator's position in its seed sequence survives a resume."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -157,11 +158,23 @@ LOCKSTEP_WORKER = os.path.join(os.path.dirname(__file__), "scripts", "lockstep_g
 
 
 @pytest.mark.slow
-def test_uneven_shares_and_finishing_generate_together_on_a_sharded_model(tiny_llama_path, tmp_path):
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "fsdp2",
+        pytest.param(
+            "zero3",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed"
+            ),
+        ),
+    ],
+)
+def test_uneven_shares_and_finishing_generate_together_on_a_sharded_model(engine, tiny_llama_path, tmp_path):
     # Without the lockstep (the worker's --no-lockstep) the processes fall out of step: gloo stops on a
     # collective mismatch, NCCL would wait forever; the timeout bounds either.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += [LOCKSTEP_WORKER, tiny_llama_path, str(tmp_path)]
+    command += [LOCKSTEP_WORKER, tiny_llama_path, str(tmp_path), engine]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )

@@ -31,8 +31,8 @@ TEXTS = [
 def engine_settings(engine: str) -> dict:
     if engine.startswith("zero"):
         zero = {"stage": int(engine[-1])}
-        if zero["stage"] == 3:
-            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        if zero["stage"] == 3:  # every parameter partitioned (by default small ones stay whole on every process)
+            zero.update(stage3_gather_16bit_weights_on_model_save=True, stage3_param_persistence_threshold=0)
         auto = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps")
         auto += ("gradient_clipping",)
         return {"deepspeed": {"zero_optimization": zero, **dict.fromkeys(auto, "auto")}}
@@ -68,11 +68,21 @@ def without_shared_memory_kernel() -> None:
 
 
 def sharding(model) -> str:
-    """How the first parameter is held: ``dtensor`` (FSDP2), ``zero3`` (a DeepSpeed partition) or ``whole``."""
-    parameter = next(model.parameters())
-    if type(parameter).__name__ == "DTensor" or type(getattr(parameter, "data", None)).__name__ == "DTensor":
+    """How the parameters are held: ``dtensor`` (FSDP2: every one a DTensor), ``zero3`` (each process holds a
+    DeepSpeed partition of every one), ``whole`` (every one whole everywhere) or ``mixed``."""
+    parameters = list(model.parameters())
+    if all(type(parameter).__name__ == "DTensor" for parameter in parameters):
         return "dtensor"
-    return "zero3" if hasattr(parameter, "ds_numel") else "whole"
+    if all(
+        hasattr(parameter, "ds_numel") and parameter.ds_tensor.numel() < parameter.ds_numel
+        for parameter in parameters
+    ):
+        return "zero3"
+    if not any(
+        hasattr(parameter, "ds_numel") or type(parameter).__name__ == "DTensor" for parameter in parameters
+    ):
+        return "whole"
+    return "mixed"
 
 
 def train(model_path: str, output_dir: str, engine: str, accumulation: int, updates: int) -> None:

@@ -1,10 +1,10 @@
-"""Worker for tests/test_generation_lockstep.py: the ``hf`` generator on an FSDP2-sharded model (every forward pass
-all-gathers the parameters from both processes), with uneven shares and uneven finishing: process 0 samples three
-prompts (two batches) whose rows stop at their first token, process 1 one prompt (one batch) whose rows run on.
-Then a collective that a process left behind in a forward pass would pair with the wrong call. Each process writes
-what it did to ``OUTPUT_DIR/rankR.json``.
+"""Worker for tests/test_generation_lockstep.py: the ``hf`` generator on a sharded model (ENGINE ``fsdp2`` or
+``zero3``: every forward pass all-gathers the parameters from both processes), with uneven shares and uneven
+finishing: process 0 samples three prompts (two batches) whose rows stop at their first token, process 1 one prompt
+(one batch) whose rows run on. Then a collective that a process left behind in a forward pass would pair with the
+wrong call. Each process writes what it did to ``OUTPUT_DIR/rankR.json``.
 
-Usage: torchrun --nproc_per_node 2 lockstep_generation_worker.py MODEL OUTPUT_DIR [--no-lockstep]
+Usage: torchrun --nproc_per_node 2 lockstep_generation_worker.py MODEL OUTPUT_DIR ENGINE [--no-lockstep]
 """
 
 import json
@@ -13,24 +13,23 @@ import string
 import sys
 
 import torch.distributed as dist
-from engine_step_worker import FSDPOnCPUTrainer
+from engine_step_worker import FSDPOnCPUTrainer, engine_settings, without_shared_memory_kernel
 
-from iterframe import IterativeSFTConfig
+from iterframe import IterativeSFTConfig, IterativeSFTTrainer
 from iterframe.builtin import generators
 from iterframe.plugins import create_component
 from iterframe.plugins.components import RunContext
 
 
-def main(model_path: str, output_dir: str, lockstep: bool) -> None:
+def main(model_path: str, output_dir: str, engine: str, lockstep: bool) -> None:
     if not lockstep:  # shows what the lockstep prevents: the processes fall out of step and wait forever
         generators.needs_lockstep = lambda model: False
+    if engine == "zero3":
+        without_shared_memory_kernel()
     args = IterativeSFTConfig(
-        output_dir=os.path.join(output_dir, "trainer"),
-        fsdp=True,
-        fsdp_config={"version": 2, "reshard_after_forward": True},
-        save_strategy="no",
+        output_dir=os.path.join(output_dir, "trainer"), save_strategy="no", **engine_settings(engine)
     )
-    trainer = FSDPOnCPUTrainer(model_path, args=args)
+    trainer = (FSDPOnCPUTrainer if engine == "fsdp2" else IterativeSFTTrainer)(model_path, args=args)
     rank = trainer.accelerator.process_index
     prompts = ["1+1=", "2+3=", "4+4="] if rank == 0 else ["3+2="]
     stop = list(string.printable) if rank == 0 else []  # process 0's rows end at their first visible character
@@ -53,4 +52,4 @@ def main(model_path: str, output_dir: str, lockstep: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], "--no-lockstep" not in sys.argv[3:])
+    main(sys.argv[1], sys.argv[2], sys.argv[3], "--no-lockstep" not in sys.argv[4:])
