@@ -1,6 +1,6 @@
-"""Worker for tests/test_trainer_engines.py: under each engine asked for (ddp, fsdp2, zero1, zero2, zero3) and
-gradient accumulation count, ``updates`` calls of ``step()``, each one optimizer update over this rank's share of
-the samples. Every rank writes what it did (``ENGINE-ACCUMULATION.rankR.json``); rank 0 saves the whole
+"""Worker for tests/test_trainer_engines.py: under each engine asked for (ddp, fsdp1 on GPUs, fsdp2, zero1, zero2,
+zero3) and gradient accumulation count, ``updates`` calls of ``step()``, each one optimizer update over this rank's
+share of the samples. Every rank writes what it did (``ENGINE-ACCUMULATION.rankR.json``); rank 0 saves the whole
 weights (``ENGINE-ACCUMULATION.pt``).
 
 Usage: torchrun --nproc_per_node 2 engine_step_worker.py MODEL OUTPUT_DIR UPDATES ENGINE:ACCUMULATION...
@@ -38,6 +38,8 @@ def engine_settings(engine: str) -> dict:
         return {"deepspeed": {"zero_optimization": zero, **dict.fromkeys(auto, "auto")}}
     if engine == "fsdp2":
         return {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": True}}
+    if engine == "fsdp1":
+        return {"fsdp": True, "fsdp_config": {"version": 1, "use_orig_params": True, "sync_module_states": False}}
     if engine == "ddp":
         return {}
     raise ValueError(f"unknown engine {engine!r}")
@@ -99,7 +101,7 @@ def train(model_path: str, output_dir: str, engine: str, accumulation: int, upda
         bf16=False,  # full precision on any device, so the engines' weights compare closely
         **engine_settings(engine),
     )
-    trainer_class = FSDPOnCPUTrainer if engine == "fsdp2" else IterativeSFTTrainer
+    trainer_class = FSDPOnCPUTrainer if engine.startswith("fsdp") else IterativeSFTTrainer
     trainer = trainer_class(model_path, args=args)
     rank = trainer.accelerator.process_index
     share = TEXTS[rank::world]
