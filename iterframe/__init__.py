@@ -50,6 +50,8 @@ _PUBLIC = {
     "JsonlLogger": "iterframe.builtin.loggers",
     "WandbLogger": "iterframe.builtin.loggers",
     "TensorBoardLogger": "iterframe.builtin.loggers",
+    "RunResult": "iterframe.api.runner",
+    "run": "iterframe.api.runner",
 }
 
 __all__ = [
@@ -81,6 +83,7 @@ __all__ = [
     "PythonReward",
     "Reward",
     "RunContext",
+    "RunResult",
     "Sample",
     "SampleTokenizer",
     "TensorBoardLogger",
@@ -89,9 +92,11 @@ __all__ = [
     "TrlReward",
     "WandbLogger",
     "hookimpl",
+    "run",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from iterframe.api.runner import RunResult, run
     from iterframe.builtin.filters import (
         BestOfNFilter,
         DedupFilter,

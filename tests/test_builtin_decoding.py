@@ -344,15 +344,13 @@ def test_a_model_the_loop_fails_on_falls_back_to_generate_with_a_warning(
 ):
     model, tokenizer = load(tiny_llama_path)
     expected = greedy_completions(model, tokenizer, use_generate=True)
-    from iterframe.builtin import generators
-
     calls = []
 
     def cannot_serve(*args, **kwargs):  # stands for a model whose layers the loop's checks did not foresee
         calls.append(1)
         raise RuntimeError("The size of tensor a (8) must match the size of tensor b (32)")
 
-    monkeypatch.setattr(generators, "decode", cannot_serve)
+    monkeypatch.setattr(decoding, "decode", cannot_serve)  # the generator imports it when it decodes
     with caplog.at_level("WARNING", logger="iterframe.builtin.generators"):
         generator = create_component(
             "generator", "hf", {"max_new_tokens": 12, "do_sample": False, "batch_size": 2}
@@ -369,11 +367,10 @@ def test_errors_of_a_model_the_loop_has_served_are_not_hidden(plugin_manager, ti
     generator = create_component("generator", "hf", {"max_new_tokens": 4, "seed": 0})
     generator.setup(RunContext(trainer=types.SimpleNamespace(model=model), tokenizer=tokenizer, seed=0))
     generator.generate(PROMPTS, 1)
-    from iterframe.builtin import generators
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the loop")
 
-    monkeypatch.setattr(generators, "decode", broken)
+    monkeypatch.setattr(decoding, "decode", broken)
     with pytest.raises(RuntimeError, match="a bug in the loop"):
         generator.generate(PROMPTS, 1)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from iterframe.builtin import generators
-from iterframe.builtin.generators import left_pad, shared_prompt_cache
+from iterframe.builtin.generators import left_pad
+from iterframe.generation import prompt_cache
+from iterframe.generation.prompt_cache import shared_prompt_cache
 from iterframe.plugins import create_component
 from iterframe.plugins.components import RunContext
 
@@ -31,7 +32,7 @@ def generate(model, tokenizer, num_samples, **options):
 
 
 def without_shared_cache(monkeypatch):
-    monkeypatch.setattr(generators, "shared_prompt_cache", lambda *args, **kwargs: None)
+    monkeypatch.setattr(prompt_cache, "shared_prompt_cache", lambda *args, **kwargs: None)
 
 
 @pytest.mark.parametrize("model_path", ["tiny_llama_path", "tiny_qwen2_path"])

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from iterframe.cli import cli
 from iterframe.loop.artifacts import read_metrics
-from iterframe.run_config.resolve import (
+from iterframe.run_config import (
     RunConfigError,
     apply_flags,
     apply_overrides,
@@ -71,7 +71,7 @@ def test_lora_run_writes_adapters_to_final_and_leaves_base_weights(tiny_llama_pa
 
 
 def test_only_adapter_parameters_train(tiny_llama_path, tmp_path):
-    from iterframe.cli.run_cmd import _load_trainer
+    from iterframe.api.execution import load_trainer
 
     config = apply_overrides(
         apply_flags(
@@ -79,7 +79,7 @@ def test_only_adapter_parameters_train(tiny_llama_path, tmp_path):
         ),
         ["peft.target_modules=q_proj"],
     )
-    trainer = _load_trainer(resolve_run_config(config))
+    trainer = load_trainer(resolve_run_config(config))
     trainable = [name for name, parameter in trainer.model.named_parameters() if parameter.requires_grad]
     assert trainable and all("lora_" in name and "q_proj" in name for name in trainable)
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from iterframe.api import runner
 from iterframe.cli import cli, run_cmd
 
 ROWS = [
@@ -40,8 +41,16 @@ def captured(monkeypatch) -> list:
         runs.append(prepared)
         return []
 
-    monkeypatch.setattr(run_cmd, "execute_run", record)
+    monkeypatch.setattr(runner, "execute_run", record)
     return runs
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> str:
+    """A folder standing in for a model: these runs stop before a model is loaded."""
+    path = tmp_path / "some-model"
+    path.mkdir()
+    return str(path)
 
 
 def _invoke(*args):
@@ -49,9 +58,11 @@ def _invoke(*args):
 
 
 def _base_args(tmp_path, prompts_path, *extra):
+    model = tmp_path / "some-model"
+    model.mkdir(exist_ok=True)
     return [
         "--model",
-        "some-model",
+        str(model),
         "--dataset",
         prompts_path,
         "--prompt-column",
@@ -80,7 +91,7 @@ def _names(components):
 
 def test_model_dataset_and_prompt_column_flags(captured, tmp_path, prompts_path):
     prepared = _prepared(captured, tmp_path, prompts_path)
-    assert prepared.config.model == "some-model"
+    assert prepared.config.model == str(tmp_path / "some-model")
     assert [record.prompt for record in prepared.prompts] == [row["question"] for row in ROWS]
     assert prepared.config.loop.output_dir == str(tmp_path / "out")
 
@@ -112,7 +123,7 @@ def test_eval_fraction_flag_holds_out_prompts(captured, tmp_path, prompts_path):
 
 def test_eval_dataset_flag_reads_a_second_file(captured, tmp_path, prompts_path):
     eval_path = tmp_path / "eval.jsonl"
-    eval_path.write_text(json.dumps({"question": "9-1=", "answer": "8"}) + "\n")
+    eval_path.write_text(json.dumps({"question": "9-1=", "answer": "8", "reference": "8"}) + "\n")
     prepared = _prepared(captured, tmp_path, prompts_path, "--eval-dataset", str(eval_path))
     assert [record.prompt for record in prepared.eval_prompts] == ["9-1="]
 
@@ -139,7 +150,7 @@ def test_component_flags_build_the_named_components_in_order(captured, tmp_path,
     assert components["generator"].name == "hf"
     assert components["reward"].name == "answer-match"
     assert _names(components["filters"]) == ["threshold", "best-of-n"]
-    assert components["tokenizer"].name == "full-text"
+    assert components["sample_tokenizer"].name == "full-text"
     assert _names(components["loggers"]) == ["console", "jsonl"]
 
 
@@ -147,16 +158,16 @@ def test_default_components(captured, tmp_path, prompts_path):
     components = _prepared(captured, tmp_path, prompts_path).components
     assert components["generator"].name == "hf"
     assert components["filters"] == []
-    assert components["tokenizer"].name == "completion-only"
+    assert components["sample_tokenizer"].name == "completion-only"
     assert _names(components["loggers"]) == ["console"]
 
 
 def test_chat_prompts_default_to_the_chat_tokenizer(captured, tmp_path):
     path = tmp_path / "chat.jsonl"
-    path.write_text(json.dumps({"question": [{"role": "user", "content": "1+1?"}], "answer": "2"}) + "\n")
+    path.write_text(json.dumps({"question": [{"role": "user", "content": "1+1?"}], "reference": "2"}) + "\n")
     prepared = _prepared(captured, tmp_path, str(path))
     assert prepared.prompts[0].prompt == [{"role": "user", "content": "1+1?"}]
-    assert prepared.components["tokenizer"].name == "chat"
+    assert prepared.components["sample_tokenizer"].name == "chat"
 
 
 def test_loop_flags(captured, tmp_path, prompts_path):
@@ -254,25 +265,25 @@ def test_overwrite_flag_asks_the_loop_to_overwrite(captured, tmp_path, prompts_p
     assert prepared.config.loop.existing_output == "overwrite"
 
 
-def test_resume_without_config_reuses_the_saved_config(captured, tmp_path, prompts_path):
+def test_resume_without_config_reuses_the_saved_config(captured, tmp_path, prompts_path, model_dir):
     output_dir = tmp_path / "out"
     _fake_run(str(output_dir))
-    saved = {"model": "saved-model", "dataset": {"path": prompts_path, "prompt_column": "question"}}
+    saved = {"model": model_dir, "dataset": {"path": prompts_path, "prompt_column": "question"}}
     saved.update({"reward": "answer-match", "loop": {"iterations": 2}, "output_dir": str(output_dir)})
     (output_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     result = _invoke("--resume", "--output-dir", str(output_dir), "--iterations", "4")
     assert result.exit_code == 0, result.output
     (prepared,) = captured
-    assert prepared.config.model == "saved-model"
+    assert prepared.config.model == model_dir
     assert prepared.config.loop.iterations == 4
 
 
 # --- config file and precedence -----------------------------------------------------------------------------
 
 
-def test_config_file_flags_and_set_in_order_of_precedence(captured, tmp_path, prompts_path):
+def test_config_file_flags_and_set_in_order_of_precedence(captured, tmp_path, prompts_path, model_dir):
     config = {
-        "model": "yaml-model",
+        "model": model_dir,
         "dataset": {"path": prompts_path, "prompt_column": "question", "reference_column": "answer"},
         "reward": "answer-match",
         "filters": [{"name": "threshold", "options": {"min_reward": 0.9}}],
@@ -287,7 +298,7 @@ def test_config_file_flags_and_set_in_order_of_precedence(captured, tmp_path, pr
     )
     assert result.exit_code == 0, result.output
     (prepared,) = captured
-    assert prepared.config.model == "yaml-model"
+    assert prepared.config.model == model_dir
     assert prepared.config.loop.iterations == 2  # --set beats the flag, which beats YAML
     assert prepared.config.loop.samples_per_prompt == 2  # flag beats YAML
     assert prepared.config.loop.prompts_per_iteration == 2  # YAML kept
@@ -411,6 +422,20 @@ def test_existing_run_is_refused_without_resume_or_overwrite(captured, tmp_path,
     assert captured == []
 
 
+def test_folder_with_the_users_config_yaml_but_no_run_is_refused(captured, tmp_path, prompts_path):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "config.yaml").write_text("# my own notes\nmodel: mine\n")
+    for extra in ((), ("--overwrite",)):
+        result = _invoke(*_base_args(tmp_path, prompts_path), *extra)
+        assert result.exit_code == 1
+        assert "holds a config.yaml but no iterframe run" in result.output
+        assert "Choose another --output-dir" in result.output
+    assert (output_dir / "config.yaml").read_text() == "# my own notes\nmodel: mine\n"
+    assert os.listdir(output_dir) == ["config.yaml"]
+    assert captured == []
+
+
 def test_folder_without_a_run_is_usable(captured, tmp_path, prompts_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
@@ -434,9 +459,9 @@ def test_plugin_load_errors_stop_the_run(captured, tmp_path, prompts_path, monke
 
 
 def test_unloadable_model_leaves_no_output_dir(tmp_path, prompts_path):
-    result = _invoke(*_base_args(tmp_path, prompts_path))  # "some-model" is no folder, and the hub is offline
+    result = _invoke(*_base_args(tmp_path, prompts_path))  # the folder holds no model
     assert result.exit_code == 1
-    assert "Cannot load model 'some-model'" in result.output
+    assert f"Cannot load model {str(tmp_path / 'some-model')!r}" in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from iterframe.cli import cli
 from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
-from iterframe.run_config.resolve import load_config_file, resolve_run_config
+from iterframe.run_config import load_config_file, resolve_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -254,6 +254,6 @@ def test_chat_message_prompts_run_through_the_chat_template(tmp_path):
     _invoke(args)
     samples = read_samples(samples_path(output_dir, 0))
     assert json.loads(samples[0]["prompt"])[0]["role"] == "user"
-    assert load_config_file(os.path.join(output_dir, "config.yaml"))["tokenizer"]["name"] == "chat"
+    assert load_config_file(os.path.join(output_dir, "config.yaml"))["sample_tokenizer"].name == "chat"
     (row,) = read_metrics(os.path.join(output_dir, "metrics.jsonl"))
     assert row["train/tokens"] > 0  # the kept assistant replies were trained on

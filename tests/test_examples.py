@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from iterframe.cli import cli
 from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
-from iterframe.run_config.resolve import load_config_file
+from iterframe.run_config import load_config_file
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 #: Flags that shrink an example to one short iteration.
@@ -58,7 +58,7 @@ def test_expert_iteration_example_keeps_only_verified_samples(tiny_llama_path, t
     assert all(sample["dropped_by"] == "threshold" for sample in samples if sample["reward"] < 1.0)
     assert row["num_kept"] == sum(sample["kept"] for sample in samples)
     saved = load_config_file(os.path.join(output_dir, "config.yaml"))
-    assert [entry["name"] for entry in saved["filters"]] == ["threshold", "dedup"]
+    assert [spec.name for spec in saved["filters"]] == ["threshold", "dedup"]
     assert saved["loop"]["replay_buffer_size"] == 32
     assert saved["dataset"]["path"] == os.path.join(EXAMPLES, "data", "arithmetic.jsonl")
 

@@ -71,7 +71,7 @@ CASES = [
     Case(
         "unknown-tokenizer",
         lambda t: ["--tokenizer", "completion_only"],
-        ("No tokenizer named 'completion_only'", "Did you mean 'completion-only'"),
+        ("No sample tokenizer named 'completion_only'", "Did you mean 'completion-only'"),
     ),
     Case("unknown-logger", lambda t: ["--logger", "jsnl"], ("No logger named 'jsnl'", "Did you mean 'jsonl'")),
     Case(

@@ -17,7 +17,7 @@ from loop_fakes import make_loop
 from iterframe.builtin.rewards import load_callable
 from iterframe.cli import cli
 from iterframe.loop.run_state import CHECKPOINTS_DIR, latest_checkpoint
-from iterframe.run_config.resolve import RunConfigError, load_config_file
+from iterframe.run_config import RunConfigError, load_config_file
 
 # --- trust_remote_code ---------------------------------------------------------------------------------------
 

@@ -168,3 +168,31 @@ def test_resume_drops_rows_and_samples_after_the_last_checkpoint(tiny_llama_path
     make_loop(tiny_llama_path, output_dir, iterations=2, existing_output="resume").run()
     assert metrics_iterations(output_dir) == [0, 1]
     assert sorted(os.listdir(output_dir / "iterations")) == ["000000", "000001"]
+
+
+def test_resume_removes_the_hidden_temporary_files_a_kill_leaves_behind(tmp_path):
+    from iterframe.loop.run_state import claim_output_dir
+
+    output_dir = tmp_path / "out"
+    (output_dir / "iterations" / "000000").mkdir(parents=True)
+    (output_dir / "run.json").write_text("{}")
+    (output_dir / "metrics.jsonl").write_text('{"iteration": 0}\n')
+    left_behind = [
+        output_dir / ".metrics.jsonl.k3j2x9.tmp",
+        output_dir / "iterations" / "000000" / ".samples.parquet.a8f0q1.tmp",
+    ]
+    for path in left_behind:
+        path.write_text("half written")
+    kept = [
+        output_dir / ".gitignore",
+        output_dir / "notes.tmp",
+        output_dir / "iterations" / "000000" / "x.parquet",
+    ]
+    for path in kept:
+        path.write_text("mine")
+
+    assert claim_output_dir(str(output_dir), "resume", {}) is None
+
+    assert not any(path.exists() for path in left_behind)
+    assert all(path.read_text() == "mine" for path in kept)
+    assert (output_dir / "metrics.jsonl").read_text() == '{"iteration": 0}\n'

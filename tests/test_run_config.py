@@ -7,8 +7,7 @@ import os
 import pytest
 import yaml
 
-from iterframe.run_config.resolve import (
-    ComponentSpec,
+from iterframe.run_config import (
     RunConfigError,
     apply_flags,
     apply_overrides,
@@ -35,22 +34,31 @@ def _resolve(config=None, overrides=(), **flags):
 
 def test_minimal_config_gets_default_components_and_loop_settings():
     run = _resolve()
-    assert run.generator == ComponentSpec("generator", "hf", {})
-    assert run.reward == ComponentSpec("reward", "answer-match", {})
+    assert (run.generator.name, run.generator.options["max_new_tokens"]) == ("hf", 64)
+    assert (run.reward.name, run.reward.options) == ("answer-match", {"pattern": None, "ignore_case": False})
     assert run.filters == []
-    assert run.tokenizer is None
-    assert run.loggers == [ComponentSpec("logger", "console", {})]
+    assert run.sample_tokenizer is None
+    assert [spec.name for spec in run.loggers] == ["console"]
     assert run.loop.output_dir == os.path.abspath("out")
     assert run.loop.existing_output == "error"
     assert run.dataset.path == "prompts.jsonl" and run.dataset.prompt_column == "prompt"
 
 
-def test_default_tokenizer_follows_the_prompt_kind():
+def test_default_sample_tokenizer_follows_the_prompt_kind():
     run = _resolve()
-    assert run.with_default_tokenizer(prompts_are_chat=True).tokenizer.name == "chat"
-    assert run.with_default_tokenizer(prompts_are_chat=False).tokenizer.name == "completion-only"
-    named = _resolve(tokenizer="full-text")
-    assert named.with_default_tokenizer(prompts_are_chat=True).tokenizer.name == "full-text"
+    assert run.with_default_sample_tokenizer(prompts_are_chat=True).sample_tokenizer.name == "chat"
+    assert run.with_default_sample_tokenizer(prompts_are_chat=False).sample_tokenizer.name == "completion-only"
+    named = _resolve(sample_tokenizer="full-text")
+    assert named.with_default_sample_tokenizer(prompts_are_chat=True).sample_tokenizer.name == "full-text"
+
+
+def test_the_old_tokenizer_key_and_flag_still_name_the_sample_tokenizer():
+    assert _resolve({"tokenizer": "full-text"}).sample_tokenizer.name == "full-text"
+    assert _resolve(tokenizer="chat").sample_tokenizer.name == "chat"
+    spec = _resolve(overrides=["tokenizer=full-text", "tokenizer.add_eos=false"]).sample_tokenizer
+    assert (spec.name, spec.options) == ("full-text", {"add_eos": False})
+    with pytest.raises(RunConfigError, match="sets 'sample_tokenizer' twice"):
+        _resolve({"tokenizer": "chat", "sample_tokenizer": "full-text"})
 
 
 def test_component_sections_accept_name_mapping_and_flat_forms():
@@ -61,11 +69,9 @@ def test_component_sections_accept_name_mapping_and_flat_forms():
             "loggers": [],
         }
     )
-    assert run.generator.options == {"max_new_tokens": 8}
-    assert [(spec.name, spec.options) for spec in run.filters] == [
-        ("dedup", {}),
-        ("threshold", {"min_reward": 0.5}),
-    ]
+    assert run.generator.options["max_new_tokens"] == 8
+    assert [spec.name for spec in run.filters] == ["dedup", "threshold"]
+    assert run.filters[1].options["min_reward"] == 0.5
     assert run.loggers == []
 
 
@@ -222,18 +228,15 @@ def test_component_flag_keeps_options_of_the_same_component_and_drops_others():
         "reward": {"name": "python", "function": "m:f"},
     }
     same = _resolve(config, generator="hf", reward="answer-match")
-    assert same.generator.options == {"temperature": 0.5}
-    assert same.reward == ComponentSpec("reward", "answer-match", {})
+    assert same.generator.options["temperature"] == 0.5
+    assert (same.reward.name, same.reward.options) == ("answer-match", {"pattern": None, "ignore_case": False})
 
 
 def test_filter_and_logger_flags_replace_the_lists_keeping_options_by_name():
     config = {"filters": [{"name": "threshold", "min_reward": 0.5}, "dedup"], "loggers": ["console", "jsonl"]}
     run = _resolve(config, filters=("dedup", "threshold", "best-of-n"), loggers=("wandb",))
-    assert [(spec.name, spec.options) for spec in run.filters] == [
-        ("dedup", {}),
-        ("threshold", {"min_reward": 0.5}),
-        ("best-of-n", {}),
-    ]
+    assert [spec.name for spec in run.filters] == ["dedup", "threshold", "best-of-n"]
+    assert run.filters[1].options["min_reward"] == 0.5
     assert [spec.name for spec in run.loggers] == ["wandb"]
 
 
@@ -271,18 +274,16 @@ def test_set_component_options_and_names():
             "reward.function=examples.rewards:score",
             "filter.top-fraction.fraction=0.25",
             "filters.0.min_reward=0.5",
-            "logger.every=2",
+            "logger.samples=2",
             "tokenizer=chat",
         ],
     )
-    assert run.generator.options == {"temperature": "0.7"}
-    assert run.reward == ComponentSpec("reward", "python", {"function": "examples.rewards:score"})
-    assert [(spec.name, spec.options) for spec in run.filters] == [
-        ("threshold", {"min_reward": "0.5"}),
-        ("top-fraction", {"fraction": "0.25"}),
-    ]
-    assert run.loggers[0].options == {"every": "2"}
-    assert run.tokenizer.name == "chat"
+    assert run.generator.options["temperature"] == 0.7
+    assert (run.reward.name, run.reward.options) == ("python", {"function": "examples.rewards:score"})
+    assert [spec.name for spec in run.filters] == ["threshold", "top-fraction"]
+    assert (run.filters[0].options["min_reward"], run.filters[1].options["fraction"]) == (0.5, 0.25)
+    assert run.loggers[0].options["samples"] == 2
+    assert run.sample_tokenizer.name == "chat"
 
 
 def test_set_filter_list_and_top_level_values():
@@ -305,7 +306,7 @@ def test_set_filter_list_and_top_level_values():
 def test_set_option_of_unnamed_generator_uses_the_default_generator():
     config = dict(BASE)
     run = resolve_run_config(apply_overrides(config, ["generator.max_new_tokens=4"]))
-    assert run.generator == ComponentSpec("generator", "hf", {"max_new_tokens": "4"})
+    assert (run.generator.name, run.generator.options["max_new_tokens"]) == ("hf", 4)
 
 
 @pytest.mark.parametrize(
@@ -341,7 +342,7 @@ def test_saved_config_round_trips_to_an_equal_run_config(tmp_path):
         {"filters": [{"name": "threshold", "min_reward": 0.5}], "train": {"learning_rate": "1e-4"}},
         model_init_kwargs='{"dtype": "float32"}',
         iterations=2,
-    ).with_default_tokenizer(prompts_are_chat=False)
+    ).with_default_sample_tokenizer(prompts_are_chat=False)
     path = str(tmp_path / "config.yaml")
     save_run_config(run, path)
     reloaded = resolve_run_config(load_config_file(path))
@@ -349,7 +350,7 @@ def test_saved_config_round_trips_to_an_equal_run_config(tmp_path):
     assert reloaded.train.learning_rate == pytest.approx(1e-4)
     saved = yaml.safe_load(open(path))
     assert saved["loop"]["iterations"] == 2
-    assert saved["tokenizer"] == "completion-only"
+    assert saved["sample_tokenizer"] == {"name": "completion-only", "options": {"add_eos": True}}
     assert "existing_output" not in saved["loop"]
 
 
@@ -358,7 +359,7 @@ def test_docs_describe_every_config_key():
 
     from iterframe.loop import LoopConfig
     from iterframe.loop.datasets import DatasetSettings
-    from iterframe.run_config.resolve import LOOP_FIELDS_SET_ELSEWHERE, TOP_LEVEL_KEYS
+    from iterframe.run_config.schema import LOOP_FIELDS_SET_ELSEWHERE, TOP_LEVEL_KEYS
 
     docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "config.md")
     with open(docs, encoding="utf-8") as handle:

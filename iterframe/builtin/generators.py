@@ -7,19 +7,20 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
-
-from iterframe.generation.decoding import DecodingSettings, decode, unsupported_reason
-from iterframe.generation.lockstep import most_across_processes, needs_lockstep
-from iterframe.generation.prompt_cache import shared_prompt_cache
 from iterframe.generation.prompt_encoding import encode_prompt
 from iterframe.generation.token_ids import eos_token_ids, tokenizer_fingerprint
 from iterframe.plugins.components import Completion, Generator, Prompt, RunContext
 from iterframe.plugins.hookspecs import hookimpl
 
-__all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad", "shared_prompt_cache"]
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from iterframe.generation.decoding import DecodingSettings
+
+# torch and the decoding machinery are imported where they are used, so listing the plugins stays light
+__all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack token lists into ``(input_ids, attention_mask)``, padding on the left so every row ends where its
     continuation starts."""
+    import torch
+
     width = max(len(sequence) for sequence in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -147,6 +150,8 @@ class HFGenerator(Generator):
         return int.from_bytes(digest[:4], "little")
 
     def generate(self, prompts: list[Prompt], num_samples: int) -> list[list[Completion]]:
+        from iterframe.generation.lockstep import most_across_processes, needs_lockstep
+
         check_num_samples(self.name, num_samples, self.options.do_sample)
         encoded = [
             encode_prompt(self.tokenizer, prompt, f"prompt {index}") for index, prompt in enumerate(prompts)
@@ -178,6 +183,8 @@ class HFGenerator(Generator):
         return self.tokenizer.eos_token_id if pad_id is None else pad_id
 
     def _generate_batch(self, encoded: list[list[int]], num_samples: int, lockstep: bool) -> list[Completion]:
+        import torch
+
         input_ids, attention_mask = left_pad(encoded, self._pad_id())
         device = self.model.device
         devices = [device.index or 0] if device.type == "cuda" else []
@@ -199,6 +206,10 @@ class HFGenerator(Generator):
         """The decoding loop's new tokens; ``None`` (sample with ``generate()``) when the loop fails on a model
         it has not served yet: a model whose layers it cannot drive, which its checks did not foresee, falls
         back with a warning instead of ending the run. Once the loop has served the model, errors propagate."""
+        import torch
+
+        from iterframe.generation.decoding import decode
+
         try:
             settings, stop_check = self._settings(), self._stop_check()
             new_tokens = decode(
@@ -221,6 +232,8 @@ class HFGenerator(Generator):
 
     def _use_decoding_loop(self, prompt_width: int) -> bool:
         """Whether iterframe's decoding loop samples this batch; the first time it cannot, says why."""
+        from iterframe.generation.decoding import unsupported_reason
+
         if self.options.use_generate or self._loop_failed:
             return False
         reason = unsupported_reason(self.model, prompt_width + self.options.max_new_tokens)
@@ -232,6 +245,8 @@ class HFGenerator(Generator):
         return reason is None
 
     def _settings(self) -> DecodingSettings:
+        from iterframe.generation.decoding import DecodingSettings
+
         options = self.options
         return DecodingSettings(
             max_new_tokens=options.max_new_tokens,
@@ -260,6 +275,8 @@ class HFGenerator(Generator):
 
     def _call_generate(self, input_ids, attention_mask, num_samples: int, lockstep: bool) -> torch.Tensor:
         """The new tokens of ``model.generate``, from the prompts' shared KV cache where the model allows it."""
+        from iterframe.generation.prompt_cache import shared_prompt_cache
+
         options = self.options
         kwargs = dict(
             synced_gpus=lockstep,

@@ -14,6 +14,7 @@ from iterframe.builtin.callables import FunctionOptionReward, load_callable
 from iterframe.builtin.http_reward import HttpReward
 from iterframe.builtin.math_verify_reward import MathVerifyReward
 from iterframe.builtin.trl_reward import TrlReward
+from iterframe.loop.stages import call_reward_function
 from iterframe.plugins.components import PooledReward, Sample
 from iterframe.plugins.hookspecs import hookimpl
 from iterframe.plugins.reward_pool import checked_scores
@@ -30,27 +31,24 @@ __all__ = [
 
 
 class PythonReward(FunctionOptionReward):
-    """Scores with any Python callable: ``fn(prompts, completions, references) -> list[float]``."""
+    """Scores with any Python callable: ``fn(prompts, completions, references) -> list[float]``, or
+    ``fn(samples) -> list[float]`` (see :func:`iterframe.loop.stages.call_reward_function`)."""
 
     name = "python"
-    description = "Score with any callable 'module:function' taking (prompts, completions, references) lists."
+    description = "Score with any callable 'module:function' of (prompts, completions, references) or (samples)."
 
     @dataclasses.dataclass
     class Options(PooledReward.Options):
         function: str = dataclasses.field(
             metadata={
                 "help": "The callable, as 'package.module:function' or 'path/to/file.py:function'. It receives "
-                "prompts, completions and references (lists of equal length) and returns one float each (None: "
-                "the sample could not be scored)."
+                "prompts, completions and references (lists of equal length), or the list of samples when it "
+                "takes one argument, and returns one float each (None: the sample could not be scored)."
             }
         )
 
     def score(self, samples: list[Sample]) -> list[Optional[float]]:
-        scores = self.loaded_function()(
-            [sample.prompt for sample in samples],
-            [sample.completion for sample in samples],
-            [sample.reference for sample in samples],
-        )
+        scores = call_reward_function(self.loaded_function(), samples)
         return checked_scores(f"reward function {self.options.function!r}", scores, len(samples))
 
 
@@ -70,6 +68,7 @@ class AnswerMatchReward(PooledReward):
 
     name = "answer-match"
     description = "1.0 if the completion's final number (or a regex group) equals the reference, else 0.0."
+    needs_reference = True
 
     @dataclasses.dataclass
     class Options(PooledReward.Options):

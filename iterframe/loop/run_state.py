@@ -42,6 +42,7 @@ __all__ = [
     "read_loop_state",
     "read_run_file",
     "record_in_run_file",
+    "remove_temporary_files",
     "save_best_model",
     "save_final_model",
     "save_loop_checkpoint",
@@ -121,6 +122,7 @@ def claim_output_dir(output_dir: str, existing_output: str, loop_settings: dict[
                 f"new run with --train-from {output_dir}."
             )
         _remove_temporary_checkpoints(output_dir)
+        remove_temporary_files(output_dir)
         return latest_checkpoint(output_dir)
     if found:
         if existing_output == "error":
@@ -145,6 +147,19 @@ def _remove_temporary_checkpoints(output_dir: str) -> None:
         for name in os.listdir(directory):
             if name.startswith(_TEMP_PREFIX):
                 _remove(os.path.join(directory, name))
+
+
+def remove_temporary_files(output_dir: str) -> list[str]:
+    """Remove the hidden ``.NAME.*.tmp`` files that an atomic write leaves behind when the process is killed
+    mid-write, anywhere under ``output_dir``; return their paths."""
+    removed = []
+    for folder, _dirs, files in os.walk(output_dir):
+        for name in files:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = os.path.join(folder, name)
+                os.remove(path)
+                removed.append(path)
+    return removed
 
 
 # --- loop checkpoints ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ __all__ = [
     "FAILURE_REASONS",
     "FunctionReward",
     "apply_filters",
+    "call_reward_function",
     "check_failed_rate",
     "check_mask",
     "check_reasons",
@@ -34,24 +36,48 @@ __all__ = [
 FAILED_REWARD = "failed-reward"
 
 
+def call_reward_function(function: Callable, samples: list[Sample]):
+    """Call a reward function the way its signature asks: ``f(prompts, completions, references)`` when it takes
+    three positional arguments, else ``f(samples)`` (a list of :class:`~iterframe.Sample`)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature: the documented three-list form
+        signature = None
+    if signature is None or _accepts(signature, 3):
+        return function(
+            [sample.prompt for sample in samples],
+            [sample.completion for sample in samples],
+            [sample.reference for sample in samples],
+        )
+    if _accepts(signature, 1):
+        return function(samples)
+    raise TypeError(
+        f"reward function {getattr(function, '__name__', function)!r}{signature} takes neither (samples) nor "
+        "(prompts, completions, references)."
+    )
+
+
+def _accepts(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*([None] * count))
+    except TypeError:
+        return False
+    return True
+
+
 class FunctionReward(Reward):
-    """Wraps ``f(prompts, completions, references) -> list[float]`` as a reward component."""
+    """Wraps a function as a reward component: ``f(samples) -> list[float]`` or
+    ``f(prompts, completions, references) -> list[float]`` (see :func:`call_reward_function`)."""
 
     description = "A Python function used as the reward."
 
-    def __init__(self, function: Callable[[list, list, list], Sequence[float]]):
+    def __init__(self, function: Callable[..., Sequence[float]]):
         super().__init__()
         self.function = function
         self.name = getattr(function, "__name__", type(function).__name__)
 
     def score(self, samples: list[Sample]) -> list[float]:
-        return list(
-            self.function(
-                [sample.prompt for sample in samples],
-                [sample.completion for sample in samples],
-                [sample.reference for sample in samples],
-            )
-        )
+        return list(call_reward_function(self.function, samples))
 
 
 def samples_from_completions(

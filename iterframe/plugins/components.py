@@ -1,9 +1,10 @@
 """The five component interfaces of the iterative loop.
 
-A run is composed of one *generator*, one *reward*, a chain of *filters*, one *tokenizer* and any number of
-*loggers*. Each component is a class with a ``name``, a one-line ``description`` and an ``Options`` dataclass
-whose fields (with ``metadata={"help": ...}``) are the options settable from the CLI and YAML. Plugins hand
-these classes to the host through the ``register_*`` hooks (see :mod:`iterframe.plugins.hookspecs`).
+A run is composed of one *generator*, one *reward*, a chain of *filters*, one *sample tokenizer* (component kind
+``tokenizer``: kept samples -> training inputs) and any number of *loggers*. Each component is a class with a
+``name``, a one-line ``description`` and an ``Options`` dataclass whose fields (with ``metadata={"help": ...}``)
+are the options settable from the CLI and YAML. Plugins hand these classes to the host through the ``register_*``
+hooks (see :mod:`iterframe.plugins.hookspecs`).
 
 Lifecycle of every component: ``Component(options)`` -> ``setup(context)`` once per run -> kind-specific calls
 -> ``close()``.
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "COMPONENT_KINDS",
+    "KIND_LABELS",
     "Component",
     "Completion",
     "Filter",
@@ -34,6 +36,7 @@ __all__ = [
     "RunContext",
     "Sample",
     "SampleTokenizer",
+    "kind_label",
 ]
 
 #: A prompt is either plain text or a list of chat messages (``{"role": ..., "content": ...}``).
@@ -41,6 +44,14 @@ Prompt = Union[str, list[dict[str, str]]]
 
 #: The kinds of component, in the order the loop uses them.
 COMPONENT_KINDS = ("generator", "reward", "filter", "tokenizer", "logger")
+#: How messages and docs name a kind where its id alone is ambiguous: the ``tokenizer`` kind turns samples into
+#: training inputs and is not the model's (Hugging Face) tokenizer.
+KIND_LABELS = {"tokenizer": "sample tokenizer"}
+
+
+def kind_label(kind: str) -> str:
+    """The readable name of a component kind: ``"sample tokenizer"`` for ``tokenizer``, else the kind itself."""
+    return KIND_LABELS.get(kind, kind)
 
 
 @dataclasses.dataclass
@@ -220,6 +231,10 @@ class Generator(Component):
 
 class Reward(Component):
     """Scores samples; higher is better."""
+
+    #: Whether it scores against each prompt's reference answer: a run then checks, before loading the model,
+    #: that the dataset gives every prompt one.
+    needs_reference: ClassVar[bool] = False
 
     @abstractmethod
     def score(self, samples: list[Sample]) -> list[Optional[float]]:

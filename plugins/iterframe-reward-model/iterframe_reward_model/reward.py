@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-import torch
-
 import iterframe
 from iterframe.builtin.http_reward import query_text
 
@@ -93,6 +91,8 @@ class RewardModelReward(iterframe.Reward):
             max_length=self.options.max_length,
             return_tensors="pt",
         ).to(self.model.device)
+        import torch  # only when scoring: listing plugins and --help stay free of torch
+
         with torch.inference_mode():
             logits = self.model(**encoded).logits
         return logits[:, self.options.label].float().cpu().tolist()

@@ -34,8 +34,6 @@ from .engine import (
 )
 from .options import VLLMOptions
 from .placement import ProcessLayout, hosts_engine, make_generation_group, split_by_counts
-from .weight_sync import push_weights
-from .weights import full_weights, sync_source
 
 __all__ = ["VLLMGenerator"]
 
@@ -145,6 +143,9 @@ class VLLMGenerator(Generator):
         self._push(self.handle, model)
 
     def _push(self, handle: EngineHandle, model) -> None:
+        from .weight_sync import push_weights  # torch: only when weights move, not when plugins are listed
+        from .weights import full_weights, sync_source
+
         weights = full_weights(sync_source(model, self.context.trainer))
         if handle.engine is None:  # a process without an engine still takes part in the gathers
             for _ in weights:

@@ -1,0 +1,125 @@
+"""Is the model there? Checked before anything is written: a path that does not exist is refused at once, and a Hub
+id is refused at once when the Hub cannot be asked (offline) and the local cache does not have it."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+from typing import Optional
+from urllib.parse import urlparse
+
+from iterframe.run_config import RunConfigError
+
+__all__ = ["check_model_reference", "hub_is_offline", "inspect_model", "looks_like_path"]
+
+_TRUE_WORDS = {"1", "on", "yes", "true"}
+#: Seconds the connectivity check waits for the Hub.
+CONNECT_TIMEOUT_S = 3.0
+
+
+def looks_like_path(model: str) -> bool:
+    """Whether ``model`` is meant as a local folder: it starts with ``.``, ``/`` or ``~``, has more than one
+    ``/`` (a Hub id has at most one), or names a folder inside one that exists."""
+    if model.startswith((".", "/", "~", os.sep)) or model.count("/") > 1:
+        return True
+    parent = os.path.dirname(model)
+    return bool(parent) and os.path.isdir(os.path.expanduser(parent))
+
+
+def hub_is_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) tells Hugging Face libraries not to use the
+    network."""
+    return any(
+        os.environ.get(name, "").strip().lower() in _TRUE_WORDS
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _hub_reachable(endpoint: str) -> bool:
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=CONNECT_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _in_local_cache(model: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # an id the Hub library cannot even parse is not in its cache
+        return False
+
+
+def _similar_folders(path: str) -> str:
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        return ""
+    names = [name for name in os.listdir(parent) if os.path.isdir(os.path.join(parent, name))]
+    close = difflib.get_close_matches(os.path.basename(path), names, n=2)
+    return f" Similar folders there: {', '.join(close)}." if close else ""
+
+
+def check_model_reference(model: str) -> None:
+    """Refuse, at once and without writing anything, a model that cannot be there.
+
+    - a path-looking ``model`` (see :func:`looks_like_path`) that does not exist, naming the folder;
+    - a Hub id not in the local cache while ``HF_HUB_OFFLINE`` is set, or while the Hub does not answer a
+      connection within a few seconds.
+
+    Raises:
+        RunConfigError: saying which and what to do.
+    """
+    path = os.path.expanduser(model)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise RunConfigError(
+                f"Model {model!r} is a file; --model takes a model folder (with config.json) or a Hub id."
+            )
+        return
+    if looks_like_path(model):
+        raise RunConfigError(
+            f"Model folder {os.path.abspath(path)!r} does not exist.{_similar_folders(path)} Pass an existing "
+            "folder with --model (a Hub id looks like org/name)."
+        )
+    if _in_local_cache(model):
+        return
+    if hub_is_offline():
+        raise RunConfigError(
+            f"Model {model!r} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set, "
+            "so the Hub is not asked. Pass a local model folder with --model, or unset HF_HUB_OFFLINE to download "
+            "it."
+        )
+    endpoint = _hub_endpoint()
+    if not _hub_reachable(endpoint):
+        raise RunConfigError(
+            f"Model {model!r} is not a local folder and {endpoint} does not answer (offline?), and it is not in "
+            "the Hugging Face cache. Pass a local model folder with --model, or connect and try again."
+        )
+
+
+def inspect_model(model: str, model_init_kwargs: Optional[dict] = None) -> str:
+    """Load the model's config and tokenizer (not its weights); return a one-line description.
+
+    Raises:
+        RunConfigError: either does not load.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    trust = bool((model_init_kwargs or {}).get("trust_remote_code", False))
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust)
+    except (OSError, ValueError) as error:
+        raise RunConfigError(f"Cannot load model {model!r}: {error}") from None
+    architecture = ", ".join(getattr(config, "architectures", None) or [config.model_type])
+    template = "with a chat template" if getattr(tokenizer, "chat_template", None) else "no chat template"
+    return f"{architecture}; tokenizer {type(tokenizer).__name__}, {len(tokenizer)} tokens, {template}"

@@ -1,0 +1,167 @@
+"""Preparing a run without writing anything: the config from its layers, then every input checked and built.
+
+Layers, lowest precedence first: the base (a config file or dict; the embedded demo when no layer names a model or
+a dataset; a resumed run's saved ``config.yaml``), flags, ``--set`` assignments, Python overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+from iterframe.run_config import (
+    CONFIG_FILE,
+    RunConfig,
+    RunConfigError,
+    apply_flags,
+    apply_overrides,
+    apply_python_overrides,
+    load_config_file,
+    normalise_config,
+    resolve_run_config,
+)
+
+__all__ = ["PreparedRun", "build_run_config", "prepare_run"]
+
+#: The logger that prints the per-iteration table; ``quiet`` leaves it out.
+CONSOLE_LOGGER = "console"
+#: Column names that usually hold reference answers, likeliest first.
+REFERENCE_COLUMN_NAMES = ("answer", "answers", "solution", "reference", "target", "ground_truth", "label", "gold")
+
+ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any]]
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """A validated run: its config, prompts and built components (the trainer comes last, when it runs).
+
+    Args:
+        config: the resolved config, every component option filled in.
+        prompts: the training prompts; ``eval_prompts`` the held-out ones (``None``: no eval).
+        components: ``generator``, ``reward``, ``sample_tokenizer``: one each; ``filters``, ``loggers``: lists.
+        source: where the base config came from: a file path, ``"dict"``, ``"demo"``, or a saved config's path.
+    """
+
+    config: RunConfig
+    prompts: list
+    eval_prompts: Optional[list]
+    components: dict[str, Any]
+    source: str = "dict"
+
+
+def _layers(base: dict, config, flags, assignments, overrides) -> dict:
+    draft = apply_python_overrides(base, {key: value for key, value in config.items() if value not in (None, {})})
+    draft = apply_flags(draft, **flags)
+    draft = apply_overrides(draft, list(assignments))
+    return apply_python_overrides(draft, overrides)
+
+
+def _names_model_or_dataset(draft: Mapping[str, Any]) -> bool:
+    return bool(draft["model"] or draft["dataset"].get("path"))
+
+
+def build_run_config(
+    config: ConfigSource = None,
+    *,
+    flags: Optional[Mapping[str, Any]] = None,
+    assignments: Sequence[str] = (),
+    existing_output: str = "error",
+    **overrides: Any,
+) -> tuple[RunConfig, str]:
+    """The resolved config of a run and where its base came from (see :class:`PreparedRun`).
+
+    Raises:
+        RunConfigError: a config file that does not read, or any key that is wrong (all of them named).
+    """
+    flags = dict(flags or {})
+    if isinstance(config, (str, os.PathLike)):
+        source, layer = os.fspath(config), load_config_file(os.fspath(config))
+    else:
+        source, layer = "dict", normalise_config(config)
+    user = _layers(normalise_config(None), layer, flags, assignments, overrides)
+    base = normalise_config(None)
+    if not _names_model_or_dataset(user):
+        saved = os.path.join(user["output_dir"] or "", CONFIG_FILE)
+        if existing_output == "resume" and user["output_dir"] and os.path.isfile(saved):
+            source, base = saved, load_config_file(saved)
+        else:
+            from iterframe.demo import demo_run_spec
+
+            source, base = "demo", normalise_config(demo_run_spec())
+    return resolve_run_config(_layers(base, layer, flags, assignments, overrides), existing_output), source
+
+
+def _likely_reference_column(columns: list[str]) -> Optional[str]:
+    by_name = {column.lower(): column for column in columns}
+    for name in REFERENCE_COLUMN_NAMES:
+        if name in by_name:
+            return by_name[name]
+    return next((column for column in columns if "answer" in column.lower() or "solution" in column.lower()), None)
+
+
+def check_reward_needs(reward, run_config: RunConfig, prompts: list, eval_prompts: Optional[list]) -> None:
+    """Refuse a reward that needs reference answers (``needs_reference``) when prompts have none, suggesting the
+    dataset's likeliest reference column; before any model is loaded."""
+    if not getattr(reward, "needs_reference", False):
+        return
+    dataset = run_config.dataset
+    label = f"The reward {reward.name!r} compares each completion with a reference answer"
+    for records, what in ((prompts, "training prompts"), (eval_prompts or [], "eval prompts")):
+        missing = [record for record in records if record.reference is None]
+        if not missing:
+            continue
+        column = dataset.reference_column or "reference"
+        if len(missing) == len(records) and not any(column in record.extra for record in records):
+            columns = [dataset.prompt_column, *records[0].extra]
+            likely = _likely_reference_column(columns[1:])
+            hint = f" The column {likely!r} looks like it: --reference-column {likely}." if likely else ""
+            raise RunConfigError(
+                f"{label}, but the {what} have no reference column {column!r} (their columns: "
+                f"{', '.join(columns)}). Pass --reference-column NAME (or set dataset.reference_column).{hint}"
+            )
+        ids = ", ".join(str(record.prompt_id) for record in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise RunConfigError(
+            f"{label}, but {len(missing)} of {len(records)} {what} have no value in the reference column "
+            f"{column!r} (prompt_id {ids}). Fill them in or drop those rows."
+        )
+
+
+def _build(spec):
+    """The component of ``spec``: the object passed in code, or the registered one built with its options."""
+    from iterframe.plugins.manager import create_component
+
+    return spec.instance if spec.instance is not None else create_component(spec.kind, spec.name, spec.options)
+
+
+def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
+    """Validate everything a run needs without writing anything: installed plugins, the output directory, the
+    dataset, the components and what the reward needs from the dataset, and that the model can be there.
+
+    Raises:
+        ValueError: a bad output directory, dataset, component, reward input or model (the message says which).
+        PluginLoadError: an installed plugin failed to import.
+    """
+    from iterframe.api.model_check import check_model_reference
+    from iterframe.api.output_dir import check_output_dir
+    from iterframe.loop.datasets import load_prompt_sets
+    from iterframe.plugins.manager import check_plugin_load_errors
+
+    check_plugin_load_errors()
+    check_output_dir(run_config.loop.output_dir, run_config.loop.existing_output)
+    prompts, eval_prompts = load_prompt_sets(run_config.dataset, seed=run_config.loop.seed)
+    chat = any(not isinstance(record.prompt, str) for record in prompts)
+    run_config = run_config.with_default_sample_tokenizer(chat)
+    quiet = run_config.loop.quiet
+    components = {
+        "generator": _build(run_config.generator),
+        "reward": _build(run_config.reward),
+        "filters": [_build(spec) for spec in run_config.filters],
+        "sample_tokenizer": _build(run_config.sample_tokenizer),
+        # quiet leaves the console table out of this run (the saved config keeps the logger for later runs)
+        "loggers": [_build(spec) for spec in run_config.loggers if not (quiet and spec.name == CONSOLE_LOGGER)],
+    }
+    check_reward_needs(components["reward"], run_config, prompts, eval_prompts)
+    check_model_reference(run_config.model)
+    return PreparedRun(run_config, prompts, eval_prompts, components, source)
