@@ -171,7 +171,7 @@ def test_chat_prompts_without_a_chat_template_are_an_error(plugin_manager, model
     plain_tokenizer = build_char_tokenizer(ALPHABET)
     generator = make_generator(model_and_tokenizer, tokenizer=plain_tokenizer)
     with pytest.raises(
-        ValueError, match="prompt 1 is a list of chat messages but the tokenizer has no chat template"
+        ValueError, match="prompt 1 is a list of chat messages but the model.s tokenizer has no chat template"
     ):
         generator.generate(["text", [{"role": "user", "content": "hi"}]], 1)
 

@@ -97,7 +97,7 @@ def test_chat_wraps_text_prompts_as_a_user_message(plugin_manager, tokenizer):
 
 
 def test_chat_needs_a_chat_template(plugin_manager):
-    with pytest.raises(ValueError, match="'chat' tokenizer needs a tokenizer with a chat template"):
+    with pytest.raises(ValueError, match="'chat' sample tokenizer needs a chat template"):
         make_tokenizer("chat", build_char_tokenizer(ALPHABET))
 
 

@@ -185,7 +185,7 @@ def test_show_unknown_name_of_a_kind_lists_that_kinds_names(plugin_manager):
     result = CliRunner().invoke(cli, ["plugins", "show", "--kind", "tokenizer", "chatml"])
     assert result.exit_code == 1
     assert (
-        "No tokenizer named 'chatml'. Did you mean 'chat'? Available tokenizers: chat, completion-only"
+        "No sample tokenizer named 'chatml'. Did you mean 'chat'? Available sample tokenizers: chat, completion-only"
         in result.output
     )
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from typing import Optional
 from urllib.parse import urlparse
 
 from iterframe.run_config import RunConfigError
@@ -106,20 +105,36 @@ def check_model_reference(model: str) -> None:
         )
 
 
-def inspect_model(model: str, model_init_kwargs: Optional[dict] = None) -> str:
-    """Load the model's config and tokenizer (not its weights); return a one-line description.
+def inspect_model(prepared) -> str:
+    """Load the prepared run's model config and tokenizer (not its weights), check that the tokenizer has a chat
+    template when the prompts or the sample tokenizer need one; return a one-line description.
 
     Raises:
-        RunConfigError: either does not load.
+        RunConfigError: either does not load, or the chat template is missing.
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    trust = bool((model_init_kwargs or {}).get("trust_remote_code", False))
+    from iterframe.generation.prompt_encoding import NO_CHAT_TEMPLATE_ADVICE
+
+    model = prepared.config.model
+    trust = bool((prepared.config.model_init_kwargs or {}).get("trust_remote_code", False))
     try:
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust)
     except (OSError, ValueError) as error:
         raise RunConfigError(f"Cannot load model {model!r}: {error}") from None
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    chat_prompts = any(not isinstance(record.prompt, str) for record in prepared.prompts)
+    if not has_template and chat_prompts:
+        raise RunConfigError(
+            f"The prompts are chat messages but the tokenizer of {model!r} has no chat template; "
+            f"{NO_CHAT_TEMPLATE_ADVICE}."
+        )
+    if not has_template and prepared.config.sample_tokenizer.name == "chat":
+        raise RunConfigError(
+            f"The 'chat' sample tokenizer needs a chat template and the tokenizer of {model!r} has none; use "
+            "--sample-tokenizer completion-only (sample_tokenizer: completion-only)."
+        )
     architecture = ", ".join(getattr(config, "architectures", None) or [config.model_type])
-    template = "with a chat template" if getattr(tokenizer, "chat_template", None) else "no chat template"
+    template = "with a chat template" if has_template else "no chat template"
     return f"{architecture}; tokenizer {type(tokenizer).__name__}, {len(tokenizer)} tokens, {template}"

@@ -130,7 +130,7 @@ def check_reward_needs(reward, run_config: RunConfig, prompts: list, eval_prompt
 
 def _build(spec):
     """The component of ``spec``: the object passed in code, or the registered one built with its options."""
-    from iterframe.plugins.manager import create_component
+    from iterframe.plugins.registry import create_component
 
     return spec.instance if spec.instance is not None else create_component(spec.kind, spec.name, spec.options)
 

@@ -16,7 +16,13 @@ import logging
 from abc import abstractmethod
 from typing import Optional
 
-from iterframe.generation.prompt_encoding import check_messages, encode_prompt, is_chat, render_prompt
+from iterframe.generation.prompt_encoding import (
+    NO_CHAT_TEMPLATE_ADVICE,
+    check_messages,
+    encode_prompt,
+    is_chat,
+    render_prompt,
+)
 from iterframe.generation.token_ids import eos_token_ids
 from iterframe.plugins.components import RunContext, Sample, SampleTokenizer
 from iterframe.plugins.hookspecs import hookimpl
@@ -153,8 +159,9 @@ class ChatTokenizer(_PromptCompletionTokenizer):
         super().setup(context)
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(
-                "The 'chat' tokenizer needs a tokenizer with a chat template; set tokenizer.chat_template or use "
-                "the 'completion-only' tokenizer."
+                "The 'chat' sample tokenizer needs a chat template, and the model's tokenizer has none. With text "
+                "prompts, use --sample-tokenizer completion-only (sample_tokenizer: completion-only); with chat "
+                f"prompts, {NO_CHAT_TEMPLATE_ADVICE}."
             )
         if self.is_encoder_decoder:
             raise ValueError("The 'chat' tokenizer is for causal LMs; use 'completion-only' for encoder-decoders.")

@@ -58,14 +58,13 @@ class RunCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as error:
-            if not error.possibilities:
-                from iterframe.run_config import suggest_set_key
+            from iterframe.run_config import suggest_set_key
 
-                key = suggest_set_key(error.option_name)
-                if key is not None:
-                    error.message = f"{error.message} Set it with --set {key}=VALUE."
-                else:
-                    error.message = f"{error.message} Any config key can be set with --set KEY=VALUE."
+            key = suggest_set_key(error.option_name)
+            if key is not None:
+                error.message = f"{error.message} Set it with --set {key}=VALUE."
+            elif not error.possibilities:
+                error.message = f"{error.message} Any config key can be set with --set KEY=VALUE."
             raise
 
 
@@ -130,7 +129,7 @@ def command(config_file, assignments, resume, overwrite, print_config, dry_run, 
         if dry_run:
             from iterframe.api.model_check import inspect_model
 
-            _echo_dry_run(prepared, inspect_model(prepared.config.model, prepared.config.model_init_kwargs))
+            _echo_dry_run(prepared, inspect_model(prepared))
             return
     except (ValueError, PluginLoadError) as error:
         raise click.ClickException(str(error)) from None

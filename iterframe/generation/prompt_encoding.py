@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from iterframe.plugins.components import Prompt
 
-__all__ = ["check_messages", "encode_prompt", "is_chat", "render_prompt"]
+__all__ = ["NO_CHAT_TEMPLATE_ADVICE", "check_messages", "encode_prompt", "is_chat", "render_prompt"]
+
+#: What to do when chat prompts meet a tokenizer without a chat template (every option named exists).
+NO_CHAT_TEMPLATE_ADVICE = (
+    "use a model whose tokenizer has one (chat and instruct models ship a `chat_template` in their "
+    "tokenizer_config.json), or give text prompts: point --prompt-column (dataset.prompt_column) at a column of "
+    "strings"
+)
 
 
 def is_chat(prompt: Prompt) -> bool:
@@ -34,8 +41,8 @@ def render_prompt(tokenizer, prompt: Prompt, where: str = "prompt") -> str:
         raise TypeError(f"{where} is a {type(prompt).__name__}; a prompt is text or a list of chat messages.")
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            f"{where} is a list of chat messages but the tokenizer has no chat template; set "
-            "tokenizer.chat_template or give text prompts."
+            f"{where} is a list of chat messages but the model's tokenizer has no chat template; "
+            f"{NO_CHAT_TEMPLATE_ADVICE}."
         )
     messages = check_messages(prompt, where)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

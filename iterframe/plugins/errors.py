@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from iterframe.plugins.components import kind_label
+
 __all__ = [
     "ComponentError",
     "ComponentTypeError",
@@ -103,7 +105,7 @@ def blame(kind: str, component: Any, iteration: Optional[int]) -> Iterator[None]
         origin = describe_origin(component)
         _raise_named(
             error,
-            f"{kind} {name!r} ({origin})",
+            f"{kind_label(kind)} {name!r} ({origin})",
             when=_moment(iteration),
             kind=kind,
             name=name,

@@ -20,6 +20,7 @@ from iterframe.plugins.components import (
     Logger,
     Reward,
     SampleTokenizer,
+    kind_label,
 )
 from iterframe.plugins.hooks import call_each
 from iterframe.plugins.manager import (
@@ -102,7 +103,7 @@ class ComponentInfo:
 
     def build(self, options: Optional[dict[str, Any]] = None) -> Component:
         """A new component with ``options`` (values may be CLI strings) on top of the defaults."""
-        label = f"{self.kind} {self.name!r}"
+        label = f"{kind_label(self.kind)} {self.name!r}"
         if self.template is None:
             component = self.component_class(build_options(self.component_class.Options, options, label))
         else:
@@ -235,9 +236,10 @@ def component_info(kind: str, name: str) -> ComponentInfo:
     if name in registered:
         return registered[name]
     available = sorted(registered)
+    label = kind_label(kind)
     raise UnknownComponentError(
-        f"No {kind} named {name!r}.{did_you_mean(name, available)} "
-        f"Available {kind}s: {', '.join(available) or '(none)'}. "
+        f"No {label} named {name!r}.{did_you_mean(name, available)} "
+        f"Available {label}s: {', '.join(available) or '(none)'}. "
         "Run `iterframe plugins --all` to see every component and the plugin providing it."
     )
 

@@ -84,7 +84,7 @@ def _code_component_config(spec: ComponentSpec) -> dict[str, Any]:
     """What a saved config records of an object passed in code: an importable reward function becomes the
     ``python`` reward; an instance of a registered component its name and options; anything else a
     ``passed_in_code`` note, so that running the saved config asks for the object again."""
-    from iterframe.plugins.manager import UnknownComponentError, get_component_class
+    from iterframe.plugins.registry import UnknownComponentError, get_component_class
 
     instance = spec.instance
     function = getattr(instance, "function", None)
@@ -107,7 +107,7 @@ def _code_component_config(spec: ComponentSpec) -> dict[str, Any]:
 def _from_object(kind: str, value: Any, where: str) -> ComponentSpec:
     """A spec holding a component object (a reward may also be a function ``(samples) -> list[float]``)."""
     from iterframe.loop.stages import FunctionReward
-    from iterframe.plugins.manager import KIND_BASES
+    from iterframe.plugins.registry import KIND_BASES
 
     base = KIND_BASES[kind]
     if isinstance(value, base):
@@ -186,8 +186,7 @@ def resolved_component(spec: Optional[ComponentSpec], kind: str, where: str) -> 
     Raises:
         RunConfigError: a missing, unknown or code-only name, or an option that is unknown or of the wrong type.
     """
-    from iterframe.plugins.manager import UnknownComponentError, get_component_class
-    from iterframe.plugins.options import build_options
+    from iterframe.plugins.registry import UnknownComponentError, component_info
 
     if spec is None or spec.instance is not None:
         return spec
@@ -201,8 +200,7 @@ def resolved_component(spec: Optional[ComponentSpec], kind: str, where: str) -> 
     if spec.name is None:
         raise RunConfigError(f"{where}: options were set for the {label} but no {label} is named; name one.")
     try:
-        component_class = get_component_class(kind, spec.name)
-        options = build_options(component_class.Options, spec.options, f"{label} {spec.name!r}")
+        options = component_info(kind, spec.name).build(spec.options).options
     except (UnknownComponentError, ComponentOptionError) as error:
         position = f"{where}: " if "[" in where else ""  # which entry of a list
         raise RunConfigError(f"{position}{error}") from None

@@ -36,8 +36,8 @@ def settable_keys(generator: str = "hf") -> dict[str, str]:
     options of ``generator`` (a name in several sections maps to the first: loop, dataset, generator, peft,
     train)."""
     from iterframe.engine.config import IterativeSFTConfig
-    from iterframe.plugins.manager import UnknownComponentError, get_component_class
     from iterframe.plugins.options import option_infos
+    from iterframe.plugins.registry import UnknownComponentError, get_component_class
 
     keys: dict[str, str] = {}
     for section in ("loop", "dataset"):

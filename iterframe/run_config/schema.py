@@ -140,25 +140,38 @@ class TrainSection(SettingsSection):
 
 
 def _training_arguments(arguments: dict[str, Any], settings: dict[str, Any]):
-    """``IterativeSFTConfig(**arguments)``; a setting it refuses is named (tried alone when the message does not
-    say which), and any error it raises becomes a :class:`RunConfigError`."""
+    """``IterativeSFTConfig(**arguments)``; any error it raises becomes a :class:`RunConfigError` naming the
+    ``train`` setting at fault (tried alone when the message does not say which)."""
     from iterframe.engine.config import IterativeSFTConfig
 
     try:
         return IterativeSFTConfig(**arguments)
     except Exception as error:  # TrainingArguments checks values in many ways; none of them may escape as a crash
         message = str(error).strip() or type(error).__name__
-        named = [name for name in settings if name in message]
-        if not named:
-            base = {key: value for key, value in arguments.items() if key not in settings}
-            for name in settings:
-                try:
-                    IterativeSFTConfig(**base, **{name: settings[name]})
-                except Exception:
-                    named = [name]
-                    break
-        where = f" (train.{named[0]}={settings[named[0]]!r})" if named else ""
-        raise RunConfigError(f"Invalid train settings{where}: {message}") from None
+        culprit = _setting_at_fault(IterativeSFTConfig, arguments, settings, message)
+        where = (
+            f"Invalid train settings (train.{culprit}={settings[culprit]!r})" if culprit else "Invalid settings"
+        )
+        raise RunConfigError(f"{where}: {message}") from None
+
+
+def _setting_at_fault(config_class, arguments: dict[str, Any], settings: dict[str, Any], message: str):
+    """The ``train`` setting that ``message`` names, or the first one that fails on its own; ``None`` when the
+    arguments fail without any (``model_init_kwargs`` or the output directory)."""
+    named = [name for name in settings if name in message]
+    if named:
+        return named[0]
+    base = {key: value for key, value in arguments.items() if key not in settings}
+    try:
+        config_class(**base)
+    except Exception:
+        return None
+    for name in settings:
+        try:
+            config_class(**base, **{name: settings[name]})
+        except Exception:
+            return name
+    return None
 
 
 #: Every top-level key, in the order of a saved config.
