@@ -103,8 +103,8 @@ def test_saved_config_resolves_to_the_same_run(finished_run, tiny_llama_path):
     output_dir, _ = finished_run
     saved = load_config_file(os.path.join(output_dir, "config.yaml"))
     assert saved["model"] == tiny_llama_path
-    assert saved["generator"]["options"]["max_new_tokens"] == 3
-    assert saved["filters"] == [{"name": "best-of-n", "options": {"k": 1}}]
+    assert saved["generator"].options["max_new_tokens"] == 3
+    assert [(spec.name, spec.options) for spec in saved["filters"]] == [("best-of-n", {"k": 1})]
     resolved = resolve_run_config(saved)
     assert resolved.train.learning_rate == pytest.approx(1e-3)
     assert resolved.loop.iterations == 1

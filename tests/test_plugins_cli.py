@@ -185,8 +185,8 @@ def test_show_unknown_name_of_a_kind_lists_that_kinds_names(plugin_manager):
     result = CliRunner().invoke(cli, ["plugins", "show", "--kind", "tokenizer", "chatml"])
     assert result.exit_code == 1
     assert (
-        "No sample tokenizer named 'chatml'. Did you mean 'chat'? Available sample tokenizers: chat, completion-only"
-        in result.output
+        "No sample tokenizer named 'chatml'. Did you mean 'chat'? "
+        "Available sample tokenizers: chat, completion-only" in result.output
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Optional, Union
 
 import torch
 from transformers import TrainingArguments
+
+from iterframe.engine.json_object import parse_json_object
 
 __all__ = [
     "IterativeSFTConfig",
@@ -159,12 +160,7 @@ class IterativeSFTConfig(TrainingArguments):
         if value is None or isinstance(value, dict):
             kwargs = dict(value) if value is not None else None
         elif isinstance(value, str):
-            try:
-                kwargs = json.loads(value)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"model_init_kwargs is not valid JSON ({error}): {value!r}") from None
-            if not isinstance(kwargs, dict):
-                raise ValueError(f"model_init_kwargs must be a JSON object, got {value!r}.")
+            kwargs = parse_json_object(value, "model_init_kwargs")
         else:
             raise TypeError(f"model_init_kwargs must be a dict or a JSON string, got {type(value).__name__}.")
         if kwargs:

@@ -95,6 +95,18 @@ class LoopSection(SettingsSection):
         return loop
 
 
+class PeftSection(SettingsSection):
+    """``peft:``; empty means full fine-tuning, so options without a method are a mistake worth naming."""
+
+    def resolve(self, value, resolved):
+        if value and value.get("method") is None:
+            raise RunConfigError(
+                f"peft options ({', '.join(map(str, value))}) were set but no adapter method: pass --peft lora or "
+                "set `peft: {method: lora, ...}` in the config."
+            )
+        return super().resolve(value, resolved)
+
+
 def _numeric_annotation(annotation) -> bool:
     """Whether ``annotation`` is ``bool``, ``int`` or ``float``, possibly ``Optional``."""
     members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
@@ -193,7 +205,7 @@ SECTIONS: dict[str, Section] = {
         ComponentListSection("loggers", "logger", default=("console",)),
         LoopSection("loop", _loop_config_class, set_elsewhere=LOOP_FIELDS_SET_ELSEWHERE),
         TrainSection("train", lambda: None, set_elsewhere=TRAIN_FIELDS_SET_ELSEWHERE),
-        SettingsSection("peft", _peft_settings_class, string_key="method", optional=True),
+        PeftSection("peft", _peft_settings_class, string_key="method", optional=True),
         ValueSection("output_dir", "--output-dir DIR", absolute=True),
     )
 }

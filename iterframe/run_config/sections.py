@@ -9,13 +9,13 @@ is :data:`iterframe.run_config.schema.SECTIONS`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from typing import Any, Optional
 
 import yaml
 
+from iterframe.engine.json_object import parse_json_object
 from iterframe.plugins.components import kind_label
 from iterframe.plugins.options import ComponentOptionError, build_options, did_you_mean, option_infos
 from iterframe.run_config.components import (
@@ -101,17 +101,6 @@ class ValueSection(Section):
         return self._to_config(value) if self._to_config else value
 
 
-def parse_json_object(text: str, key: str) -> dict[str, Any]:
-    """A JSON object given as text (``--model-init-kwargs '{"dtype": "float32"}'``)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RunConfigError(f"{key} is not valid JSON ({error.msg}): {text!r}.") from None
-    if not isinstance(value, dict):
-        raise RunConfigError(f'{key} must be a JSON object like \'{{"dtype": "float32"}}\', got {text!r}.')
-    return value
-
-
 class KwargsSection(Section):
     """Free keyword arguments (``model_init_kwargs``): a mapping, or a JSON object as text."""
 
@@ -122,7 +111,10 @@ class KwargsSection(Section):
         if value is None:
             return {}
         if isinstance(value, str):
-            return parse_json_object(value, self.key)
+            try:
+                return parse_json_object(value, self.key)
+            except ValueError as error:
+                raise RunConfigError(str(error)) from None
         if not isinstance(value, dict):
             raise RunConfigError(f"{self.key} must be a mapping, got {value!r}.")
         return dict(value)
