@@ -256,19 +256,11 @@ def normalise_config(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def copy_draft(draft: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``draft`` whose values can be changed without touching ``draft`` (a dict config is normalised)."""
-    if set(draft) != set(SECTIONS):
-        return normalise_config(draft)
-    copied = {}
-    for key, value in draft.items():
-        if isinstance(value, dict):
-            value = dict(value)
-        elif isinstance(value, list):
-            value = [dataclasses.replace(spec, options=dict(spec.options)) for spec in value]
-        elif dataclasses.is_dataclass(value):
-            value = dataclasses.replace(value, options=dict(value.options))
-        copied[key] = value
-    return copied
+    """A draft that can be changed without touching ``draft`` (a config in the YAML schema is normalised first).
+
+    A shallow copy is enough: sections never change a draft value in place, they return a new one.
+    """
+    return dict(draft) if set(draft) == set(SECTIONS) else normalise_config(draft)
 
 
 def assign(draft: dict[str, Any], path: Union[str, list[str]], value: Any, where: str, text: bool = False) -> None:

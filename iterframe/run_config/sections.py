@@ -101,6 +101,14 @@ class ValueSection(Section):
         return self._to_config(value) if self._to_config else value
 
 
+def _yaml_value(text: str) -> Any:
+    """``--set`` text read as YAML (``true``, ``1.5``, ``[a, b]``); text that is not valid YAML stays text."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 class KwargsSection(Section):
     """Free keyword arguments (``model_init_kwargs``): a mapping, or a JSON object as text."""
 
@@ -124,7 +132,7 @@ class KwargsSection(Section):
 
     def assign(self, current, path, value, where, text):
         if len(path) == 1:
-            return {**current, path[0]: yaml.safe_load(value) if text else value}
+            return {**current, path[0]: _yaml_value(value) if text else value}
         return super().assign(current, path, value, where, text)
 
     def resolve(self, value, resolved):
