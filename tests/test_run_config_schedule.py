@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from transformers import TrainingArguments
 
-from iterframe.run_config.resolve import resolve_run_config
+from iterframe.run_config import resolve_run_config
 
 #: A warmup given as a ratio of the horizon: ``warmup_ratio`` in transformers 4, a ``warmup_steps`` below 1 in 5.
 WARMUP_RATIO = (

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from iterframe.run_config.checkpoint_settings import loop_checkpoint_settings
 from iterframe.run_config.components import ComponentSpec, RunConfigError
 from iterframe.run_config.schema import SECTIONS, copy_draft
 
@@ -92,6 +93,12 @@ def resolve_run_config(config: Mapping[str, Any], existing_output: str = "error"
     draft = copy_draft(config)
     resolved: dict[str, Any] = {"existing_output": existing_output}
     problems, failed, pending = [], set(), list(SECTIONS)
+    try:  # the trainer's checkpoint settings are the loop's: train.save_total_limit becomes loop.keep_checkpoints
+        draft["loop"] = loop_checkpoint_settings(draft["loop"], draft["train"])
+    except ValueError as error:
+        problems.append(str(error))
+        failed.update(("loop", "train"))
+        pending = [key for key in pending if key not in failed]
     while pending:
         waiting = []
         for key in pending:

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 
 from iterframe.plugins.options import ComponentOptionError, coerce_option, did_you_mean
 from iterframe.run_config.components import RunConfigError
+from iterframe.run_config.schedule_horizon import set_schedule_horizon
 from iterframe.run_config.sections import (
     ComponentListSection,
     ComponentSection,
@@ -142,10 +143,10 @@ class TrainSection(SettingsSection):
             coerced[name] = setting
         loop = resolved["loop"]
         fixed = {"output_dir": resolved["output_dir"], "model_init_kwargs": resolved["model_init_kwargs"]}
-        return {
-            "train": _training_arguments({"seed": loop.seed, **coerced, **fixed}, coerced),
-            "train_settings": coerced,
-        }
+        train = _training_arguments({"seed": loop.seed, **coerced, **fixed}, coerced)
+        set_schedule_horizon(loop, train)  # a decaying schedule spans the run's updates unless max_steps is set
+        train.save_strategy = type(train.save_strategy)("no")  # the loop writes the checkpoints
+        return {"train": train, "train_settings": coerced}
 
     def to_config(self, run_config):
         return dict(run_config.train_settings)
