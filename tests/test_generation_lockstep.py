@@ -131,16 +131,15 @@ def test_a_restored_generator_continues_the_seed_sequence(model_and_tokenizer):
 
 
 def test_in_lockstep_a_process_with_fewer_batches_samples_extra_ones(model_and_tokenizer, monkeypatch):
-    from iterframe.builtin import generators
-
     expected = texts(make_generator(model_and_tokenizer).generate(PROMPTS[:1], 2))
     prompt_passes = []
     model, _ = model_and_tokenizer
     handle = model.register_forward_pre_hook(
         lambda module, args, kwargs: prompt_passes.append(kwargs["input_ids"].shape[1] > 1), with_kwargs=True
     )
-    monkeypatch.setattr(generators, "needs_lockstep", lambda model: True)
-    monkeypatch.setattr(generators, "most_across_processes", lambda count, device: 3)  # another process has 3
+    # the generator imports these when it generates
+    monkeypatch.setattr(lockstep, "needs_lockstep", lambda model: True)
+    monkeypatch.setattr(lockstep, "most_across_processes", lambda count, device: 3)  # another process has 3
     peers_finish_after(monkeypatch, decoding, unfinished_checks=0)
     generator = make_generator(model_and_tokenizer)
     try:

@@ -16,14 +16,14 @@ import torch.distributed as dist
 from engine_step_worker import FSDPOnCPUTrainer, engine_settings, without_shared_memory_kernel
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
-from iterframe.builtin import generators
+from iterframe.generation import lockstep as lockstep_module
 from iterframe.plugins import create_component
 from iterframe.plugins.components import RunContext
 
 
 def main(model_path: str, output_dir: str, engine: str, lockstep: bool) -> None:
     if not lockstep:  # shows what the lockstep prevents: the processes fall out of step and wait forever
-        generators.needs_lockstep = lambda model: False
+        lockstep_module.needs_lockstep = lambda model: False  # the generator looks it up when it generates
     if engine == "zero3":
         without_shared_memory_kernel()
     args = IterativeSFTConfig(
@@ -41,7 +41,7 @@ def main(model_path: str, output_dir: str, engine: str, lockstep: bool) -> None:
     everyone = [None, None]
     dist.all_gather_object(everyone, [[c.num_tokens for c in row] for row in completions])
     report = {
-        "lockstep": generators.needs_lockstep(trainer.model),
+        "lockstep": lockstep_module.needs_lockstep(trainer.model),
         "decoding_loop": generator._use_decoding_loop(8),
         "forward_passes": passes[0],
         "batches": generator.calls,
