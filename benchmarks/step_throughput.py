@@ -6,6 +6,7 @@ RSS while stepping, and for iterframe the fraction of the machine's matmul peak 
 over the FLOP/s of a large fp32 ``torch.matmul`` measured in the same run) and where its step time goes.
 
     tox -e bench                                   # beside TRL 0.23.1 (transformers<4.58); benchmarks/README.md
+    tox -e bench -- --matrix                       # the grid: model sizes x text lengths x threads
     python benchmarks/step_throughput.py --no-trl  # iterframe alone, in any environment
 """
 
@@ -34,11 +35,21 @@ import iterframe
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
 from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
 
-#: Llama-style model shapes; "35m" is the one the targets are stated for.
+#: Llama-style model shapes: "34m" (34.1M parameters), "6m" (6.0M, the loop benchmark's) and "0.1m" (the demo
+#: model's shape, 0.15M with this vocabulary); "tiny" (0.1M) for smoke runs.
 MODEL_PRESETS = {
-    "35m": dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408, vocab_size=8192),
+    "34m": dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408, vocab_size=8192),
+    "6m": dict(hidden_size=256, num_layers=6, num_heads=4, intermediate_size=512, vocab_size=4096),
+    "0.1m": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512),
     "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512),
 }
+#: Text lengths in tokens: (min, max).
+TEXT_LENGTHS = {"short": (3, 10), "mixed": (16, 400)}
+#: The matrix's grid (--matrix) and its texts per step() call per preset and text length (so that no cell takes
+#: much longer than the others).
+MATRIX_PRESETS = ("0.1m", "6m", "34m")
+MATRIX_THREADS = (1, 2)
+MATRIX_TEXTS_PER_STEP = {"short": 256, "mixed": {"0.1m": 64, "6m": 64, "34m": 32}}
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"
@@ -122,6 +133,8 @@ class PaddingRecorder:
     def __init__(self, model: torch.nn.Module):
         self.real_tokens = 0
         self.padded_tokens = 0
+        self.packed_batches = 0
+        self.padded_batches = 0
         self._handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
 
     def _record(self, module, args, kwargs):
@@ -130,9 +143,14 @@ class PaddingRecorder:
         if kwargs.get("attention_mask") is not None:
             self.real_tokens += int(kwargs["attention_mask"].sum())
             self.padded_tokens += kwargs["attention_mask"].numel()
+            self.padded_batches += 1
         elif kwargs.get("position_ids") is not None:  # a padding-free (packed) row: every position is a token
             self.real_tokens += kwargs["input_ids"].numel()
             self.padded_tokens += kwargs["input_ids"].numel()
+            self.packed_batches += 1
+
+    def reset(self) -> None:
+        self.real_tokens = self.padded_tokens = self.packed_batches = self.padded_batches = 0
 
     @property
     def padding_fraction(self) -> float:
@@ -270,7 +288,17 @@ def build_runs(args, model, tokenizer, output_dir: str, trl_classes) -> list[Tra
                 trl_model, args=trl_config_class(**settings), processing_class=copy.deepcopy(tokenizer)
             )
         runs.append(TrainerRun("trl", theirs, PaddingRecorder(trl_model), RssSampler()))
+    if args.padded_too:
+        padded_model = copy.deepcopy(model)
+        padded = IterativeSFTTrainer(
+            padded_model, args=IterativeSFTConfig(**settings, padding_free=False), processing_class=tokenizer
+        )
+        runs.append(TrainerRun("iterframe padded", padded, PaddingRecorder(padded_model), RssSampler()))
     return runs
+
+
+def run_named(runs: list[TrainerRun], name: str):
+    return next((run for run in runs if run.name == name), None)
 
 
 def instrument_stages(trainer: IterativeSFTTrainer) -> StageTimer:
@@ -292,7 +320,9 @@ def machine_lines() -> list[str]:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as cpuinfo:
             cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
+    nproc = subprocess.run(["nproc", "--all"], capture_output=True, text=True).stdout.strip() or str(
+        os.cpu_count()
+    )
     import transformers
 
     return [
@@ -326,7 +356,7 @@ def print_report(args, runs, tokens_per_round, peaks, matmul_params, total_param
     for run in runs:
         rates = ", ".join(f"{rate:.0f}" for rate in run.round_rates())
         print(
-            f"{run.name:>9}: {run.tokens_per_second:8.1f} real tokens/s (rounds: {rates}); padding "
+            f"{run.name:>16}: {run.tokens_per_second:8.1f} real tokens/s (rounds: {rates}); padding "
             f"{run.padding.padding_fraction:.1%}; peak RSS while stepping {run.rss.peak_bytes / 2**20:.0f} MiB; "
             f"{run.cores_used:.2f} cores busy ({run.system_seconds / (run.user_seconds + run.system_seconds):.0%} "
             "in the kernel)"
@@ -342,11 +372,10 @@ def print_report(args, runs, tokens_per_round, peaks, matmul_params, total_param
             f"note: only {busy:.2f} of {torch.get_num_threads()} cores were busy while stepping: other processes "
             "took CPU time, so the tokens/s above are low (the ratio, from interleaved rounds, is less affected)."
         )
-    if len(runs) > 1:
-        theirs = runs[1]
-        per_round = [a / b for a, b in zip(ours.round_rates(), theirs.round_rates())]
+    for other in runs[1:]:
+        per_round = [a / b for a, b in zip(ours.round_rates(), other.round_rates())]
         print(
-            f"ratio iterframe / trl: {ours.tokens_per_second / theirs.tokens_per_second:.2f}x "
+            f"ratio iterframe / {other.name}: {ours.tokens_per_second / other.tokens_per_second:.2f}x "
             f"(per round: {', '.join(f'{r:.2f}' for r in per_round)})"
         )
     total = sum(ours.round_seconds)
@@ -372,7 +401,8 @@ def print_profile(trainer, texts: list[str], top: int) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="35m", help="model shape")
+    parser.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="34m", help="model shape")
+    parser.add_argument("--texts", choices=sorted(TEXT_LENGTHS), help="text lengths (sets --min/--max-tokens)")
     parser.add_argument("--texts-per-step", type=int, default=64, help="texts given to each step() call")
     parser.add_argument("--min-tokens", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=400)
@@ -386,17 +416,43 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-trl", action="store_true", help="measure iterframe alone")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N ops of one more step")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--padded-too",
+        action="store_true",
+        help="also step iterframe with padding_free=False (its padded micro-batches), in the same rounds",
+    )
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help=f"run the grid {'/'.join(MATRIX_PRESETS)} x {'/'.join(TEXT_LENGTHS)} texts x "
+        f"{'/'.join(map(str, MATRIX_THREADS))} threads and print one table (--presets etc. narrow it)",
+    )
+    parser.add_argument("--presets", nargs="+", choices=sorted(MODEL_PRESETS), default=list(MATRIX_PRESETS))
+    parser.add_argument("--matrix-texts", nargs="+", choices=sorted(TEXT_LENGTHS), default=list(TEXT_LENGTHS))
+    parser.add_argument("--matrix-threads", nargs="+", type=int, default=list(MATRIX_THREADS))
+    args = parser.parse_args(argv)
+    if args.texts:
+        args.min_tokens, args.max_tokens = TEXT_LENGTHS[args.texts]
+    return args
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+@dataclass
+class CellResult:
+    """One measured cell: both trainers' runs and the conditions they ran under."""
+
+    args: argparse.Namespace
+    runs: list
+    tokens_per_round: list
+    peaks: list
+    matmul_params: int
+    total_params: int
+    stage_seconds: dict
+    load_average: tuple
+
+
+def measure_cell(args, trl_classes) -> CellResult:
+    """Build the model and texts of ``args``, step both trainers in alternating rounds and return the runs."""
     torch.set_num_threads(args.threads)
-    trl_classes = None if args.no_trl else load_trl()
-    if not args.no_trl and trl_classes is None:
-        print("TRL with IterativeSFTTrainer is not installed here; measuring iterframe alone (run: tox -e bench).")
     rng = random.Random(args.seed)
     model, tokenizer, lexicon = build_model(MODEL_PRESETS[args.preset], args.max_length, rng, args.seed)
     warmup_texts = [make_texts(tokenizer, rng, lexicon, 16, args.min_tokens, args.max_tokens)]
@@ -405,31 +461,111 @@ def main(argv=None) -> None:
         for _ in range(args.rounds)
     ]
     tokens_per_round = [real_token_count(tokenizer, texts, args.max_length) for texts in round_texts]
-
     with tempfile.TemporaryDirectory() as output_dir:
         runs = build_runs(args, model, tokenizer, output_dir, trl_classes)
         for run in runs:
             for _ in range(args.warmup):
                 run.trainer.step(texts=warmup_texts[0])
-            run.padding.real_tokens = run.padding.padded_tokens = 0
+            run.padding.reset()
         stages = instrument_stages(runs[0].trainer)
         peaks = [matmul_peak_flops(args.peak_size)]
         for index, (texts, tokens) in enumerate(zip(round_texts, tokens_per_round)):
             for run in runs if index % 2 == 0 else runs[::-1]:  # alternate who goes first
                 run.step(texts, tokens)
             peaks.append(matmul_peak_flops(args.peak_size))
-        print_report(
-            args,
-            runs,
-            tokens_per_round,
-            peaks,
-            matmul_parameter_count(model),
-            sum(p.numel() for p in model.parameters()),
-            stages.seconds,
-            trl_classes[2] if trl_classes else None,
-        )
         if args.profile:
             print_profile(runs[0].trainer, round_texts[0], args.profile)
+    return CellResult(
+        args,
+        runs,
+        tokens_per_round,
+        peaks,
+        matmul_parameter_count(model),
+        sum(p.numel() for p in model.parameters()),
+        stages.seconds,
+        os.getloadavg(),
+    )
+
+
+def print_matrix(cells: list[CellResult], trl_version) -> None:
+    print("\n=== step throughput matrix ===")
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    for line in machine_lines():
+        print(line)
+    if trl_version:
+        print(f"trl {trl_version}")
+    header = (
+        "| model | texts | threads | iterframe tokens/s | TRL tokens/s | iterframe / TRL (rounds) | packed "
+        "micro-batches | iterframe / iterframe padded | padding iterframe / TRL | cores busy | load average |"
+    )
+    print(header)
+    print("|" + " --- |" * (header.count("|") - 1))
+    for cell in cells:
+        ours, theirs, padded = (run_named(cell.runs, name) for name in ("iterframe", "trl", "iterframe padded"))
+        own_padding = "-" if padded is None else f"{ours.tokens_per_second / padded.tokens_per_second:.2f}x"
+        packed = ours.padding.packed_batches / max(ours.padding.packed_batches + ours.padding.padded_batches, 1)
+        if theirs is not None:
+            per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(ours.round_rates(), theirs.round_rates()))
+            ratio = f"**{ours.tokens_per_second / theirs.tokens_per_second:.2f}x** ({per_round})"
+            trl_rate = f"{theirs.tokens_per_second:.0f}"
+            padding = f"{ours.padding.padding_fraction:.1%} / {theirs.padding.padding_fraction:.1%}"
+            busy = f"{ours.cores_used:.2f} / {theirs.cores_used:.2f}"
+        else:
+            ratio, trl_rate, padding, busy = (
+                "-",
+                "-",
+                f"{ours.padding.padding_fraction:.1%}",
+                f"{ours.cores_used:.2f}",
+            )
+        print(
+            f"| {cell.args.preset} ({cell.total_params / 1e6:.2f}M) | {cell.args.texts or 'custom'} "
+            f"{cell.args.min_tokens}-{cell.args.max_tokens}, {cell.args.texts_per_step}/step "
+            f"| {cell.args.threads} "
+            f"| {ours.tokens_per_second:.0f} | {trl_rate} | {ratio} | {packed:.0%} | {own_padding} | {padding} "
+            f"| {busy} "
+            f"| {' '.join(f'{x:.1f}' for x in cell.load_average)} |",
+            flush=True,
+        )
+
+
+def run_matrix(args, trl_classes) -> None:
+    cells = []
+    for preset in args.presets:
+        for texts in args.matrix_texts:
+            for threads in args.matrix_threads:
+                per_step = MATRIX_TEXTS_PER_STEP[texts]
+                cell_args = copy.copy(args)
+                cell_args.preset, cell_args.texts, cell_args.threads = preset, texts, threads
+                cell_args.padded_too = True
+                cell_args.min_tokens, cell_args.max_tokens = TEXT_LENGTHS[texts]
+                cell_args.texts_per_step = per_step if isinstance(per_step, int) else per_step.get(preset, 64)
+                print(f"cell: {preset} {texts} texts, {threads} thread(s) ...", flush=True)
+                cells.append(measure_cell(cell_args, trl_classes))
+                print_matrix(cells[-1:], None)
+    print_matrix(cells, trl_classes[2] if trl_classes else None)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    trl_classes = None if args.no_trl else load_trl()
+    if not args.no_trl and trl_classes is None:
+        print("TRL with IterativeSFTTrainer is not installed here; measuring iterframe alone (run: tox -e bench).")
+    if args.matrix:
+        run_matrix(args, trl_classes)
+        return
+    cell = measure_cell(args, trl_classes)
+    print_report(
+        args,
+        cell.runs,
+        cell.tokens_per_round,
+        cell.peaks,
+        cell.matmul_params,
+        cell.total_params,
+        cell.stage_seconds,
+        trl_classes[2] if trl_classes else None,
+    )
 
 
 if __name__ == "__main__":

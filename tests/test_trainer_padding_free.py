@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
-from iterframe.engine import packing
+from iterframe.engine import packing, packing_support, step_inputs
 from iterframe.testing import build_tiny_causal_lm, train_bpe_tokenizer
 
 TEXTS = ["a b", "the quick brown fox jumps over the lazy dog", "hello world again", "x", "twelve plus seven"]
@@ -148,3 +148,37 @@ def test_packed_attention_outside_a_packed_step_is_an_error(tiny_llama_path):
     query = torch.zeros(1, 2, 3, 4)
     with pytest.raises(RuntimeError, match="only runs inside iterframe's padding-free training step"):
         packing.packed_sdpa(torch.nn.Module(), query, query, query)
+
+
+def samples_of(lengths, loss_from=0):
+    """Samples of the given lengths whose labels carry loss from position ``loss_from`` on."""
+    return [
+        step_inputs.TokenizedSample(
+            input_ids=torch.arange(length) % 50 + 3,
+            labels=torch.cat(
+                [torch.full((min(loss_from, length),), -100), torch.arange(max(length - loss_from, 0)) + 3]
+            ),
+        )
+        for length in lengths
+    ]
+
+
+def test_the_cost_model_pads_micro_batches_with_nothing_to_save_and_packs_those_with_padding(tiny_llama_path):
+    trainer = IterativeSFTTrainer(tiny_llama_path, args=IterativeSFTConfig(output_dir="unused", report_to="none"))
+    costs = packing_support.PackingCostModel(trainer.model)
+    assert costs.body > 0 and costs.head == trainer.model.config.vocab_size * costs.hidden_size
+    assert not costs(samples_of([7] * 8)), "equal lengths: packing only adds work"
+    assert not costs(samples_of([8, 8, 8, 7])), "one padded position in 32: not worth the index copies"
+    assert costs(samples_of([300, 12, 9, 5])), "most of the padded micro-batch would be padding"
+    costs.head = 100 * costs.body  # a large vocabulary: the head dominates
+    assert costs(samples_of([12] * 8, loss_from=9)), "packing skips the head on prompt positions"
+
+
+def test_step_chooses_packed_or_padded_per_micro_batch_when_padding_free_is_left_unset(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=4)
+    assert trainer.padding_free is True and trainer.args.padding_free is None
+    micro_batches = trainer._micro_batches(samples_of([400, 400, 400, 400, 300, 3, 3, 2]))
+    packed = {tuple(sorted(batch.sample_indices)): batch.segments is not None for batch in micro_batches}
+    assert packed == {(0, 1, 2, 3): False, (4, 5, 6, 7): True}  # equal lengths padded, 300 beside 3s packed
+    forced = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=4, padding_free=True)
+    assert all(batch.segments is not None for batch in forced._micro_batches(samples_of([7, 7, 7, 7])))

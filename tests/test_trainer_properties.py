@@ -87,7 +87,7 @@ def sample_rows(batch):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=step_inputs())
 def test_every_label_token_contributes_exactly_once(trainer, case, padding_free):
-    trainer.padding_free = padding_free
+    trainer.padding_free = trainer.args.padding_free = padding_free  # set: every micro-batch packed, or none
     trainer.args.per_device_train_batch_size = case["batch_size"]
     trainer.args.gradient_accumulation_steps = case["accumulation"]
     trainer.args.max_length = case["max_length"]

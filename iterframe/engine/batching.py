@@ -6,7 +6,8 @@ Every function here is pure: it reads its arguments and returns new objects, so 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 import torch
 
@@ -103,17 +104,22 @@ def pack_samples(samples: list[TokenizedSample], sample_indices: Optional[list[i
     ``segments`` holds each sample's ``(start, end)`` in the row; no target crosses from one into the next
     (see :func:`packed_targets`)."""
     input_ids = torch.cat([sample.input_ids for sample in samples])[None]
-    position_ids = torch.cat([torch.arange(len(sample.input_ids)) for sample in samples])[None]
-    ends = torch.tensor([len(sample.input_ids) for sample in samples]).cumsum(0).tolist()
+    labels = torch.cat([sample.labels for sample in samples])[None]
+    lengths = torch.tensor([len(sample.input_ids) for sample in samples])
+    ends = lengths.cumsum(0)
+    starts = ends - lengths
+    position_ids = (torch.arange(input_ids.shape[1]) - torch.repeat_interleave(starts, lengths))[None]
+    first_positions = torch.zeros(input_ids.shape[1], dtype=torch.bool)
+    first_positions[starts] = True  # a sample's first label is no target (causal shift)
     return MicroBatch(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
-        labels=torch.cat([sample.labels for sample in samples])[None],
-        num_loss_tokens=sum(count_loss_tokens(sample.labels[None], False) for sample in samples),
+        labels=labels,
+        num_loss_tokens=int(((labels[0] != IGNORE_INDEX) & ~first_positions).sum()),
         num_input_tokens=input_ids.shape[1],
         sample_indices=list(sample_indices) if sample_indices is not None else list(range(len(samples))),
         position_ids=position_ids,
-        segments=list(zip([0, *ends[:-1]], ends)),
+        segments=list(zip(starts.tolist(), ends.tolist())),
     )
 
 
@@ -144,10 +150,11 @@ def build_micro_batches(
     is_encoder_decoder: bool,
     pad_to_multiple_of: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
-    packed: bool = False,
+    packed: Union[bool, Callable[[list[TokenizedSample]], bool]] = False,
 ) -> list[MicroBatch]:
     """Group samples of similar length into micro-batches of ``batch_size``, each padded to its own longest
-    (or, with ``packed``, laid end to end without padding: :func:`pack_samples`).
+    (or, with ``packed``, laid end to end without padding: :func:`pack_samples`). ``packed`` may also be a
+    function of a micro-batch's samples that says whether that micro-batch is packed.
 
     Every sample lands in exactly one micro-batch. The micro-batches' order is shuffled with ``generator``
     (when given) so that optimizer updates do not follow sequence length.
@@ -156,18 +163,22 @@ def build_micro_batches(
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if generator is not None and len(chunks) > 1:
         chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
-    if packed:
-        return [pack_samples([samples[i] for i in chunk], chunk) for chunk in chunks]
-    return [
-        pad_samples(
-            [samples[i] for i in chunk],
-            pad_token_id,
-            is_encoder_decoder=is_encoder_decoder,
-            pad_to_multiple_of=pad_to_multiple_of,
-            sample_indices=chunk,
-        )
-        for chunk in chunks
-    ]
+    micro_batches = []
+    for chunk in chunks:
+        chunk_samples = [samples[i] for i in chunk]
+        if packed(chunk_samples) if callable(packed) else packed:
+            micro_batches.append(pack_samples(chunk_samples, chunk))
+        else:
+            micro_batches.append(
+                pad_samples(
+                    chunk_samples,
+                    pad_token_id,
+                    is_encoder_decoder=is_encoder_decoder,
+                    pad_to_multiple_of=pad_to_multiple_of,
+                    sample_indices=chunk,
+                )
+            )
+    return micro_batches
 
 
 def collate_features(features: list[dict[str, Any]], pad_token_id: int, *, is_encoder_decoder: bool):

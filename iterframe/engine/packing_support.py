@@ -20,6 +20,8 @@ __all__ = [
     "EXCLUDED_ARCHITECTURES",
     "MINIMUM_TRANSFORMERS",
     "PACKABLE_ARCHITECTURES",
+    "PACKING_OVERHEAD",
+    "PackingCostModel",
     "attention_configs",
     "base_model",
     "resolve_padding_free",
@@ -116,3 +118,56 @@ def resolve_padding_free(model, requested: Optional[bool], pad_to_multiple_of: O
     if reason is not None:
         logger.info("Training on padded micro-batches (padding_free=False): %s.", reason)
     return reason is None and pad_to_multiple_of is None
+
+
+#: What a packed micro-batch costs beyond its multiply-adds, as multiply-adds: the extra tensor operations of
+#: the packed path (index copies into and out of the padded attention view per layer when the samples' lengths
+#: differ, the layout and the loss positions per micro-batch) at ``OPERATION_COST`` each, plus, per token and
+#: layer, ``COPY_WIDTH / hidden_size`` of the layers' work for the copies. Calibrated on CPUs with the
+#: step-throughput matrix (benchmarks/README.md), where a small op costs about as much as 70k multiply-adds.
+PACKING_OVERHEAD = {
+    "operation cost": 70_000,
+    "operations per layer": {"mixed lengths": 14, "equal lengths": 2},
+    "operations per micro-batch": 10,
+    "copy width": 8.0,
+}
+
+
+class PackingCostModel:
+    """Chooses, for each micro-batch, packed or padded: whichever costs less, in multiply-adds.
+
+    Per token, the model's layers cost ``body`` multiply-adds (every weight but the input embeddings and the
+    language-model head) and the head ``head``. A padded micro-batch runs both at all ``samples x longest``
+    positions; a packed one runs the layers at its tokens only and the head only where a target carries loss,
+    plus its overhead (:data:`PACKING_OVERHEAD`). Called with a micro-batch's samples, it says whether to pack.
+    """
+
+    def __init__(self, model):
+        base = base_model(model)
+        embeddings, head = base.get_input_embeddings(), base.get_output_embeddings()
+        total = sum(parameter.numel() for parameter in base.parameters())
+        self.head = head.weight.numel() if head is not None else 0
+        tied = head is not None and head.weight is embeddings.weight
+        self.body = max(total - embeddings.weight.numel() - (0 if tied else self.head), 1)
+        self.hidden_size = embeddings.weight.shape[-1]
+        self.num_layers = int(getattr(base.config, "num_hidden_layers", 1) or 1)
+
+    def padded_cost(self, lengths: list[int]) -> float:
+        return len(lengths) * max(lengths) * (self.body + self.head)
+
+    def packed_cost(self, lengths: list[int], loss_positions: int) -> float:
+        equal = min(lengths) == max(lengths)
+        operations = PACKING_OVERHEAD["operations per micro-batch"] + self.num_layers * (
+            PACKING_OVERHEAD["operations per layer"]["equal lengths" if equal else "mixed lengths"]
+        )
+        copies = 0.0 if equal else PACKING_OVERHEAD["copy width"] / self.hidden_size
+        return (
+            sum(lengths) * self.body * (1 + copies)
+            + max(loss_positions, 1) * self.head
+            + operations * PACKING_OVERHEAD["operation cost"]
+        )
+
+    def __call__(self, samples) -> bool:
+        lengths = [len(sample.input_ids) for sample in samples]
+        loss_positions = sum(int((sample.labels[1:] != -100).sum()) for sample in samples)
+        return self.packed_cost(lengths, loss_positions) < self.padded_cost(lengths)

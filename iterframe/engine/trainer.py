@@ -143,6 +143,7 @@ class IterativeSFTTrainer(Trainer):
         self.padding_free = packing_support.resolve_padding_free(
             self.model, self.args.padding_free, self.args.pad_to_multiple_of
         )
+        self._packing_costs = packing_support.PackingCostModel(self.model) if self.padding_free else None
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
         self._train_begun = False
 
@@ -237,7 +238,7 @@ class IterativeSFTTrainer(Trainer):
             is_encoder_decoder=self.is_encoder_decoder,
             pad_to_multiple_of=self.args.pad_to_multiple_of,
             generator=generator,
-            packed=self.padding_free,
+            packed=self.padding_free and (bool(self.args.padding_free) or self._packing_costs),
         )
 
     def _loss_sum(self, batch: batching.MicroBatch) -> torch.Tensor:
