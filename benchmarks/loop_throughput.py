@@ -7,10 +7,16 @@ train on them (prompt + completion + eos, loss on every token) with ``IterativeS
 runs ``IterativeLoop`` with the built-in ``hf`` generator, ``top-fraction`` filter and ``full-text`` tokenizer;
 the hand loop calls ``model.generate`` (one batched call), sorts by reward and calls TRL's ``step()``.
 
+``--recipe demo`` runs the built-in demo's recipe instead, a training-heavy one: its tiny character-level model
+and addition prompts, 80 prompts x 16 samples of at most 3 new tokens, keep the correct and distinct answers,
+train 3 epochs (batch 32, lr 1e-3) over the kept samples plus a 400-sample replay buffer, completion-only
+labels; both loops report the final greedy eval reward on the demo's 20 held-out prompts.
+
 Each configuration (iterframe / hand loop, without / with a checkpoint every iteration) runs in its own process,
 forked from this one after the imports, so that its peak RSS is its own; rounds alternate the order.
 
     tox -e loopbench                                            # in the TRL 0.23.1 env; benchmarks/README.md
+    tox -e loopbench -- --recipe demo --rounds 3                # the demo's training-heavy recipe
     benchmarks/.venv-trl-loop/bin/python benchmarks/loop_throughput.py --iterations 1 --tiny   # a smoke run
 """
 
@@ -18,19 +24,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import multiprocessing
 import os
 import random
+import re
 import resource
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import traceback
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 import psutil
 import torch
@@ -61,20 +70,70 @@ def length_reward(prompts: list, completions: list[str], references: list) -> li
     return [-abs(len(completion) - TARGET_CHARS) / TARGET_CHARS for completion in completions]
 
 
+def answer_reward(prompts: list, completions: list[str], references: list) -> list[float]:
+    """The demo recipe's reward (the demo's ``answer-match`` with pattern ``^\\d+$``): 1.0 when the completion is
+    a number equal to the reference, else 0.0."""
+    return [
+        float(re.fullmatch(r"\d+", completion.strip()) is not None and completion.strip() == str(reference))
+        for completion, reference in zip(completions, references)
+    ]
+
+
+#: The built-in demo's recipe (iterframe/demo/__init__.py), applied by ``--recipe demo``.
+DEMO_RECIPE = dict(
+    prompts_per_iteration=80,
+    samples_per_prompt=16,
+    max_new_tokens=3,
+    batch_size=32,
+    learning_rate=1e-3,
+    train_epochs=3,
+    replay_buffer_size=400,
+)
+
+
 # --- workload -----------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class Workload:
-    """The saved model + tokenizer both loops start from, and the prompts in the order both draw them."""
+    """The saved model + tokenizer both loops start from, and the prompts in the order both draw them (with
+    their references and the held-out eval prompts in the demo recipe)."""
 
     model_dir: str
     prompts: list[str]
     num_parameters: int
+    references: Optional[list[str]] = None
+    eval_prompts: Optional[list[tuple[str, str]]] = None
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def build_demo_workload(args, directory: str) -> Workload:
+    """The demo's own model and prompts, every prompt in every iteration. The model is built here, in this
+    environment (a cached one may come from another transformers version), as ``iterframe run`` builds it."""
+    from iterframe.demo import DEMO_EVAL_PROMPTS, DEMO_TRAIN_PROMPTS, demo_model_path
+
+    os.environ["ITERFRAME_CACHE_DIR"] = os.path.join(directory, "cache")  # this forked process only
+    model_dir = os.path.join(directory, "model")
+    shutil.copytree(demo_model_path(), model_dir)
+    records = _read_jsonl(DEMO_TRAIN_PROMPTS)
+    iterations = args.warmup + args.iterations + 1
+    prompts = [record["prompt"] for _ in range(iterations) for record in records]
+    references = [str(record["answer"]) for _ in range(iterations) for record in records]
+    eval_prompts = [(record["prompt"], str(record["answer"])) for record in _read_jsonl(DEMO_EVAL_PROMPTS)]
+    from transformers import AutoModelForCausalLM
+
+    num_parameters = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+    return Workload(model_dir, prompts, num_parameters, references, eval_prompts)
 
 
 def build_workload(args, directory: str) -> Workload:
     """Train a BPE tokenizer, build the model from a config (no hub) and save both; make the prompts."""
+    if args.recipe == "demo":
+        return build_demo_workload(args, directory)
     rng = random.Random(args.seed)
     model, tokenizer, lexicon = build_model(MODEL_PRESETS[args.preset], args.max_length, rng, args.seed)
     model.generation_config.min_new_tokens = args.max_new_tokens  # both loops generate exactly this many
@@ -89,7 +148,8 @@ def build_workload(args, directory: str) -> Workload:
 def shared_trainer_settings(args, output_dir: str) -> dict[str, Any]:
     """Trainer settings given identically to both loops. The schedule is constant: TRL 0.23.1's default linear
     schedule over ``max_steps=-1`` would set the learning rate to 0."""
-    return {**trainer_settings(args, output_dir), "lr_scheduler_type": "constant", "save_total_limit": 1}
+    settings = {**trainer_settings(args, output_dir), "lr_scheduler_type": "constant", "save_total_limit": 1}
+    return {**settings, "weight_decay": 0.0} if args.recipe == "demo" else settings
 
 
 # --- the two loops ------------------------------------------------------------------------------------------
@@ -121,7 +181,7 @@ class IterationClock:
         self.generated_tokens.append(sum(sample.info["num_tokens"] for sample in samples))
 
 
-def run_iterframe(args, workload: Workload, output_dir: str, checkpoint: bool) -> list[IterationRecord]:
+def run_iterframe(args, workload: Workload, output_dir: str, checkpoint: bool):
     """``IterativeLoop`` for warm-up + timed iterations + one more: the run's last iteration always writes a
     checkpoint, so it is run but not timed; an iteration lasts until the next one starts."""
     from iterframe import IterativeSFTConfig, IterativeSFTTrainer, plugins
@@ -137,19 +197,37 @@ def run_iterframe(args, workload: Workload, output_dir: str, checkpoint: bool) -
         "batch_size": args.prompts_per_iteration,
         "seed": args.seed,
     }
+    demo = args.recipe == "demo"
+    references = workload.references or [None] * len(workload.prompts)
+    if demo:
+        filters = [
+            plugins.create_component("filter", "threshold", {"min_reward": 1.0}),
+            plugins.create_component("filter", "dedup"),
+        ]
+    else:
+        filters = [plugins.create_component("filter", "top-fraction", {"fraction": args.keep_fraction})]
     loop = IterativeLoop(
         trainer,
-        [PromptRecord(prompt_id=index, prompt=text) for index, text in enumerate(workload.prompts)],
+        [
+            PromptRecord(prompt_id=index, prompt=text, reference=reference)
+            for index, (text, reference) in enumerate(zip(workload.prompts, references))
+        ],
         generator=plugins.create_component("generator", "hf", generator_options),
-        reward=length_reward,
-        filters=[plugins.create_component("filter", "top-fraction", {"fraction": args.keep_fraction})],
-        tokenizer=plugins.create_component("tokenizer", "full-text"),
+        reward=answer_reward if demo else length_reward,
+        filters=filters,
+        tokenizer=plugins.create_component("tokenizer", "completion-only" if demo else "full-text"),
+        eval_prompts=[
+            PromptRecord(prompt_id=index, prompt=text, reference=reference)
+            for index, (text, reference) in enumerate(workload.eval_prompts or [])
+        ],
         config=LoopConfig(
             output_dir=output_dir,
             iterations=num_iterations,
             prompts_per_iteration=args.prompts_per_iteration,
             samples_per_prompt=args.samples_per_prompt,
-            eval_every=0,
+            train_epochs=args.train_epochs,
+            replay_buffer_size=args.replay_buffer_size,
+            eval_every=num_iterations if demo else 0,
             save_every=1 if checkpoint else num_iterations,
             keep_checkpoints=1,
             seed=args.seed,
@@ -170,7 +248,7 @@ def run_iterframe(args, workload: Workload, output_dir: str, checkpoint: bool) -
         stages["other"] = row["time/total_s"] - sum(stages.values())
         stages["record + checkpoint"] = seconds - row["time/total_s"]
         records.append(IterationRecord(seconds, tokens, row["train/tokens"], stages))
-    return records
+    return records, rows[-1].get("eval/reward")
 
 
 def completion_tokens(row: list[int], eos_id: int, pad_id: int) -> list[int]:
@@ -245,7 +323,97 @@ def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool) -
         }
         trained = sum(len(ids) - 1 for ids in input_ids)  # causal loss: every token but the first is a target
         records.append(IterationRecord(end - start, sum(map(len, generated)), trained, stages))
-    return records
+    return records, None
+
+
+def run_hand_demo_loop(args, workload: Workload, output_dir: str, checkpoint: bool):
+    """The demo's recipe written by hand on TRL 0.23.1: ``model.generate``, keep correct and distinct answers,
+    train ``train_epochs`` passes of TRL's ``step()`` over them plus a replay buffer; a greedy eval at the end."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trl_trainer_class, trl_config_class, _ = load_trl()
+    tokenizer = AutoTokenizer.from_pretrained(workload.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(workload.model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TRL 0.23 announces the trainer's removal
+        trainer = trl_trainer_class(
+            model, args=trl_config_class(**shared_trainer_settings(args, output_dir)), processing_class=tokenizer
+        )
+    eos_id, pad_id, k = tokenizer.eos_token_id, tokenizer.pad_token_id, args.samples_per_prompt
+
+    def generate(prompts: list[str], samples: int, sample: bool) -> list[list[int]]:
+        encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+        model.eval()
+        with torch.no_grad():
+            sequences = model.generate(
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded["attention_mask"],
+                max_new_tokens=args.max_new_tokens,
+                do_sample=sample,
+                temperature=args.temperature if sample else None,
+                top_k=0 if sample else None,
+                top_p=1.0 if sample else None,
+                num_return_sequences=samples,
+                pad_token_id=pad_id,
+            )
+        return [
+            completion_tokens(row, eos_id, pad_id)
+            for row in sequences[:, encoded["input_ids"].shape[1] :].tolist()
+        ]
+
+    replay: list[tuple[list[int], list[int]]] = []  # (input ids, labels), newest first
+    records = []
+    for iteration in range(args.warmup + args.iterations + 1):
+        start = time.perf_counter()
+        first = iteration * args.prompts_per_iteration
+        prompts = workload.prompts[first : first + args.prompts_per_iteration]
+        references = workload.references[first : first + args.prompts_per_iteration]
+        torch.manual_seed(args.seed + iteration)
+        generated = generate(prompts, k, sample=True)
+        completions = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        generated_at = time.perf_counter()
+        rewards = answer_reward(None, completions, [reference for reference in references for _ in range(k)])
+        scored_at = time.perf_counter()
+        kept, seen = [], set()
+        for index, reward in enumerate(rewards):
+            key = (index // k, " ".join(completions[index].split()).casefold())
+            if reward >= 1.0 and key not in seen:
+                seen.add(key)
+                kept.append(index)
+        filtered_at = time.perf_counter()
+        prompt_ids = tokenizer(prompts)["input_ids"]
+        kept_samples = []
+        for index in kept:
+            answer = tokenizer(completions[index], add_special_tokens=False)["input_ids"] + [eos_id]
+            ids = prompt_ids[index // k] + answer
+            kept_samples.append((ids, [-100] * len(prompt_ids[index // k]) + answer))
+        train_samples = kept_samples + replay
+        trained = 0
+        if train_samples:
+            input_ids = [torch.tensor(ids) for ids, _ in train_samples]
+            labels = [torch.tensor(labels) for _, labels in train_samples]
+            attention_mask = [torch.ones_like(ids) for ids in input_ids]
+            for _ in range(args.train_epochs):
+                trainer.step(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+            trained = args.train_epochs * sum(sum(x != -100 for x in labels[1:]) for _, labels in train_samples)
+        replay = (kept_samples + replay)[: args.replay_buffer_size]
+        trained_at = time.perf_counter()
+        if checkpoint:
+            trainer._save_checkpoint(trainer.model, trial=None)
+        end = time.perf_counter()
+        stages = {
+            "generate": generated_at - start,
+            "score": scored_at - generated_at,
+            "filter": filtered_at - scored_at,
+            "train": trained_at - filtered_at,
+            "record + checkpoint": end - trained_at,
+            "other": 0.0,
+        }
+        records.append(IterationRecord(end - start, sum(map(len, generated)), int(trained), stages))
+    eval_prompts = [prompt for prompt, _ in workload.eval_prompts]
+    answers = tokenizer.batch_decode(generate(eval_prompts, 1, sample=False), skip_special_tokens=True)
+    final_eval = statistics.fmean(answer_reward(None, answers, [ref for _, ref in workload.eval_prompts]))
+    return records, final_eval
 
 
 # --- one configuration per process --------------------------------------------------------------------------
@@ -258,6 +426,7 @@ class ConfigurationRun:
     loop: str
     checkpoint: bool
     iterations: list[IterationRecord]
+    final_eval_reward: Optional[float]
     setup_rss_mib: float
     peak_rss_mib: float
     max_rss_mib: float
@@ -265,7 +434,7 @@ class ConfigurationRun:
     wall_seconds: float
 
 
-LOOPS = {"iterframe": run_iterframe, "hand loop": run_hand_loop}
+LOOPS = {"iterframe": run_iterframe, "hand loop": run_hand_loop, "hand demo loop": run_hand_demo_loop}
 
 
 def measure_configuration(args, workload: Workload, loop: str, checkpoint: bool) -> ConfigurationRun:
@@ -275,13 +444,15 @@ def measure_configuration(args, workload: Workload, loop: str, checkpoint: bool)
     setup_rss = psutil.Process().memory_info().rss
     with tempfile.TemporaryDirectory() as output_dir, sampler.sampling():
         usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        iterations = LOOPS[loop](args, workload, output_dir, checkpoint)
+        runner = LOOPS["hand demo loop" if loop == "hand loop" and args.recipe == "demo" else loop]
+        iterations, final_eval = runner(args, workload, output_dir, checkpoint)
         after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - start
     cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
     return ConfigurationRun(
         loop,
         checkpoint,
         iterations[args.warmup : args.warmup + args.iterations],
+        final_eval,
         setup_rss / MIB,
         sampler.peak_bytes / MIB,
         after.ru_maxrss / 1024,
@@ -348,6 +519,12 @@ class Summary:
         return statistics.fmean(record.stages[stage] for record in self.iterations)
 
     @property
+    def final_eval_rewards(self) -> str:
+        return ", ".join(
+            "-" if run.final_eval_reward is None else f"{run.final_eval_reward:.2f}" for run in self.runs
+        )
+
+    @property
     def cores_busy(self) -> float:
         return sum(run.cpu_seconds for run in self.runs) / sum(run.wall_seconds for run in self.runs)
 
@@ -364,15 +541,26 @@ def print_report(args, workload: Workload, summaries: dict[tuple[str, bool], Sum
         print(line)
     print(f"trl {trl_version}; torch threads per configuration: {args.threads}")
     num_samples = args.prompts_per_iteration * args.samples_per_prompt
-    print(
-        f"workload: {args.preset} Llama-style model, {workload.num_parameters / 1e6:.2f}M params; "
-        f"{args.prompts_per_iteration} prompts x {args.samples_per_prompt} samples x {args.max_new_tokens} new "
-        f"tokens (min_new_tokens = max_new_tokens) per iteration, temperature {args.temperature}; reward "
-        f"{length_reward.__name__}; keep the best {math.ceil(args.keep_fraction * num_samples)} of {num_samples}; "
-        f"train batch {args.batch_size}, "
-        f"lr {args.learning_rate} constant; {args.iterations} timed iterations after {args.warmup} warm-up, "
-        f"{args.rounds} round(s), each configuration in its own process"
-    )
+    if args.recipe == "demo":
+        print(
+            f"workload: the demo's recipe: its model ({workload.num_parameters / 1e6:.3f}M params) and addition "
+            f"prompts, {args.prompts_per_iteration} prompts x {args.samples_per_prompt} samples x at most "
+            f"{args.max_new_tokens} new tokens per iteration, temperature {args.temperature}; keep correct and "
+            f"distinct answers; {args.train_epochs} epochs over kept + replay ({args.replay_buffer_size}), "
+            f"completion-only labels, train batch {args.batch_size}, lr {args.learning_rate} constant; "
+            f"{args.iterations} timed iterations after {args.warmup} warm-up, {args.rounds} round(s), each "
+            "configuration in its own process"
+        )
+    else:
+        print(
+            f"workload: {args.preset} Llama-style model, {workload.num_parameters / 1e6:.2f}M params; "
+            f"{args.prompts_per_iteration} prompts x {args.samples_per_prompt} samples x {args.max_new_tokens} "
+            f"new tokens (min_new_tokens = max_new_tokens) per iteration, temperature {args.temperature}; reward "
+            f"{length_reward.__name__}; keep the best {math.ceil(args.keep_fraction * num_samples)} of "
+            f"{num_samples}; train batch {args.batch_size}, "
+            f"lr {args.learning_rate} constant; {args.iterations} timed iterations after {args.warmup} warm-up, "
+            f"{args.rounds} round(s), each configuration in its own process"
+        )
     for summary in summaries.values():
         seconds = ", ".join(f"{record.seconds:.2f}" for record in summary.iterations)
         print(
@@ -385,6 +573,7 @@ def print_report(args, workload: Workload, summaries: dict[tuple[str, bool], Sum
             f"(rounds {', '.join(f'{run.peak_rss_mib:.0f}' for run in summary.runs)}; "
             f"at start {min(run.setup_rss_mib for run in summary.runs):.0f}, ru_maxrss "
             f"{max(run.max_rss_mib for run in summary.runs):.0f}); {summary.cores_busy:.2f} cores busy"
+            + (f"; final eval reward per round: {summary.final_eval_rewards}" if args.recipe == "demo" else "")
         )
     for checkpoint in (False, True):
         ours, theirs = summaries.get(("iterframe", checkpoint)), summaries.get(("hand loop", checkpoint))
@@ -422,9 +611,23 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=1, help="runs of every configuration, in alternating order")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--recipe",
+        choices=("length", "demo"),
+        default="length",
+        help="length: the model preset, a length reward, N new tokens; demo: the demo's training-heavy recipe",
+    )
+    parser.add_argument("--train-epochs", type=int, default=1, help="step() passes per iteration (demo: 3)")
+    parser.add_argument("--replay-buffer-size", type=int, default=0, help="(demo: 400)")
+    parser.add_argument("--no-checkpoints", action="store_true", help="skip the checkpoint-every-iteration runs")
     args = parser.parse_args(argv)
     if args.tiny:
         args.preset, args.prompts_per_iteration, args.samples_per_prompt, args.max_new_tokens = "tiny", 4, 2, 8
+    if args.recipe == "demo":
+        vars(args).update(DEMO_RECIPE)
+        args.no_checkpoints = True
+        if args.tiny:
+            args.prompts_per_iteration, args.samples_per_prompt = 80, 2
     return args
 
 
@@ -439,6 +642,8 @@ def main(argv=None) -> None:
     import iterframe.loop  # noqa: F401  (imported before forking, so every configuration starts alike)
 
     configurations = [("iterframe", False), ("hand loop", False), ("iterframe", True), ("hand loop", True)]
+    if args.no_checkpoints:
+        configurations = configurations[:2]
     with tempfile.TemporaryDirectory() as directory:
         workload = run_in_fork(build_workload, args, directory)
         runs: dict[tuple[str, bool], list[ConfigurationRun]] = {key: [] for key in configurations}
