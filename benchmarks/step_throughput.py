@@ -463,6 +463,7 @@ def measure_cell(args, trl_classes) -> CellResult:
     tokens_per_round = [real_token_count(tokenizer, texts, args.max_length) for texts in round_texts]
     with tempfile.TemporaryDirectory() as output_dir:
         runs = build_runs(args, model, tokenizer, output_dir, trl_classes)
+        torch.set_num_threads(args.threads)  # the same count for both (iterframe picks 1 for tiny models itself)
         for run in runs:
             for _ in range(args.warmup):
                 run.trainer.step(texts=warmup_texts[0])

@@ -157,8 +157,10 @@ class PackingCostModel:
 
     def packed_cost(self, lengths: list[int], loss_positions: int) -> float:
         equal = min(lengths) == max(lengths)
-        operations = PACKING_OVERHEAD["operations per micro-batch"] + self.num_layers * (
-            PACKING_OVERHEAD["operations per layer"]["equal lengths" if equal else "mixed lengths"]
+        operations = (
+            PACKING_OVERHEAD["operations per micro-batch"]
+            + self.num_layers
+            * (PACKING_OVERHEAD["operations per layer"]["equal lengths" if equal else "mixed lengths"])
         )
         copies = 0.0 if equal else PACKING_OVERHEAD["copy width"] / self.hidden_size
         return (

@@ -27,6 +27,7 @@ from iterframe.engine import batching, packing, packing_support, schedule, step_
 from iterframe.engine.adapters import wrap_with_adapters
 from iterframe.engine.checkpointing import enable_activation_checkpointing
 from iterframe.engine.config import IterativeSFTConfig
+from iterframe.engine.cpu_threads import use_one_thread_for_tiny_models
 from iterframe.engine.loading import (
     absolute_if_local,
     empty_device_cache,
@@ -144,6 +145,7 @@ class IterativeSFTTrainer(Trainer):
             self.model, self.args.padding_free, self.args.pad_to_multiple_of
         )
         self._packing_costs = packing_support.PackingCostModel(self.model) if self.padding_free else None
+        use_one_thread_for_tiny_models(self.model, self.accelerator.device)
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
         self._train_begun = False
 
