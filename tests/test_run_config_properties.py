@@ -85,6 +85,7 @@ section_values = {
     "loop": st.one_of(mapping_of(LOOP_KEYS), values),
     "train": st.one_of(mapping_of(TRAIN_KEYS), values),
     "peft": st.one_of(st.just("lora"), mapping_of(["method", "r", "alpha", "dropout", "target_modules"]), values),
+    "plugins": st.one_of(st.just({}), mapping_of(["iterframe-keyword", "some-plugin"]), values),
     "output_dir": st.one_of(st.just("out"), values),
 }
 BASE = {"model": "some/model", "reward": "answer-match", "output_dir": "out"}

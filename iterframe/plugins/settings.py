@@ -25,9 +25,11 @@ __all__ = [
     "CONFIG_ATTRIBUTE",
     "PluginConfigError",
     "build_plugin_config",
+    "check_plugins_mapping",
     "check_config_class",
     "config_class",
     "config_options",
+    "declares_config",
     "plugin_config",
     "resolve_plugins_section",
 ]
@@ -43,6 +45,15 @@ class PluginConfigError(ComponentOptionError):
 def config_class(plugin: Any) -> Optional[type]:
     """The plugin's ``Config`` dataclass, or ``None`` when it declares none."""
     return getattr(plugin, CONFIG_ATTRIBUTE, None)
+
+
+def declares_config(name: str) -> Optional[bool]:
+    """Whether the loaded plugin ``name`` declares a typed ``Config`` (``None``: no such plugin is loaded)."""
+    plugins = _plugins_by_name()
+    try:
+        return config_class(plugins[_find_plugin(name, plugins)]) is not None
+    except PluginConfigError:
+        return None
 
 
 def check_config_class(plugin: Any, plugin_name: str) -> None:
@@ -106,8 +117,7 @@ def plugin_config(run_config: Mapping[str, Any], name: str) -> Any:
     plugins = _plugins_by_name()
     plugin_name = _find_plugin(name, plugins)
     section = run_config.get("plugins") or {}
-    if not isinstance(section, Mapping):
-        resolve_plugins_section(section)  # raises, saying what the section must be
+    check_plugins_mapping(section)
     values = {_find_plugin(key, plugins): each for key, each in section.items()}.get(plugin_name)
     return build_plugin_config(plugin_name, values, plugins[plugin_name])
 
@@ -135,6 +145,15 @@ def build_plugin_config(plugin_name: str, values: Optional[Mapping[str, Any]], p
         raise PluginConfigError(str(error)) from None
 
 
+def check_plugins_mapping(section: Any) -> None:
+    """Raise :class:`PluginConfigError` unless the ``plugins:`` section is a mapping."""
+    if not isinstance(section, Mapping):
+        raise PluginConfigError(
+            "plugins must be a mapping of plugin names to their settings, e.g. plugins: {my-plugin: {level: 2}}; "
+            f"got {type(section).__name__} {section!r:.60}."
+        )
+
+
 def resolve_plugins_section(section: Any) -> dict[str, dict[str, Any]]:
     """Check a run config's ``plugins:`` section and return it with each key the loaded plugin's name and, for
     typed settings, every field's value (defaults included), ready to save.
@@ -145,15 +164,16 @@ def resolve_plugins_section(section: Any) -> dict[str, dict[str, Any]]:
     """
     if section is None:
         return {}
-    if not isinstance(section, Mapping):
-        raise PluginConfigError(
-            "plugins must be a mapping of plugin names to their settings, e.g. plugins: {my-plugin: {level: 2}}; "
-            f"got {type(section).__name__} {section!r:.60}."
-        )
+    check_plugins_mapping(section)
     plugins = _plugins_by_name()
-    resolved: dict[str, dict[str, Any]] = {}
-    for name, values in section.items():
+    given: dict[str, Any] = {}
+    for name, values in section.items():  # two spellings of one plugin's name merge, the later winning
         plugin_name = _find_plugin(name, plugins)
+        before = given.get(plugin_name)
+        both = isinstance(before, Mapping) and isinstance(values, Mapping)
+        given[plugin_name] = {**before, **values} if both else values
+    resolved: dict[str, dict[str, Any]] = {}
+    for plugin_name, values in given.items():
         built = build_plugin_config(plugin_name, values, plugins[plugin_name])
         resolved[plugin_name] = dataclasses.asdict(built) if dataclasses.is_dataclass(built) else built
     return resolved

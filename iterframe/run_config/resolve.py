@@ -10,6 +10,7 @@ A configuration is shaped like the YAML file (see ``docs/config.md``)::
     sample_tokenizer: completion-only     loggers: [console]
     loop: {iterations: 3, prompts_per_iteration: 8, samples_per_prompt: 4}
     peft: {method: lora, r: 8, alpha: 16, target_modules: [q_proj, v_proj]}   # optional: train LoRA adapters
+    plugins: {iterframe-keyword: {max_perplexity: 500}}   # settings of installed plugins
     train: {learning_rate: 1.0e-4}  # any IterativeSFTConfig field
     output_dir: runs/my-run
 
@@ -51,6 +52,7 @@ class RunConfig:
     train: Any  # iterframe.IterativeSFTConfig
     train_settings: dict[str, Any]  # the ``train:`` section as given (after coercion), saved in config.yaml
     peft: Any  # iterframe.engine.peft_settings.PeftSettings, or None: train the full model
+    plugins: dict[str, dict[str, Any]]  # plugin name -> its settings (a typed Config's every field)
     output_dir: str  # absolute
 
     def with_default_sample_tokenizer(self, prompts_are_chat: bool) -> RunConfig:

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 
 from iterframe.plugins.options import ComponentOptionError, coerce_option, did_you_mean
 from iterframe.run_config.components import RunConfigError
+from iterframe.run_config.plugin_settings import PluginsSection
 from iterframe.run_config.schedule_horizon import set_schedule_horizon
 from iterframe.run_config.sections import (
     ComponentListSection,
@@ -207,6 +208,7 @@ SECTIONS: dict[str, Section] = {
         LoopSection("loop", _loop_config_class, set_elsewhere=LOOP_FIELDS_SET_ELSEWHERE),
         TrainSection("train", lambda: None, set_elsewhere=TRAIN_FIELDS_SET_ELSEWHERE),
         PeftSection("peft", _peft_settings_class, string_key="method", optional=True),
+        PluginsSection("plugins"),
         ValueSection("output_dir", "--output-dir DIR", absolute=True),
     )
 }

@@ -35,6 +35,7 @@ __all__ = [
     "Section",
     "SettingsSection",
     "ValueSection",
+    "yaml_value",
 ]
 
 
@@ -101,7 +102,7 @@ class ValueSection(Section):
         return self._to_config(value) if self._to_config else value
 
 
-def _yaml_value(text: str) -> Any:
+def yaml_value(text: str) -> Any:
     """``--set`` text read as YAML (``true``, ``1.5``, ``[a, b]``); text that is not valid YAML stays text."""
     try:
         return yaml.safe_load(text)
@@ -132,7 +133,7 @@ class KwargsSection(Section):
 
     def assign(self, current, path, value, where, text):
         if len(path) == 1:
-            return {**current, path[0]: _yaml_value(value) if text else value}
+            return {**current, path[0]: yaml_value(value) if text else value}
         return super().assign(current, path, value, where, text)
 
     def resolve(self, value, resolved):
