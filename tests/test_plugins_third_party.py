@@ -1,5 +1,6 @@
 """The package of docs/plugins.md, written out exactly as shown, built into a wheel and installed into a
-temporary site directory: it is found through its entry point, listed, and its components are usable by name."""
+temporary site directory: it is found through its entry point and listed; its components are usable by name and
+alias, its metric hook acts only in runs that use its rewards and reads its settings, and its command runs."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from iterframe.cli import cli
-from iterframe.plugins import create_component, get_plugin_manager, reset_plugin_manager
+from iterframe.plugins import create_component, reset_plugin_manager
 from iterframe.plugins.components import RunContext, Sample
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
@@ -86,12 +88,26 @@ def test_documented_package_is_listed_by_iterframe_plugins(installed):
     entry = listed["iterframe-keyword"]
     assert entry["version"] == "0.1.0"
     assert entry["distribution"] == "iterframe-keyword"
-    assert entry["hooks"] == ["register_rewards", "after_step"]
-    assert entry["provides"] == {"reward": [{"name": "keyword", "aliases": []}]}
+    assert entry["hooks"] == ["register_rewards", "register_commands", "after_step"]
+    assert entry["provides"] == {
+        "reward": [{"name": "keyword", "aliases": ["contains"]}, {"name": "final-answer", "aliases": []}]
+    }
+    assert entry["config"] == [
+        {
+            "name": "max_perplexity",
+            "type": "float",
+            "required": False,
+            "default": 1000.0,
+            "help": "Largest perplexity reported.",
+        }
+    ]
     assert entry["error"] is None
     table = CliRunner().invoke(cli, ["plugins"], catch_exceptions=False).stdout
     assert re.search(
-        r"^iterframe-keyword\s+0\.1\.0\s+reward: keyword\s+register_rewards, after_step$", table, re.M
+        r"^iterframe-keyword\s+0\.1\.0\s+reward: keyword \(contains\), final-answer\s+"
+        r"register_rewards, register_commands, after_step$",
+        table,
+        re.M,
     )
 
 
@@ -103,18 +119,74 @@ def test_documented_reward_is_usable_by_name(installed):
         for completion in ("It is nineteen.", "It is 20.")
     ]
     assert reward.score(samples) == [1.0, 0.0]
-    strict = create_component("reward", "keyword", {"keyword": "Nineteen", "case_sensitive": "true"})
+    strict = create_component("reward", "contains", {"keyword": "Nineteen", "case_sensitive": "true"})
     assert strict.score(samples) == [0.0, 0.0]
+
+
+def test_documented_configured_instance_scores_final_answers(installed):
+    reward = create_component("reward", "final-answer")
+    assert reward.name == "final-answer" and reward.options.keyword == "####"
+    samples = [
+        Sample(iteration=0, prompt_id=0, prompt="12 + 7?", completion=completion)
+        for completion in ("12 + 7 = 19\n#### 19", "It is 19.")
+    ]
+    assert reward.score(samples) == [1.0, 0.0]
 
 
 def test_documented_reward_options_are_shown(installed):
     shown = CliRunner().invoke(cli, ["plugins", "show", "keyword"], catch_exceptions=False).stdout
-    assert shown.startswith("reward 'keyword' from iterframe-keyword 0.1.0")
+    assert shown.startswith("reward 'keyword' (aliases: contains) from iterframe-keyword 0.1.0")
     assert "  keyword (str, required)\n      Text the completion must contain." in shown
     assert "  case_sensitive (bool, default: false)" in shown
 
 
-def test_documented_metric_hook_adds_perplexity(installed):
-    context = RunContext(trainer=None, tokenizer=None)
-    results = get_plugin_manager().hook.after_step(context=context, iteration=0, stats={"loss": 0.0})
-    assert results == [{"perplexity": 1.0}]
+def test_documented_metric_hook_reads_its_setting_in_runs_that_use_its_rewards(installed):
+    from iterframe.plugins.hooks import Hooks
+
+    reward = create_component("reward", "keyword", {"keyword": "19"})
+    settings = {"plugins": {"iterframe-keyword": {"max_perplexity": 5.0}}}
+    context = RunContext(trainer=None, tokenizer=None, config=settings, components={"reward": [reward]})
+    assert Hooks(context).metrics("after_step", iteration=0, stats={"loss": 0.0}) == [
+        ("iterframe-keyword", {"keyword/perplexity": 1.0})
+    ]
+    assert Hooks(context).metrics("after_step", iteration=0, stats={"loss": 3.0}) == [
+        ("iterframe-keyword", {"keyword/perplexity": 5.0})
+    ]
+    other = RunContext(
+        trainer=None,
+        tokenizer=None,
+        components={"reward": [create_component("reward", "python", {"function": "math:fsum"})]},
+    )
+    assert Hooks(other).metrics("after_step", iteration=0, stats={"loss": 0.0}) == []
+
+
+def test_documented_command_reports_keyword_hits(installed, tmp_path):
+    rows = [{"iteration": 0, "reward/mean": 0.25}, {"iteration": 1, "reward/mean": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = CliRunner().invoke(cli, ["keyword-hits", str(tmp_path)], catch_exceptions=False)
+    assert result.stdout == "iteration 0: 25% of completions\niteration 1: 50% of completions\n"
+    help_text = CliRunner().invoke(cli, ["--help"], catch_exceptions=False).stdout
+    assert re.search(r"^\s+keyword-hits\s+Per iteration of a run scored by a keyword reward", help_text, re.M)
+
+
+def test_a_run_with_the_documented_plugin_uses_its_reward_setting_and_command(
+    installed, tiny_llama_path, tmp_path
+):
+    dataset = tmp_path / "prompts.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": f"{a} + 1 ="}) + "\n" for a in range(4)))
+    output_dir = tmp_path / "out"
+    args = ["run", "--model", tiny_llama_path, "--dataset", str(dataset), "--reward", "keyword"]
+    args += ["--set", "reward.keyword=1", "--set", "plugins.iterframe-keyword.max_perplexity=1.5"]
+    args += ["--set", "generator.max_new_tokens=3", "--iterations", "2", "--prompts-per-iteration", "2"]
+    args += ["--samples-per-prompt", "2", "--output-dir", str(output_dir), "--quiet"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = [row for row in rows if row["train/tokens"]]
+    assert trained and all(row["keyword/perplexity"] == 1.5 for row in trained)  # the tiny model's is far higher
+    saved = yaml.safe_load((output_dir / "config.yaml").read_text())
+    assert saved["plugins"] == {"iterframe-keyword": {"max_perplexity": 1.5}}
+    hits = CliRunner().invoke(cli, ["keyword-hits", str(output_dir)], catch_exceptions=False).stdout
+    assert hits.splitlines() == [
+        f"iteration {row['iteration']}: {row['reward/mean']:.0%} of completions" for row in rows
+    ]
