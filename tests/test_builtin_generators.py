@@ -105,16 +105,19 @@ def test_batches_are_longest_first_and_left_padded(
 
 def test_stop_strings_cut_the_completion(plugin_manager, model_and_tokenizer, sampling_path):
     baseline = make_generator(model_and_tokenizer, max_new_tokens=12, **sampling_path).generate(PROMPTS, 2)
-    stop = baseline[1][0].text[3]
+    # a completion long enough to cut (which one depends on how the torch version draws random numbers)
+    i, j = next((i, j) for i, row in enumerate(baseline) for j, c in enumerate(row) if len(c.text) > 3)
+    stop = baseline[i][j].text[3]
     stopped = make_generator(model_and_tokenizer, max_new_tokens=12, stop=[stop], **sampling_path).generate(
         PROMPTS, 2
     )
     for before, after in zip(baseline, stopped):
         for full, cut in zip(before, after):
-            assert cut.text == full.text.split(stop)[0]
+            if not sampling_path["use_generate"]:  # the loop draws each row's numbers whatever the others do
+                assert cut.text == full.text.split(stop)[0]
             assert stop not in cut.text
-    assert stopped[1][0].finish_reason == "stop"
-    assert stopped[1][0].text == baseline[1][0].text[: baseline[1][0].text.index(stop)]
+    assert stopped[i][j].finish_reason == "stop"
+    assert stopped[i][j].text == baseline[i][j].text[: baseline[i][j].text.index(stop)]
 
 
 def test_model_generates_in_eval_inference_mode_and_train_mode_is_restored(
