@@ -122,8 +122,8 @@ def test_iterframe_run_scores_with_a_trl_function_and_its_dataset_column(
     from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
 
     output_dir = tmp_path / "out"
-    args = ["run", "--model", tiny_llama_path, "--dataset", arithmetic_path, "--reward", "trl"]
-    args += ["--set", "reward.function=trl_functions:answer_column_reward", "--set", "generator.max_new_tokens=2"]
+    args = ["run", "--model", tiny_llama_path, "--dataset", arithmetic_path]
+    args += ["--reward", "trl:trl_functions:answer_column_reward", "--set", "generator.max_new_tokens=2"]
     args += ["--iterations", "1", "--prompts-per-iteration", "2", "--samples-per-prompt", "2"]
     args += ["--output-dir", str(output_dir), "--quiet"]
     result = CliRunner().invoke(cli, args)

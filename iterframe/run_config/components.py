@@ -84,11 +84,12 @@ def _code_component_config(spec: ComponentSpec) -> dict[str, Any]:
     """What a saved config records of an object passed in code: an importable reward function becomes the
     ``python`` reward; an instance of a registered component its name and options; anything else a
     ``passed_in_code`` note, so that running the saved config asks for the object again."""
+    from iterframe.loop.stages import FunctionReward
     from iterframe.plugins.registry import UnknownComponentError, get_component_class
 
     instance = spec.instance
     function = getattr(instance, "function", None)
-    if spec.kind == "reward" and callable(function) and not isinstance(function, str):
+    if isinstance(instance, FunctionReward):
         reference = _importable_reference(function)
         if reference is not None:
             return {"name": "python", "options": {"function": reference}}
@@ -179,6 +180,27 @@ def renamed_list(current: Optional[list[ComponentSpec]], new: list[ComponentSpec
     return result
 
 
+#: Rewards that may be written ``NAME:FUNCTION``: ``trl:package.module:function`` is the ``trl`` reward with
+#: ``function="package.module:function"`` (``python:...`` likewise).
+FUNCTION_SHORTHANDS = ("trl", "python")
+
+
+def _expanded_shorthand(spec: ComponentSpec, where: str) -> ComponentSpec:
+    """``reward: trl:my_rewards:accuracy`` as ``{name: trl, options: {function: my_rewards:accuracy}}``."""
+    prefix, separator, function = spec.name.partition(":")
+    if spec.kind != "reward" or not separator or prefix not in FUNCTION_SHORTHANDS:
+        return spec
+    if not function:
+        raise RunConfigError(f"{where}: {spec.name!r} names no function; write {prefix}:package.module:function.")
+    given = spec.options.get("function")
+    if given is not None and given != function:
+        raise RunConfigError(
+            f"{where}: {spec.name!r} names the function {function!r}, but its options set function={given!r}; "
+            "name it once."
+        )
+    return ComponentSpec(spec.kind, prefix, {**spec.options, "function": function})
+
+
 def resolved_component(spec: Optional[ComponentSpec], kind: str, where: str) -> Optional[ComponentSpec]:
     """``spec`` with its name checked against the registry and every option checked and filled with its value
     (defaults included); objects passed in code are taken as they are.
@@ -199,6 +221,7 @@ def resolved_component(spec: Optional[ComponentSpec], kind: str, where: str) -> 
         )
     if spec.name is None:
         raise RunConfigError(f"{where}: options were set for the {label} but no {label} is named; name one.")
+    spec = _expanded_shorthand(spec, where)
     try:
         options = component_info(kind, spec.name).build(spec.options).options
     except (UnknownComponentError, ComponentOptionError) as error:
