@@ -24,14 +24,22 @@ def arithmetic_path(tmp_path_factory) -> str:
     return str(path)
 
 
-def _run(num_processes: int, model: str, dataset: str, output_dir: str, iterations: int, *extra: str):
+def _run(
+    num_processes: int,
+    model: str,
+    dataset: str,
+    output_dir: str,
+    iterations: int,
+    *extra: str,
+    chain="top-fraction",
+):
     run_args = [
         "run",
         "--model", model,
         "--dataset", dataset,
         "--reference-column", "answer",
         "--reward", "answer-match",
-        "--filter", "top-fraction",
+        "--filter", chain,
         "--iterations", str(iterations),
         "--prompts-per-iteration", "4",
         "--samples-per-prompt", "2",
@@ -65,3 +73,27 @@ def test_two_processes_match_one_and_resume(tiny_llama_path, arithmetic_path, tm
     assert [row["iteration"] for row in resumed] == [0, 1, 2]
     assert resumed[:2] == two
     assert resumed[2]["global_step"] > two[-1]["global_step"]
+
+
+PROMPT_REWARD = '''
+def score(prompts, completions, references):
+    """1 for prompts whose answer is odd, whatever the completion: those are solved by their first sample."""
+    return [float(int(reference) % 2) for reference in references]
+'''
+
+
+def test_adaptive_rounds_under_two_processes_match_one(tiny_llama_path, arithmetic_path, tmp_path):
+    reward_file = tmp_path / "prompt_reward.py"
+    reward_file.write_text(PROMPT_REWARD)
+    adaptive = (
+        "--reward", "python", "--set", f"reward.function={reward_file}:score", "--samples-per-prompt", "3",
+        "--set", "loop.until_accepted=1", "--set", "loop.redistribute=true",
+    )  # fmt: skip
+    one = _run(1, tiny_llama_path, arithmetic_path, str(tmp_path / "one"), 1, *adaptive, chain="threshold")
+    two = _run(2, tiny_llama_path, arithmetic_path, str(tmp_path / "two"), 1, *adaptive, chain="threshold")
+    keys = ("num_generated", "num_kept", "prompts/solved", "prompts/exhausted", "sampling/rounds")
+    assert [two[0][key] for key in keys] == [one[0][key] for key in keys]
+    # odd answers are solved by their first sample; even ones never, and get the budget the odd ones saved
+    assert one[0]["prompts/solved"] == one[0]["num_kept"] > 0 and one[0]["prompts/exhausted"] > 0
+    assert one[0]["num_generated"] == 4 * 3
+    assert one[0]["sampling/rounds"] > 3
