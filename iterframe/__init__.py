@@ -52,6 +52,7 @@ _PUBLIC = {
     "TensorBoardLogger": "iterframe.builtin.loggers",
     "RunResult": "iterframe.api.runner",
     "run": "iterframe.api.runner",
+    "rescore": "iterframe.api.rescore",
 }
 
 __all__ = [
@@ -92,10 +93,12 @@ __all__ = [
     "TrlReward",
     "WandbLogger",
     "hookimpl",
+    "rescore",
     "run",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from iterframe.api.rescore import rescore
     from iterframe.api.runner import RunResult, run
     from iterframe.builtin.filters import (
         BestOfNFilter,

@@ -213,3 +213,17 @@ def test_train_from_refuses_more_iterations_than_the_set_holds(tiny_llama_path, 
         SampleSetError, match=r"holds 1 iteration\(s\) of samples \(iteration 1\), but the run asks"
     ):
         make_loop(tiny_llama_path, tmp_path / "out", iterations=2, train_from=str(output_dir))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"output_dir": "runs/a", "train_from": "runs/a/"}, "is the run's own output_dir"),
+        ({"output_dir": "runs/b", "train_from": "runs/a", "until_accepted": 1}, "leave one of them out"),
+    ],
+)
+def test_train_from_options_are_checked(options, message):
+    from iterframe.loop import LoopConfig
+
+    with pytest.raises(ValueError, match=message):
+        LoopConfig(**options)

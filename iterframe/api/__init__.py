@@ -5,12 +5,14 @@ then builds the trainer and runs the loop. ``iterframe run`` is a thin shell ove
 - :mod:`iterframe.api.model_check`: is the model there (local folder, Hub id offline);
 - :mod:`iterframe.api.output_dir`: the output directory checked, and cleaned up after an early stop;
 - :mod:`iterframe.api.execution`: trainer loading, PEFT, the loop, the merged final model, SIGTERM;
-- :mod:`iterframe.api.runner`: :func:`run`, :func:`prepare`, :func:`execute` and :class:`RunResult`.
+- :mod:`iterframe.api.runner`: :func:`run`, :func:`prepare`, :func:`execute` and :class:`RunResult`;
+- :mod:`iterframe.api.rescore`: :func:`rescore`, a run's saved samples judged again without generating.
 """
 
 from iterframe.api.execution import Terminated, execute_run, stop_on_sigterm
 from iterframe.api.output_dir import resume_hint
 from iterframe.api.preparation import PreparedRun, build_run_config, prepare_run
+from iterframe.api.rescore import rescore
 from iterframe.api.runner import RunResult, execute, prepare, run
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "execute_run",
     "prepare",
     "prepare_run",
+    "rescore",
     "resume_hint",
     "run",
     "stop_on_sigterm",

@@ -23,7 +23,7 @@ from iterframe.run_config import (
     resolve_run_config,
 )
 
-__all__ = ["PreparedRun", "build_run_config", "prepare_run"]
+__all__ = ["PreparedRun", "build_component", "build_run_config", "prepare_run"]
 
 #: The logger that prints the per-iteration table; ``quiet`` leaves it out.
 CONSOLE_LOGGER = "console"
@@ -128,7 +128,7 @@ def check_reward_needs(reward, run_config: RunConfig, prompts: list, eval_prompt
         )
 
 
-def _build(spec):
+def build_component(spec):
     """The component of ``spec``: the object passed in code, or the registered one built with its options."""
     from iterframe.plugins.registry import create_component
 
@@ -155,13 +155,19 @@ def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
     run_config = run_config.with_default_sample_tokenizer(chat)
     quiet = run_config.loop.quiet
     components = {
-        "generator": _build(run_config.generator),
-        "reward": _build(run_config.reward),
-        "filters": [_build(spec) for spec in run_config.filters],
-        "sample_tokenizer": _build(run_config.sample_tokenizer),
+        "generator": build_component(run_config.generator),
+        "reward": build_component(run_config.reward),
+        "filters": [build_component(spec) for spec in run_config.filters],
+        "sample_tokenizer": build_component(run_config.sample_tokenizer),
         # quiet leaves the console table out of this run (the saved config keeps the logger for later runs)
-        "loggers": [_build(spec) for spec in run_config.loggers if not (quiet and spec.name == CONSOLE_LOGGER)],
+        "loggers": [
+            build_component(spec) for spec in run_config.loggers if not (quiet and spec.name == CONSOLE_LOGGER)
+        ],
     }
     check_reward_needs(components["reward"], run_config, prompts, eval_prompts)
+    if run_config.loop.train_from:  # the recorded set is there and long enough, before any model loads
+        from iterframe.loop.sample_sets import TrainingSet
+
+        TrainingSet(run_config.loop.train_from, tokenizer_hash=None).check_covers(run_config.loop.iterations)
     check_model_reference(run_config.model)
     return PreparedRun(run_config, prompts, eval_prompts, components, source)

@@ -19,7 +19,7 @@ def _add_commands():
     """Attach every command module's command to the group (each module owns one command)."""
     import importlib
 
-    for module_name in ("plugins_cmd", "run_cmd", "report_cmd"):
+    for module_name in ("plugins_cmd", "run_cmd", "rescore_cmd", "report_cmd"):
         try:
             module = importlib.import_module(f".{module_name}", __name__)
         except ModuleNotFoundError as error:

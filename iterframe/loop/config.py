@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Optional
 
 from iterframe.loop.run_state import EXISTING_OUTPUT_MODES
@@ -162,6 +163,11 @@ class LoopConfig:
         for name in ("samples_per_round", "redistribute"):
             if getattr(self, name) and not self.until_accepted:
                 raise ValueError(f"{name} works with adaptive sampling only: set until_accepted too (e.g. 1).")
+        if self.train_from and os.path.abspath(self.train_from) == os.path.abspath(self.output_dir):
+            raise ValueError(
+                f"train_from {self.train_from!r} is the run's own output_dir; the run would write over the "
+                "samples it trains on. Choose another output_dir."
+            )
         if self.train_from and self.until_accepted:
             raise ValueError(
                 "train_from trains on recorded samples and generates none, so until_accepted has nothing to do: "

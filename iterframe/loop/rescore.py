@@ -26,7 +26,7 @@ from iterframe.plugins.components import Filter, Reward, RunContext, Sample
 from iterframe.plugins.errors import blame, describe_origin
 from iterframe.plugins.reward_pool import scorer_for
 
-__all__ = ["RESCORED_FROM", "RescoreResult", "describe_component", "rescore_run"]
+__all__ = ["RESCORED_FROM", "RescoreResult", "describe_component", "rescore_run", "source_config"]
 
 #: The ``run.json`` key of a rescored set's provenance.
 RESCORED_FROM = "rescored_from"
@@ -127,7 +127,7 @@ def describe_component(component) -> dict[str, Any]:
     return {**described, "plugin": None, "origin": describe_origin(component), "version": None}
 
 
-def _source_config(run_dir: str) -> dict[str, Any]:
+def source_config(run_dir: str) -> dict[str, Any]:
     """The source run's saved ``config.yaml`` (``{}`` when it has none or it does not read)."""
     try:
         with open(os.path.join(run_dir, CONFIG_FILE), encoding="utf-8") as handle:
@@ -151,7 +151,7 @@ def _policy(run_dir: str, config: dict[str, Any], iterations: list[int]) -> dict
 
 
 def _provenance(run_dir, source: dict[str, Any], iterations, reward, filters) -> dict[str, Any]:
-    config = _source_config(run_dir)
+    config = source_config(run_dir)
     loop = source.get("loop", {})
     sampling_keys = ("samples_per_prompt", "until_accepted", "samples_per_round", "redistribute", "seed")
     return {

@@ -107,6 +107,10 @@ FLAGS: tuple[Flag, ...] = (
           metavar="N", minimum=1, default=16),
     _flag("--samples-per-prompt", "loop.samples_per_prompt", "Completions generated per prompt.", type=int,
           metavar="K", minimum=1, default=4),
+    _flag("--train-from", "loop.train_from",
+          "Train on the kept samples of a recorded set (an `iterframe rescore` or `iterframe run` output "
+          "directory) instead of generating: iteration i takes the set's i-th iteration.", metavar="RUN_DIR",
+          default_text="none: generate"),
     _flag("--eval-every", "loop.eval_every", "Evaluate every N iterations and after the last (0: never).",
           type=int, metavar="N", minimum=0, default=1),
     _flag("--seed", "loop.seed", "Seed of prompt order, sampling, eval hold-out and training.", type=int,
