@@ -16,7 +16,7 @@ from loop_fakes import PromptCompletionTokenizer, make_loop, make_trainer
 from iterframe.loop import FAILED_REWARD
 from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
 from iterframe.plugins import create_component
-from iterframe.plugins.components import Completion, Filter, Generator, Logger, Reward
+from iterframe.plugins.components import Completion, Filter, Generator, Logger, Reward, kind_label
 from iterframe.plugins.errors import ComponentError
 from iterframe.plugins.hookspecs import hookimpl
 
@@ -222,7 +222,7 @@ def test_faulty_component_error_names_plugin_component_and_iteration(
         loop.run()
     error = caught.value
     assert isinstance(error, ComponentError)
-    assert str(error).startswith(f"Iteration 1: {kind} 'faulty-{kind}' (plugin '{PLUGIN}') failed: ")
+    assert str(error).startswith(f"Iteration 1: {kind_label(kind)} 'faulty-{kind}' (plugin '{PLUGIN}') failed: ")
     assert detail in str(error)
     assert (error.kind, error.name, error.origin, error.iteration) == (
         kind,
@@ -238,7 +238,7 @@ def test_finished_iterations_survive_a_faulty_component_and_the_run_resumes(
     faulty_plugin, tiny_llama_path, tmp_path, kind
 ):
     output_dir = tmp_path / "out"
-    with pytest.raises(ComponentError, match=f"Iteration 1: {kind} 'faulty-{kind}'"):
+    with pytest.raises(ComponentError, match=f"Iteration 1: {kind_label(kind)} 'faulty-{kind}'"):
         make_loop(tiny_llama_path, output_dir, iterations=3, **components(kind, "raises")).run()
     finished = open(samples_path(output_dir, 0), "rb").read()
     assert sorted(os.listdir(output_dir / "checkpoints")) == ["iteration-000000"]
