@@ -38,6 +38,31 @@ def test_replay_buffer_state_is_json_and_round_trips():
     assert restored.samples == buffer.samples
 
 
+def _copy(prompt_id: int, completion: str, iteration: int) -> Sample:
+    return Sample(
+        iteration=iteration, prompt_id=prompt_id, prompt=f"p{prompt_id}", completion=completion, kept=True
+    )
+
+
+def test_distinct_replay_buffer_holds_each_prompt_and_completion_once_newest_copy_first():
+    buffer = ReplayBuffer(3, distinct=True)
+    buffer.add([_copy(0, "a", 0), _copy(1, "b", 0)])
+    buffer.add([_copy(0, "a", 1), _copy(0, "other", 1)])
+    assert [(item.prompt_id, item.completion, item.iteration) for item in buffer.samples] == [
+        (0, "a", 1),
+        (0, "other", 1),
+        (1, "b", 0),
+    ]
+
+
+def test_distinct_replay_trains_on_a_sample_kept_again_once():
+    kept = [_copy(0, "a", 1)]
+    for distinct, expected in ((True, [(0, 1), (1, 0)]), (False, [(0, 1), (0, 0), (1, 0)])):
+        buffer = ReplayBuffer(5, distinct=distinct)
+        buffer.add([_copy(0, "a", 0), _copy(1, "b", 0)])
+        assert [(item.prompt_id, item.iteration) for item in buffer.training_samples(kept)] == expected
+
+
 def test_loop_trains_on_kept_samples_plus_capped_replay(tiny_llama_path, tmp_path):
     tokenizer = PromptCompletionTokenizer()
     rows = make_loop(
@@ -53,6 +78,28 @@ def test_loop_trains_on_kept_samples_plus_capped_replay(tiny_llama_path, tmp_pat
     assert [row["replay/size"] for row in rows] == [2, 3, 3]
     assert [row["train/num_samples"] for row in rows] == [2, 4, 5]
     assert [row["num_kept"] for row in rows] == [2, 2, 2]
+
+
+def test_loop_with_distinct_replay_trains_on_a_sample_kept_every_iteration_once(tiny_llama_path, tmp_path):
+    from loop_fakes import make_prompts
+
+    batches = {}
+    for distinct in (False, True):
+        tokenizer = PromptCompletionTokenizer()
+        rows = make_loop(
+            tiny_llama_path,
+            tmp_path / f"out-{distinct}",
+            prompts=make_prompts(1),  # the same prompt and the same two completions every iteration
+            tokenizer=tokenizer,
+            iterations=3,
+            prompts_per_iteration=1,
+            samples_per_prompt=2,
+            replay_buffer_size=10,
+            replay_distinct=distinct,
+        ).run()
+        batches[distinct] = (tokenizer.batches, [row["replay/size"] for row in rows])
+    assert batches[False] == ([2, 4, 6], [2, 4, 6])
+    assert batches[True] == ([2, 2, 2], [2, 2, 2])
 
 
 def test_train_epochs_repeat_the_step_over_the_same_batch(tiny_llama_path, tmp_path):

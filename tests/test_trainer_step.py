@@ -246,6 +246,25 @@ def test_micro_batches_are_grouped_by_length_and_padded_to_their_own_longest(tmp
     assert stats["padding_fraction"] < 0.1
 
 
+def test_without_group_by_length_micro_batches_mix_lengths_in_a_new_order_each_call(tmp_path, tiny_llama_path):
+    trainer = make_trainer(
+        tmp_path, tiny_llama_path, per_device_train_batch_size=2, padding_free=False, group_by_length=False
+    )
+    seen = record_micro_batches(trainer)
+    words = "a b c d e f g h i j k l m n o p".split()
+    texts = [" ".join(words[: 1 + index]) for index in range(16)]  # lengths 1..16 words
+    compositions = []
+    for _ in range(4):
+        seen.clear()
+        trainer.step(texts=texts)
+        batches = [sorted(batch.sample_indices) for batch in seen]
+        assert sorted(index for batch in batches for index in batch) == list(range(16))  # each sample once
+        compositions.append(sorted(batches))
+    grouped = [[2 * pair, 2 * pair + 1] for pair in range(8)]  # what length grouping would give
+    assert any(composition != grouped for composition in compositions)
+    assert len({str(composition) for composition in compositions}) > 1  # drawn afresh per call
+
+
 def test_pad_to_multiple_of_rounds_micro_batch_length(tmp_path, tiny_llama_path):
     trainer = make_trainer(tmp_path, tiny_llama_path, pad_to_multiple_of=8)
     seen = record_micro_batches(trainer)

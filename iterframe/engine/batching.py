@@ -151,17 +151,24 @@ def build_micro_batches(
     pad_to_multiple_of: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     packed: Union[bool, Callable[[list[TokenizedSample]], bool]] = False,
+    group_by_length: bool = True,
 ) -> list[MicroBatch]:
     """Group samples of similar length into micro-batches of ``batch_size``, each padded to its own longest
     (or, with ``packed``, laid end to end without padding: :func:`pack_samples`). ``packed`` may also be a
     function of a micro-batch's samples that says whether that micro-batch is packed.
 
     Every sample lands in exactly one micro-batch. The micro-batches' order is shuffled with ``generator``
-    (when given) so that optimizer updates do not follow sequence length.
+    (when given) so that optimizer updates do not follow sequence length. With ``group_by_length=False`` the
+    samples go into micro-batches in an order drawn with ``generator`` instead (given order without one).
     """
-    order = sorted(range(len(samples)), key=lambda index: len(samples[index]), reverse=True)
+    if group_by_length:
+        order = sorted(range(len(samples)), key=lambda index: len(samples[index]), reverse=True)
+    elif generator is not None:
+        order = torch.randperm(len(samples), generator=generator).tolist()
+    else:
+        order = list(range(len(samples)))
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    if generator is not None and len(chunks) > 1:
+    if group_by_length and generator is not None and len(chunks) > 1:
         chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
     micro_batches = []
     for chunk in chunks:

@@ -94,6 +94,13 @@ class IterativeSFTConfig(TrainingArguments):
         default=False,
         metadata={"help": "Run the garbage collector and empty the accelerator cache after every step()."},
     )
+    group_by_length: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "Put samples of similar length together in a micro-batch (least padding). False: "
+            "micro-batches of samples drawn in a fresh random order on every step() call, as plain SGD would."
+        },
+    )
     pad_to_multiple_of: Optional[int] = dataclasses.field(
         default=None,
         metadata={"help": "Pad each micro-batch to a multiple of this many tokens (8 suits tensor cores)."},

@@ -170,7 +170,7 @@ class IterativeSFTTrainer(Trainer):
         texts: Optional[list[str]] = None,
         texts_labels: Optional[list[str]] = None,
     ) -> dict[str, Any]:
-        """Train once on every given sample, in length-grouped micro-batches, and return the call's statistics.
+        """Train once on every given sample, in micro-batches (see ``group_by_length``); return the statistics.
 
         Give either tensors (``input_ids`` [+ ``attention_mask``] [+ ``labels``]) or strings (``texts``
         [+ ``texts_labels``]). Inputs are validated before anything changes. Returns a dict with ``loss``
@@ -231,7 +231,6 @@ class IterativeSFTTrainer(Trainer):
         return getattr(self.model.config, "vocab_size", None)
 
     def _micro_batches(self, samples):
-        generator = torch.Generator().manual_seed(self.args.seed + self.state.global_step)
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         return batching.build_micro_batches(
             samples,
@@ -239,8 +238,9 @@ class IterativeSFTTrainer(Trainer):
             pad_token_id(tokenizer),
             is_encoder_decoder=self.is_encoder_decoder,
             pad_to_multiple_of=self.args.pad_to_multiple_of,
-            generator=generator,
+            generator=torch.Generator().manual_seed(self.args.seed + self.state.global_step),
             packed=self.padding_free and (bool(self.args.padding_free) or self._packing_costs),
+            group_by_length=self.args.group_by_length,
         )
 
     def _loss_sum(self, batch: batching.MicroBatch) -> torch.Tensor:

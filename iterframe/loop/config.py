@@ -64,6 +64,13 @@ class LoopConfig:
             "help": "Kept samples carried over to later iterations and trained on again, newest first (0: off)."
         },
     )
+    replay_distinct: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "The replay buffer holds each (prompt, completion) once and an iteration trains on each once: "
+            "a sample kept again replaces its older copy, so easy prompts do not crowd out hard ones."
+        },
+    )
     restart_from_base: bool = dataclasses.field(
         default=False,
         metadata={

@@ -110,7 +110,7 @@ class IterativeLoop:
         self.eval_generator = eval_generator
         self.run_config = dict(run_config or {"loop": dataclasses.asdict(self.config)})
         self.sampler = PromptSampler(len(self.prompts), seed=self.config.seed, shuffle=self.config.shuffle_prompts)
-        self.replay = ReplayBuffer(self.config.replay_buffer_size)
+        self.replay = ReplayBuffer(self.config.replay_buffer_size, distinct=self.config.replay_distinct)
         self.metrics: list[dict[str, Any]] = []
         self.context = RunContext(
             trainer=trainer,
@@ -233,7 +233,7 @@ class IterativeLoop:
         filter_s = time.perf_counter() - timer + sampling_s - sum(times.values())
         snapshot = TrainingSnapshot(self.trainer, self.replay) if self.gate.gates else None
         timer = time.perf_counter()
-        train_stats, step_metrics = self._train(kept_samples + self.replay.samples, iteration)
+        train_stats, step_metrics = self._train(self.replay.training_samples(kept_samples), iteration)
         self.replay.add(kept_samples)
         train_s, timer = time.perf_counter() - timer, time.perf_counter()
 
