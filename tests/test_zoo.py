@@ -115,6 +115,17 @@ def test_chat_prompts_render_with_the_models_own_template_and_one_bos_at_most(pl
     assert CHAT[0]["content"] in tokenizer.decode(completion.prompt_token_ids)
 
 
+def test_a_text_prompt_that_starts_with_bos_gets_no_second_one(zoo):
+    from iterframe.generation.prompt_encoding import encode_prompt
+
+    _, tokenizer = zoo("tinyllama-chat")  # its tokenizer adds <s> to text
+    bos = tokenizer.bos_token_id
+    assert encode_prompt(tokenizer, "Once upon a time")[:2] == [bos, tokenizer("Once")["input_ids"][1]]
+    assert tokenizer("<s>Once upon a time")["input_ids"][:2] == [bos, bos], "the tokenizer alone doubles it"
+    ids = encode_prompt(tokenizer, "<s>Once upon a time")
+    assert ids[0] == bos != ids[1]
+
+
 @pytest.mark.parametrize("family", ZOO_FAMILIES)
 def test_the_greedy_decoding_loop_picks_the_tokens_generate_picks(plugin_manager, zoo, family, monkeypatch):
     model, tokenizer = zoo(family)

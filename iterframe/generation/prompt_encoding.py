@@ -49,6 +49,9 @@ def render_prompt(tokenizer, prompt: Prompt, where: str = "prompt") -> str:
 
 
 def encode_prompt(tokenizer, prompt: Prompt, where: str = "prompt") -> list[int]:
-    """Token ids of the prompt: special tokens (bos) added to text prompts; a chat template adds its own."""
+    """Token ids of the prompt: special tokens (bos) added to text prompts, but never a second bos in front of one
+    the text already starts with; a chat template adds its own."""
     text = render_prompt(tokenizer, prompt, where)
-    return list(tokenizer(text, add_special_tokens=not is_chat(prompt))["input_ids"])
+    ids = list(tokenizer(text, add_special_tokens=not is_chat(prompt))["input_ids"])
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return ids[1:] if bos is not None and ids[:2] == [bos, bos] else ids
