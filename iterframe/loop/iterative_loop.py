@@ -224,7 +224,8 @@ class IterativeLoop:
         else:
             counts = [self.config.samples_per_prompt] * len(records)
             samples, sampling_stats = self._sample_round(records, counts, iteration), {}
-        check_failed_rate(self.reward, samples, self.config.max_failed_rate, iteration)
+        if self.training_set is None:  # a recorded set's failures are not this run's reward's
+            check_failed_rate(self.reward, samples, self.config.max_failed_rate, iteration)
         sampling_s, timer = time.perf_counter() - timer, time.perf_counter()
         if self.training_set is not None:  # the set's recorded fates stand: no hooks, no filters
             kept_samples, dropped_counts = recorded_fates(samples)
