@@ -1,6 +1,7 @@
 """One optimizer update per group of accumulated micro-batches, with the whole token-weighted gradient, on every
 engine accelerate drives: DDP, FSDP2 (``fully_shard``) and DeepSpeed ZeRO-1/2/3, run for real with two CPU
-processes (gloo) and compared with a one-process plain run."""
+processes (gloo) and compared with a one-process plain run. The engines train with their defaults (padding-free,
+the model allowing it); the plain run pads its one micro-batch."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def test_engine_takes_one_optimizer_step_per_update(engine_runs, engine, steps):
         assert report["world"] == 2
         assert (report["type"], report["sharding"]) == EXPECTED[engine]
         assert report["updates"] == report["global_step"] == UPDATES
+        assert report["padding_free"]  # sharded models are still transformers' own implementations
         if engine.startswith("zero"):  # the DeepSpeed engine's own count of optimizer steps
             assert report["engine_steps"] == UPDATES
 

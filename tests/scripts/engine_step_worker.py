@@ -97,7 +97,6 @@ def train(model_path: str, output_dir: str, engine: str, accumulation: int, upda
         learning_rate=1e-2,
         max_grad_norm=1.0,
         save_strategy="no",
-        padding_free=False,
         bf16=False,  # full precision on any device, so the engines' weights compare closely
         **engine_settings(engine),
     )
@@ -113,6 +112,7 @@ def train(model_path: str, output_dir: str, engine: str, accumulation: int, upda
         "updates": sum(num_updates),
         "global_step": trainer.state.global_step,
         "engine_steps": engine_steps,
+        "padding_free": trainer.padding_free,
     }
     with open(os.path.join(output_dir, f"{engine}-{accumulation}.rank{rank}.json"), "w") as handle:
         json.dump({**report, "world": world}, handle)
