@@ -23,10 +23,14 @@ from iterframe.plugins.components import RunContext, Sample
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 
 
+#: The files of the documented package.
+PACKAGE_FILES = ("pyproject.toml", "iterframe_keyword.py")
+
+
 def documented_files() -> dict[str, str]:
-    """The code blocks of docs/plugins.md that carry a ``title="FILE"``, by file name."""
+    """The code blocks of docs/plugins.md's package that carry a ``title="FILE"``, by file name."""
     blocks = re.findall(r'^```\w+ title="([^"]+)"\n(.*?)^```$', DOCS.read_text(), flags=re.MULTILINE | re.DOTALL)
-    return dict(blocks)
+    return {name: text for name, text in blocks if name in PACKAGE_FILES}
 
 
 @pytest.fixture(scope="module")

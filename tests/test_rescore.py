@@ -228,3 +228,28 @@ def test_train_from_options_are_checked(options, message):
 
     with pytest.raises(ValueError, match=message):
         LoopConfig(**options)
+
+
+def test_the_reward_sees_the_source_runs_config(source_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from iterframe.plugins.components import Reward
+
+    class RecordingReward(Reward):
+        name = "recording"
+
+        def setup(self, context):
+            self.config = context.config
+
+        def score(self, samples):
+            return [1.0] * len(samples)
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(source_run, run_dir)
+    settings = {"dataset": {"path": "math.jsonl", "reference_column": "solution"}, "plugins": {}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(settings))
+    reward = RecordingReward()
+    rescore_run(str(run_dir), str(tmp_path / "set"), reward, iterations="0")
+    assert reward.config == {**settings, "rescore": str(run_dir)}

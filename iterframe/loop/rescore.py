@@ -66,7 +66,9 @@ def rescore_run(
     chosen = select_iterations(set_iterations(run_dir), iterations)
     if os.path.abspath(output_dir) == os.path.abspath(run_dir):
         raise SampleSetError(f"The rescored set needs its own --output-dir; {output_dir!r} is the source run.")
-    context = RunContext(trainer=None, tokenizer=None, output_dir=output_dir, config={"rescore": run_dir})
+    # the reward and filters see the source run's config (its dataset columns, its plugins' settings)
+    config = {**source_config(run_dir), "rescore": run_dir}
+    context = RunContext(trainer=None, tokenizer=None, output_dir=output_dir, config=config)
     judged: list[tuple[int, list[Sample], dict[str, Any]]] = []
     set_up, scorer = [], scorer_for(reward)  # one worker pool for every iteration of a pooled reward
     try:
