@@ -194,3 +194,18 @@ def test_a_run_with_the_documented_plugin_uses_its_reward_setting_and_command(
     assert hits.splitlines() == [
         f"iteration {row['iteration']}: {row['reward/mean']:.0%} of completions" for row in rows
     ]
+
+
+def documented_json(after: str):
+    """The first JSON code block of docs/plugins.md after the text ``after``."""
+    text = DOCS.read_text()
+    return json.loads(re.search(r"^```json\n(.*?)^```$", text[text.index(after) :], re.M | re.S).group(1))
+
+
+def test_the_documented_json_is_what_iterframe_plugins_prints_for_the_documented_package(installed):
+    listed = json.loads(CliRunner().invoke(cli, ["plugins", "--json"], catch_exceptions=False).stdout)
+    assert [entry for entry in listed if entry["name"] == "iterframe-keyword"] == documented_json(
+        "`iterframe plugins --json` prints a"
+    )
+    shown = json.loads(CliRunner().invoke(cli, ["plugins", "show", "keyword", "--json"]).stdout)
+    assert shown == documented_json("`iterframe plugins show NAME --json` prints a list")
