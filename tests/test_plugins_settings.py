@@ -7,35 +7,12 @@ import dataclasses
 
 import pluggy
 import pytest
+from settings_plugins import SettingsPlugin, UntypedPlugin
 
 from iterframe import hookimpl
 from iterframe.plugins import list_plugins
 from iterframe.plugins.components import RunContext
 from iterframe.plugins.settings import PluginConfigError, resolve_plugins_section
-
-
-class SettingsPlugin:
-    """A plugin with typed settings."""
-
-    @dataclasses.dataclass
-    class Config:
-        level: int = dataclasses.field(default=1, metadata={"help": "How much to report."})
-        label: str = dataclasses.field(default="run", metadata={"help": "Prefix of its metrics."})
-        tags: list[str] = dataclasses.field(default_factory=list, metadata={"help": "Tags to attach."})
-
-        def __post_init__(self):
-            if self.level < 0:
-                raise ValueError(f"level must be >= 0, got {self.level}.")
-
-    @hookimpl
-    def on_run_start(self, context):
-        pass
-
-
-class UntypedPlugin:
-    @hookimpl
-    def on_run_start(self, context):
-        pass
 
 
 @pytest.fixture

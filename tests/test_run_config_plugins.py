@@ -3,12 +3,10 @@ overrides, checked against the loaded plugins and saved with the run."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import yaml
+from settings_plugins import SettingsPlugin, UntypedPlugin
 
-from iterframe import hookimpl
 from iterframe.run_config import (
     RunConfigError,
     apply_overrides,
@@ -21,26 +19,9 @@ from iterframe.run_config import (
 BASE = {"model": "some/model", "reward": "answer-match", "output_dir": "out", "dataset": "prompts.jsonl"}
 
 
-class TypedPlugin:
-    @dataclasses.dataclass
-    class Config:
-        threshold: float = dataclasses.field(default=0.5, metadata={"help": "Score to reach."})
-        label: str = dataclasses.field(default="run", metadata={"help": "Prefix of its metrics."})
-
-    @hookimpl
-    def on_run_start(self, context):
-        pass
-
-
-class UntypedPlugin:
-    @hookimpl
-    def on_run_start(self, context):
-        pass
-
-
 @pytest.fixture
 def plugins(register_plugin):
-    register_plugin(TypedPlugin(), name="typed-plugin")
+    register_plugin(SettingsPlugin(), name="typed-plugin")
     register_plugin(UntypedPlugin(), name="untyped-plugin")
 
 
@@ -50,11 +31,11 @@ def _resolve(config=None, overrides=()):
 
 def test_settings_from_yaml_and_set_are_merged_and_typed(plugins):
     run = _resolve(
-        {"plugins": {"typed-plugin": {"threshold": 0.9}, "untyped-plugin": {"url": "http://a"}}},
+        {"plugins": {"typed-plugin": {"level": 3}, "untyped-plugin": {"url": "http://a"}}},
         ["plugins.typed-plugin.label=007", "plugins.untyped-plugin.retries=3", "plugins.untyped-plugin.on=true"],
     )
     assert run.plugins == {
-        "typed-plugin": {"threshold": 0.9, "label": "007"},
+        "typed-plugin": {"level": 3, "label": "007", "tags": []},
         "untyped-plugin": {"url": "http://a", "retries": 3, "on": True},
     }
 
@@ -67,11 +48,11 @@ def test_a_run_without_plugin_settings_has_none(plugins):
 
 def test_python_overrides_merge_plugin_by_plugin(plugins):
     config = apply_python_overrides(
-        dict(BASE, plugins={"typed-plugin": {"threshold": 0.1}, "untyped-plugin": {"a": 1}}),
+        dict(BASE, plugins={"typed-plugin": {"level": 2}, "untyped-plugin": {"a": 1}}),
         {"plugins": {"typed-plugin": {"label": "x"}}},
     )
     assert resolve_run_config(config).plugins == {
-        "typed-plugin": {"threshold": 0.1, "label": "x"},
+        "typed-plugin": {"level": 2, "label": "x", "tags": []},
         "untyped-plugin": {"a": 1},
     }
 
@@ -79,8 +60,8 @@ def test_python_overrides_merge_plugin_by_plugin(plugins):
 @pytest.mark.parametrize(
     ("config", "overrides", "message"),
     [
-        ({}, ["plugins.typed-plugin.treshold=1"], "plugins.typed-plugin has no option 'treshold'. Did you mean"),
-        ({}, ["plugins.typed-plugin.threshold=high"], "option 'threshold' expects float, got 'high'"),
+        ({}, ["plugins.typed-plugin.levle=1"], "plugins.typed-plugin has no option 'levle'. Did you mean"),
+        ({}, ["plugins.typed-plugin.level=high"], "option 'level' expects int, got 'high'"),
         (
             {"plugins": {"Typed-Plugn": {}}},
             [],
@@ -96,16 +77,18 @@ def test_bad_plugin_settings_are_refused_naming_the_key(plugins, config, overrid
 
 
 def test_plugin_settings_are_saved_with_every_typed_value_and_load_back(plugins, tmp_path):
-    run = _resolve({"plugins": {"Typed_Plugin": {"threshold": 0.7}}})
+    run = _resolve({"plugins": {"Typed_Plugin": {"level": 7}}})
     path = tmp_path / "config.yaml"
     save_run_config(run, str(path))
-    assert yaml.safe_load(path.read_text())["plugins"] == {"typed-plugin": {"threshold": 0.7, "label": "run"}}
+    assert yaml.safe_load(path.read_text())["plugins"] == {
+        "typed-plugin": {"level": 7, "label": "run", "tags": []}
+    }
     assert resolve_run_config(load_config_file(str(path))).plugins == run.plugins
 
 
 def test_the_loop_context_reads_the_runs_settings(plugins):
     from iterframe.plugins.components import RunContext
 
-    run = _resolve({}, ["plugins.typed-plugin.threshold=0.25"])
+    run = _resolve({}, ["plugins.typed-plugin.tags=a,b"])
     context = RunContext(trainer=None, tokenizer=None, config=run.to_config())
-    assert context.plugin_config("typed-plugin") == TypedPlugin.Config(threshold=0.25)
+    assert context.plugin_config("typed-plugin") == SettingsPlugin.Config(tags=["a", "b"])
