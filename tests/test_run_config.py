@@ -376,3 +376,11 @@ def test_docs_describe_every_config_key():
 
 def test_set_model_init_kwargs_value_that_is_not_yaml_stays_text():
     assert _resolve(overrides=["model_init_kwargs.revision='main"]).model_init_kwargs == {"revision": "'main"}
+
+
+def test_paths_from_the_home_folder_are_expanded():
+    home = os.path.expanduser("~")
+    run = _resolve({"dataset": {"path": "~/prompts.jsonl", "eval_dataset": "~/eval.jsonl"}}, model="~/models/m")
+    assert run.model == os.path.join(home, "models", "m")
+    assert (run.dataset.path, run.dataset.eval_dataset) == (f"{home}/prompts.jsonl", f"{home}/eval.jsonl")
+    assert _resolve(output_dir="~/runs/x").loop.output_dir == os.path.join(home, "runs", "x")

@@ -76,6 +76,16 @@ def _peft_settings_class():
 
 
 class DatasetSection(SettingsSection):
+    """``dataset:``; its paths may start from ``~``."""
+
+    def resolve(self, value, resolved):
+        paths = {
+            key: os.path.expanduser(value[key])
+            for key in ("path", "eval_dataset")
+            if isinstance(value.get(key), str)
+        }
+        return super().resolve({**value, **paths}, resolved)
+
     def to_config(self, run_config):
         dataset = super().to_config(run_config)
         for key in ("path", "eval_dataset"):

@@ -95,6 +95,7 @@ class ValueSection(Section):
             raise RunConfigError(
                 f"{self.key} must be a string (a path or id), got {type(value).__name__} {value!r}."
             )
+        value = os.path.expanduser(value)  # a path from ~ (Hub ids never start with it)
         return {self.key: os.path.abspath(value) if self.absolute else value}
 
     def to_config(self, run_config):
