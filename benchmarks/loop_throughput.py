@@ -260,8 +260,25 @@ def completion_tokens(row: list[int], eos_id: int, pad_id: int) -> list[int]:
     return row
 
 
-def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool) -> list[IterationRecord]:
-    """The loop as written by hand on TRL 0.23.1: ``model.generate``, score, keep the top share, ``step()``."""
+def finish_hand_iteration(trainer, checkpoint: bool, start, generated_at, scored_at, filtered_at):
+    """Checkpoint if asked (what TRL's step() does when a save is due); ``(end time, seconds per stage)``."""
+    trained_at = time.perf_counter()
+    if checkpoint:
+        trainer._save_checkpoint(trainer.model, trial=None)
+    end = time.perf_counter()
+    stages = {
+        "generate": generated_at - start,
+        "score": scored_at - generated_at,
+        "filter": filtered_at - scored_at,
+        "train": trained_at - filtered_at,
+        "record + checkpoint": end - trained_at,
+        "other": 0.0,
+    }
+    return end, stages
+
+
+def build_trl_trainer(args, workload: Workload, output_dir: str):
+    """``(tokenizer, model, TRL 0.23.1 IterativeSFTTrainer)`` of the workload's saved model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trl_trainer_class, trl_config_class, _ = load_trl()
@@ -272,6 +289,12 @@ def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool) -
         trainer = trl_trainer_class(
             model, args=trl_config_class(**shared_trainer_settings(args, output_dir)), processing_class=tokenizer
         )
+    return tokenizer, model, trainer
+
+
+def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool):
+    """The loop as written by hand on TRL 0.23.1: ``model.generate``, score, keep the top share, ``step()``."""
+    tokenizer, model, trainer = build_trl_trainer(args, workload, output_dir)
     eos_id, pad_id, k = tokenizer.eos_token_id, tokenizer.pad_token_id, args.samples_per_prompt
     records = []
     for iteration in range(args.warmup + args.iterations):
@@ -309,18 +332,7 @@ def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool) -
             input_ids.append(torch.tensor(prompt_ids[index // k] + tokens))
         attention_mask = [torch.ones_like(ids) for ids in input_ids]
         trainer.step(input_ids=input_ids, attention_mask=attention_mask, labels=input_ids)
-        trained_at = time.perf_counter()
-        if checkpoint:
-            trainer._save_checkpoint(trainer.model, trial=None)  # what TRL's step() does when a save is due
-        end = time.perf_counter()
-        stages = {
-            "generate": generated_at - start,
-            "score": scored_at - generated_at,
-            "filter": filtered_at - scored_at,
-            "train": trained_at - filtered_at,
-            "record + checkpoint": end - trained_at,
-            "other": 0.0,
-        }
+        end, stages = finish_hand_iteration(trainer, checkpoint, start, generated_at, scored_at, filtered_at)
         trained = sum(len(ids) - 1 for ids in input_ids)  # causal loss: every token but the first is a target
         records.append(IterationRecord(end - start, sum(map(len, generated)), trained, stages))
     return records, None
@@ -329,16 +341,7 @@ def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool) -
 def run_hand_demo_loop(args, workload: Workload, output_dir: str, checkpoint: bool):
     """The demo's recipe written by hand on TRL 0.23.1: ``model.generate``, keep correct and distinct answers,
     train ``train_epochs`` passes of TRL's ``step()`` over them plus a replay buffer; a greedy eval at the end."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    trl_trainer_class, trl_config_class, _ = load_trl()
-    tokenizer = AutoTokenizer.from_pretrained(workload.model_dir)
-    model = AutoModelForCausalLM.from_pretrained(workload.model_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TRL 0.23 announces the trainer's removal
-        trainer = trl_trainer_class(
-            model, args=trl_config_class(**shared_trainer_settings(args, output_dir)), processing_class=tokenizer
-        )
+    tokenizer, model, trainer = build_trl_trainer(args, workload, output_dir)
     eos_id, pad_id, k = tokenizer.eos_token_id, tokenizer.pad_token_id, args.samples_per_prompt
 
     def generate(prompts: list[str], samples: int, sample: bool) -> list[list[int]]:
@@ -397,18 +400,7 @@ def run_hand_demo_loop(args, workload: Workload, output_dir: str, checkpoint: bo
                 trainer.step(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
             trained = args.train_epochs * sum(sum(x != -100 for x in labels[1:]) for _, labels in train_samples)
         replay = (kept_samples + replay)[: args.replay_buffer_size]
-        trained_at = time.perf_counter()
-        if checkpoint:
-            trainer._save_checkpoint(trainer.model, trial=None)
-        end = time.perf_counter()
-        stages = {
-            "generate": generated_at - start,
-            "score": scored_at - generated_at,
-            "filter": filtered_at - scored_at,
-            "train": trained_at - filtered_at,
-            "record + checkpoint": end - trained_at,
-            "other": 0.0,
-        }
+        end, stages = finish_hand_iteration(trainer, checkpoint, start, generated_at, scored_at, filtered_at)
         records.append(IterationRecord(end - start, sum(map(len, generated)), int(trained), stages))
     eval_prompts = [prompt for prompt, _ in workload.eval_prompts]
     answers = tokenizer.batch_decode(generate(eval_prompts, 1, sample=False), skip_special_tokens=True)

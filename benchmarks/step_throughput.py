@@ -333,6 +333,14 @@ def machine_lines() -> list[str]:
     ]
 
 
+def print_command_and_machine(trl_version) -> None:
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    for line in machine_lines():
+        print(line)
+    if trl_version:
+        print(f"trl {trl_version}")
+
+
 def print_report(args, runs, tokens_per_round, peaks, matmul_params, total_params, stage_seconds, trl_version):
     ours = runs[0]
     peak = max(peaks)
@@ -341,11 +349,7 @@ def print_report(args, runs, tokens_per_round, peaks, matmul_params, total_param
         return 6 * params * ours.tokens_per_second / peak
 
     print("\n=== step throughput ===")
-    print("command:", shlex.join([sys.executable, *sys.argv]))
-    for line in machine_lines():
-        print(line)
-    if trl_version:
-        print(f"trl {trl_version}")
+    print_command_and_machine(trl_version)
     print(
         f"workload: {args.preset} Llama-style model, {total_params / 1e6:.1f}M params ({matmul_params / 1e6:.1f}M "
         f"in matmuls); {args.texts_per_step} texts/step() of {args.min_tokens}-{args.max_tokens} tokens, batch "
@@ -490,11 +494,7 @@ def measure_cell(args, trl_classes) -> CellResult:
 
 def print_matrix(cells: list[CellResult], trl_version) -> None:
     print("\n=== step throughput matrix ===")
-    print("command:", shlex.join([sys.executable, *sys.argv]))
-    for line in machine_lines():
-        print(line)
-    if trl_version:
-        print(f"trl {trl_version}")
+    print_command_and_machine(trl_version)
     header = (
         "| model | texts | threads | iterframe tokens/s | TRL tokens/s | iterframe / TRL (rounds) | packed "
         "micro-batches | iterframe / iterframe padded | padding iterframe / TRL | cores busy | load average |"
