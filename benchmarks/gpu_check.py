@@ -137,7 +137,7 @@ def check_step(args) -> None:
             rate = tokens / seconds[name]
             print(
                 f"RESULT step {name}: {rate:.0f} real tokens/s; MFU {6 * parameters * rate / peak:.1%} "
-                f"(6 x {parameters / 1e6:.1f}M params x tokens/s / {peak / 1e12:.1f} TFLOP/s); peak memory "
+                f"(6 x {parameters / 1e6:.1f}M params x tokens/s / {peak / 1e9:.0f} GFLOP/s); peak memory "
                 f"{memory[name]:.0f} MiB",
                 flush=True,
             )
