@@ -111,9 +111,12 @@ def test_saved_config_resolves_to_the_same_run(finished_run, tiny_llama_path):
     assert resolved.to_config() == resolve_run_config(resolved.to_config()).to_config()
 
 
-def test_quiet_run_prints_no_progress_or_table(finished_run):
-    _, output = finished_run
-    assert "iteration" not in output
+def test_quiet_run_prints_only_the_closing_summary(finished_run):
+    output_dir, output = finished_run
+    assert output.splitlines() == [
+        next(line for line in output.splitlines() if line.startswith("eval/reward: ")),
+        f"Artifacts: {output_dir} (final model: {os.path.join(output_dir, 'final')})",
+    ]
     assert "%|" not in output
     assert "Plot and table" not in output
 

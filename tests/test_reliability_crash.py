@@ -106,7 +106,7 @@ def test_killed_and_signalled_runs_resume_to_a_complete_run(tiny_llama_path, dat
         if signal_name == "KILL":
             assert result.returncode == -signal.SIGKILL, f"{stop}: {result.returncode}\n{result.stderr}"
         else:
-            assert result.returncode == 1, f"{stop}: {result.returncode}\n{result.stderr}"
+            assert result.returncode == 143, f"{stop}: {result.returncode}\n{result.stderr}"  # 128 + SIGTERM
             assert "Stopped by SIGTERM; the iteration in progress was discarded." in result.stderr
             assert "add --resume to the command to continue the run" in result.stderr
             assert "Traceback" not in result.stderr
@@ -153,7 +153,7 @@ def test_ctrl_c_stops_cleanly_keeps_finished_iterations_and_resume_continues(
         interrupted = CliRunner().invoke(cli, args)
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C escaped iterframe run instead of stopping it cleanly")
-    assert interrupted.exit_code == 1
+    assert interrupted.exit_code == 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
     assert "Stopped by Ctrl-C (SIGINT); the iteration in progress was discarded." in interrupted.output
     assert "add --resume to the command to continue the run" in interrupted.output
     assert metrics_iterations(output_dir) == [0] and checkpointed_iteration(output_dir) == 0

@@ -19,12 +19,18 @@ __all__ = ["MERGED_DIR", "Terminated", "execute_run", "load_trainer", "stop_on_s
 MERGED_DIR = "merged"
 
 
-def _silence_libraries() -> None:
-    """No progress bars or info logs from transformers and datasets (quiet runs)."""
+def _silence_libraries(quiet: bool) -> None:
+    """No progress bars from transformers and datasets where none can be drawn (stderr redirected, or a quiet
+    run), and no info logs from them in a quiet run."""
+    from iterframe.loop.progress import bars_wanted
+
+    if bars_wanted() and not quiet:
+        return
     import datasets
     import transformers
 
-    transformers.utils.logging.set_verbosity_error()
+    if quiet:
+        transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
 
@@ -74,8 +80,7 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
     run_config = prepared.config
     output_dir = run_config.loop.output_dir
     existed = os.path.isdir(output_dir)
-    if run_config.loop.quiet:
-        _silence_libraries()
+    _silence_libraries(run_config.loop.quiet)
     components = prepared.components
     try:
         trainer = load_trainer(run_config)

@@ -25,7 +25,7 @@ from iterframe.run_config import (
 
 __all__ = ["PreparedRun", "build_component", "build_run_config", "prepare_run"]
 
-#: The logger that prints the per-iteration table; ``quiet`` leaves it out.
+#: The logger that prints a line per iteration; ``quiet`` leaves it out, ``verbose`` makes it print tables.
 CONSOLE_LOGGER = "console"
 #: Column names that usually hold reference answers, likeliest first.
 REFERENCE_COLUMN_NAMES = ("answer", "answers", "solution", "reference", "target", "ground_truth", "label", "gold")
@@ -135,6 +135,13 @@ def build_component(spec):
     return spec.instance if spec.instance is not None else create_component(spec.kind, spec.name, spec.options)
 
 
+def _console_table(spec):
+    """``spec`` with the console logger's table format (verbose runs); other loggers as they are."""
+    if spec.name != CONSOLE_LOGGER or spec.instance is not None:
+        return spec
+    return dataclasses.replace(spec, options={**spec.options, "format": "table"})
+
+
 def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
     """Validate everything a run needs without writing anything: installed plugins, the output directory, the
     dataset, the components and what the reward needs from the dataset, and that the model can be there.
@@ -153,7 +160,7 @@ def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
     prompts, eval_prompts = load_prompt_sets(run_config.dataset, seed=run_config.loop.seed)
     chat = any(not isinstance(record.prompt, str) for record in prompts)
     run_config = run_config.with_default_sample_tokenizer(chat)
-    quiet = run_config.loop.quiet
+    quiet, verbose = run_config.loop.quiet, run_config.loop.verbose
     components = {
         "generator": build_component(run_config.generator),
         "reward": build_component(run_config.reward),
@@ -161,7 +168,9 @@ def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
         "sample_tokenizer": build_component(run_config.sample_tokenizer),
         # quiet leaves the console table out of this run (the saved config keeps the logger for later runs)
         "loggers": [
-            build_component(spec) for spec in run_config.loggers if not (quiet and spec.name == CONSOLE_LOGGER)
+            build_component(_console_table(spec) if verbose else spec)
+            for spec in run_config.loggers
+            if not (quiet and spec.name == CONSOLE_LOGGER)
         ],
     }
     check_reward_needs(components["reward"], run_config, prompts, eval_prompts)
@@ -169,5 +178,9 @@ def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
         from iterframe.loop.sample_sets import TrainingSet
 
         TrainingSet(run_config.loop.train_from, tokenizer_hash=None).check_covers(run_config.loop.iterations)
+    if source == "demo":  # built on first use, silently in quiet runs
+        from iterframe.demo import demo_model_path
+
+        demo_model_path(quiet=run_config.loop.quiet)
     check_model_reference(run_config.model)
     return PreparedRun(run_config, prompts, eval_prompts, components, source)

@@ -10,6 +10,7 @@ import traceback
 
 import click
 
+from iterframe.cli.output import output_mode
 from iterframe.run_config import FLAGS, Flag
 
 __all__ = ["command"]
@@ -137,16 +138,19 @@ def command(config_file, assignments, resume, overwrite, print_config, dry_run, 
         click.echo("No config, --model or --dataset given: running the built-in demo.", err=True)
     output_dir = prepared.config.loop.output_dir
     try:
-        result = execute(prepared)
+        with output_mode(prepared.config.loop.quiet, prepared.config.loop.verbose):
+            result = execute(prepared)
     except ValueError as error:  # errors for people (bad model, component setup, reward output): no traceback
         raise click.ClickException(f"{error}{resume_hint(output_dir)}") from None
     except ComponentError as error:  # a component's bug: its traceback, for its author, then what happened
         click.echo("".join(traceback.format_exception(error.__cause__)), err=True, nl=False)
         raise click.ClickException(f"{error}{resume_hint(output_dir)}") from None
-    except KeyboardInterrupt as interrupt:
-        signal_name = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C (SIGINT)"
-        raise click.ClickException(
-            f"Stopped by {signal_name}; the iteration in progress was discarded.{resume_hint(output_dir)}"
-        ) from None
+    except KeyboardInterrupt as interrupt:  # exit status 128 + the signal's number, as shells report it
+        signal_name, status = ("SIGTERM", 143) if isinstance(interrupt, Terminated) else ("Ctrl-C (SIGINT)", 130)
+        click.echo(
+            f"Error: Stopped by {signal_name}; the iteration in progress was discarded.{resume_hint(output_dir)}",
+            err=True,
+        )
+        raise click.exceptions.Exit(status) from None
     if result.metrics and not prepared.config.loop.quiet:
         click.echo(f"Plot and table: iterframe report {output_dir}")

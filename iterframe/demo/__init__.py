@@ -28,10 +28,10 @@ _CONSOLE_METRICS = ["reward/mean", "keep_rate", "num_kept", "train/loss", "eval/
 def demo_run_spec() -> dict[str, Any]:
     """The embedded default run, shaped like a run config file (see ``docs/config.md``).
 
-    Builds the demo model into the cache on first use (a few seconds), so ``model`` is a local folder.
+    ``model`` is the cached demo model's folder; preparing the run builds it there on first use (a few seconds).
     """
     return {
-        "model": demo_model_path(),
+        "model": demo_model_path(build=False),
         "dataset": {
             "path": DEMO_TRAIN_PROMPTS,
             "prompt_column": "prompt",

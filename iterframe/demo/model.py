@@ -19,6 +19,7 @@ from typing import Any
 
 from iterframe import __version__
 from iterframe.engine.file_modes import follow_umask
+from iterframe.engine.progress_bars import without_transformers_progress_bars
 
 __all__ = ["MODEL_CONFIG_FILE", "build_demo_model", "demo_cache_dir", "demo_model_path", "load_model_config"]
 
@@ -56,15 +57,21 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def demo_model_path() -> str:
-    """The cached demo model's folder, built on first use; the name hashes the config and the versions of
-    iterframe, transformers, tokenizers and torch, so each combination gets its own build."""
+def demo_model_path(build: bool = True, quiet: bool = False) -> str:
+    """The cached demo model's folder; the name hashes the config and the versions of iterframe, transformers,
+    tokenizers and torch, so each combination gets its own build.
+
+    Args:
+        build: build the model there when it is not built yet (saying so on stderr unless ``quiet``).
+        quiet: build without a word.
+    """
     config = load_model_config()
     key = json.dumps([config, _library_versions()], sort_keys=True)
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
     path = os.path.join(demo_cache_dir(), f"demo-model-{digest}")
-    if not os.path.isfile(os.path.join(path, _BUILT_MARKER)):
-        print(f"Building the demo model into {path} (first run only) ...", file=sys.stderr, flush=True)
+    if build and not os.path.isfile(os.path.join(path, _BUILT_MARKER)):
+        if not quiet:
+            print(f"Building the demo model into {path} (first run only) ...", file=sys.stderr, flush=True)
         build_demo_model(path, config)
     return path
 
@@ -128,8 +135,9 @@ def build_demo_model(path: str, config: dict[str, Any] | None = None) -> str:
     os.makedirs(parent, exist_ok=True)
     temp_path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
     try:
-        model.save_pretrained(temp_path)
-        tokenizer.save_pretrained(temp_path)
+        with without_transformers_progress_bars():
+            model.save_pretrained(temp_path)
+            tokenizer.save_pretrained(temp_path)
         with open(os.path.join(temp_path, _BUILT_MARKER), "w", encoding="utf-8") as handle:
             json.dump({"config": config, "iterframe_version": __version__, "warmup_loss": final_loss}, handle)
         follow_umask(temp_path)  # a shared cache folder: readable as the umask allows, not private like mkdtemp

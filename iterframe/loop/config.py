@@ -130,7 +130,14 @@ class LoopConfig:
             "choices": list(EXISTING_OUTPUT_MODES),
         },
     )
-    quiet: bool = dataclasses.field(default=False, metadata={"help": "No progress bars and no final summary."})
+    quiet: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "No progress bars and no per-iteration output; the closing summary is its last lines."},
+    )
+    verbose: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "The console logger prints every metric of each iteration as a table (format=table)."},
+    )
 
     def __post_init__(self):
         if not self.output_dir:
@@ -154,6 +161,8 @@ class LoopConfig:
         rate = self.max_failed_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"max_failed_rate must be a fraction between 0 and 1, got {self.max_failed_rate!r}.")
+        if self.quiet and self.verbose:
+            raise ValueError("quiet and verbose exclude each other (-q prints less, -v more); pass one of them.")
         self._check_adaptive_sampling()
         self._check_eval_gating()
         if self.existing_output not in EXISTING_OUTPUT_MODES:

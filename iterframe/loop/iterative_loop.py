@@ -337,9 +337,9 @@ class IterativeLoop:
             self.gate.save_best(self.trainer, self.config.output_dir, iteration)
 
     def _print_summary(self) -> None:
-        if self.config.quiet or not self.is_main_process or not self.metrics:
+        if not self.is_main_process or not self.metrics:
             return
         from iterframe.loop.report import closing_summary
 
         notes = [self.gate.stop_note(os.path.join(self.config.output_dir, BEST_DIR))] if self.gate.stopped else []
-        echo(closing_summary(self.metrics, self.config.output_dir, notes))
+        echo(closing_summary(self.metrics, self.config.output_dir, notes, table=not self.config.quiet))

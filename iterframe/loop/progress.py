@@ -12,7 +12,12 @@ import sys
 from collections.abc import Iterator
 from typing import Optional, TextIO
 
-__all__ = ["Progress", "echo"]
+__all__ = ["Progress", "bars_wanted", "echo"]
+
+
+def bars_wanted() -> bool:
+    """Whether progress bars can be drawn: stderr is a terminal, or this is a Jupyter kernel (widgets)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def echo(text: str, file: Optional[TextIO] = None) -> None:
@@ -32,15 +37,15 @@ class Progress:
 
     Args:
         disabled: show nothing (``quiet`` runs and processes other than the main one). Otherwise the bars show
-            only when stderr is a terminal.
+            only where :func:`bars_wanted`.
     """
 
     def __init__(self, disabled: bool = False):
         self.disabled = disabled
 
     @property
-    def _disable(self) -> Optional[bool]:
-        return True if self.disabled else None  # tqdm: None = draw only on a terminal
+    def _disable(self) -> bool:
+        return self.disabled or not bars_wanted()
 
     def iterations(self, first: int, total: int) -> Iterator[int]:
         """Iterate over ``range(first, total)`` with a bar that starts at ``first`` of ``total``."""

@@ -271,10 +271,12 @@ def trend_line(rows: list[dict[str, Any]]) -> Optional[str]:
     return None
 
 
-def closing_summary(rows: list[dict[str, Any]], output_dir: str, notes: Sequence[str] = ()) -> str:
-    """What a run prints when it ends: the summary table, ``eval/reward`` from the starting model to the final
-    one, ``notes`` and where the artifacts are."""
-    lines = ["", summary_table(rows)]
+def closing_summary(
+    rows: list[dict[str, Any]], output_dir: str, notes: Sequence[str] = (), table: bool = True
+) -> str:
+    """What a run prints when it ends: the summary table (unless ``table`` is false, as in quiet runs),
+    ``eval/reward`` from the starting model to the final one, ``notes`` and where the artifacts are."""
+    lines = ["", summary_table(rows)] if table else []
     trend = trend_line(rows)
     if trend:
         lines.append(trend)

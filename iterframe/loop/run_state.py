@@ -14,7 +14,6 @@ A checkpoint is written to ``checkpoints/.tmp-iteration-NNNNNN`` and renamed whe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from typing import Any, Optional
 
 from iterframe import __version__
 from iterframe.engine.file_modes import follow_umask
+from iterframe.engine.progress_bars import without_transformers_progress_bars
 from iterframe.loop.artifacts import METRICS_FILE, atomic_write_json, truncate_metrics
 
 __all__ = [
@@ -195,20 +195,6 @@ def read_loop_state(checkpoint: str) -> dict[str, Any]:
         return json.load(handle)
 
 
-@contextlib.contextmanager
-def _no_save_progress_bars():
-    """Hide transformers' "Writing model shards" bars while the loop saves (its own bars show progress)."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
-
-
 def _save_training_state(trainer, path: str) -> None:
     """Weights + tokenizer, optimizer, scheduler, grad scaler, RNG and trainer state, in the layout
     ``IterativeSFTTrainer.load_checkpoint`` reads."""
@@ -247,7 +233,7 @@ def save_loop_checkpoint(
     if is_main:
         _remove(temp_path)
     trainer.accelerator.wait_for_everyone()
-    with _no_save_progress_bars():
+    with without_transformers_progress_bars():
         _save_training_state(trainer, temp_path)
     trainer.accelerator.wait_for_everyone()
     if is_main:
@@ -277,7 +263,7 @@ def save_final_model(
     if is_main:
         _remove(temp_path)
     trainer.accelerator.wait_for_everyone()
-    with _no_save_progress_bars():
+    with without_transformers_progress_bars():
         trainer.save_model(temp_path)
     if is_main:
         trainer.create_model_card(output_dir=temp_path, **(model_card or {}))

@@ -128,8 +128,10 @@ FLAGS: tuple[Flag, ...] = (
           metavar="T", default=1.0, default_text="1.0 (hf generator)"),
     _flag("--output-dir", "output_dir", "Where the run writes metrics, samples and checkpoints.", metavar="DIR",
           default_text="required"),
-    _flag("--quiet", "loop.quiet", "No progress bars or per-iteration table.", type=bool, aliases=("-q",),
-          default=False),
+    _flag("--quiet", "loop.quiet", "Errors and the closing summary only: no progress bars, no per-iteration "
+          "lines.", type=bool, aliases=("-q",), default=False),
+    _flag("--verbose", "loop.verbose", "Every metric of each iteration as a table, and iterframe's info messages.",
+          type=bool, aliases=("-v",), default=False),
 )  # fmt: skip
 
 

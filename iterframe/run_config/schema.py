@@ -103,7 +103,8 @@ class LoopSection(SettingsSection):
 
     def to_config(self, run_config):
         loop = super().to_config(run_config)
-        loop.pop("quiet", None)  # how this run prints, not what it computes
+        for key in ("quiet", "verbose"):  # how this run prints, not what it computes
+            loop.pop(key, None)
         return loop
 
 
