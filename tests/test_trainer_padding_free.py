@@ -174,6 +174,20 @@ def test_the_cost_model_pads_micro_batches_with_nothing_to_save_and_packs_those_
     assert costs(samples_of([12] * 8, loss_from=9)), "packing skips the head on prompt positions"
 
 
+def test_the_cost_model_counts_parameters_zero3_keeps_as_shards(tiny_llama_path):
+    """Under DeepSpeed ZeRO-3 each process holds an empty shard of every parameter (``numel() == 0``) and the
+    full size in ``ds_numel``/``ds_shape``: the costs are the unsharded model's."""
+    trainer = IterativeSFTTrainer(tiny_llama_path, args=IterativeSFTConfig(output_dir="unused", report_to="none"))
+    whole = packing_support.PackingCostModel(trainer.model)
+    for parameter in trainer.model.parameters():
+        parameter.ds_numel, parameter.ds_shape = parameter.numel(), tuple(parameter.shape)
+        parameter.data = parameter.data.new_empty(0)
+    sharded = packing_support.PackingCostModel(trainer.model)
+    assert (sharded.body, sharded.head, sharded.hidden_size) == (whole.body, whole.head, whole.hidden_size)
+    samples = samples_of([300, 12, 9, 5])
+    assert sharded(samples) == whole(samples)
+
+
 def test_step_chooses_packed_or_padded_per_micro_batch_when_padding_free_is_left_unset(tmp_path, tiny_llama_path):
     trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=4)
     assert trainer.padding_free is True and trainer.args.padding_free is None

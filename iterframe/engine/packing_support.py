@@ -133,6 +133,15 @@ PACKING_OVERHEAD = {
 }
 
 
+def _full_numel(parameter) -> int:
+    """A parameter's size in the model, also when DeepSpeed ZeRO-3 keeps only a shard of it in this process."""
+    return int(getattr(parameter, "ds_numel", parameter.numel()))
+
+
+def _full_shape(parameter) -> tuple[int, ...]:
+    return tuple(getattr(parameter, "ds_shape", parameter.shape))
+
+
 class PackingCostModel:
     """Chooses, for each micro-batch, packed or padded: whichever costs less, in multiply-adds.
 
@@ -145,11 +154,11 @@ class PackingCostModel:
     def __init__(self, model):
         base = base_model(model)
         embeddings, head = base.get_input_embeddings(), base.get_output_embeddings()
-        total = sum(parameter.numel() for parameter in base.parameters())
-        self.head = head.weight.numel() if head is not None else 0
+        total = sum(_full_numel(parameter) for parameter in base.parameters())
+        self.head = _full_numel(head.weight) if head is not None else 0
         tied = head is not None and head.weight is embeddings.weight
-        self.body = max(total - embeddings.weight.numel() - (0 if tied else self.head), 1)
-        self.hidden_size = embeddings.weight.shape[-1]
+        self.body = max(total - _full_numel(embeddings.weight) - (0 if tied else self.head), 1)
+        self.hidden_size = _full_shape(embeddings.weight)[-1]
         self.num_layers = int(getattr(base.config, "num_hidden_layers", 1) or 1)
 
     def padded_cost(self, lengths: list[int]) -> float:
