@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any, Union
 
 from iterframe.engine.file_modes import follow_umask
+from iterframe.engine.json_object import parse_json_lines
 from iterframe.plugins.components import Sample
 
 __all__ = [
@@ -130,19 +131,8 @@ def read_metrics(path: Union[str, os.PathLike]) -> list[dict[str, Any]]:
     path = os.fspath(path)
     if not os.path.exists(path):
         return []
-    rows = []
     with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number} is not valid JSON ({error}).") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_number} is not a JSON object.")
-            rows.append(row)
-    return rows
+        return parse_json_lines(handle, path)
 
 
 def _write_metrics(path: str, rows: Iterable[dict[str, Any]]) -> None:

@@ -15,6 +15,7 @@ import os
 import random
 from typing import Any, Optional
 
+from iterframe.engine.json_object import parse_json_lines
 from iterframe.plugins.prompt_sources import PromptSource, find_prompt_source
 
 __all__ = ["DatasetSettings", "PromptSetError", "load_prompt_sets", "read_splits"]
@@ -151,18 +152,10 @@ def _read_parquet(path: str) -> list[dict[str, Any]]:
 
 
 def _parse_json_lines(text: str, path: str) -> list[dict[str, Any]]:
-    rows = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PromptSetError(f"{path}:{line_number} is not valid JSON ({error.msg}).") from None
-        if not isinstance(row, dict):
-            raise PromptSetError(f"{path}:{line_number} is a JSON {type(row).__name__}, not an object (one row).")
-        rows.append(row)
-    return rows
+    try:
+        return parse_json_lines(text.splitlines(), path)
+    except ValueError as error:
+        raise PromptSetError(str(error)) from None
 
 
 def _parse_json(text: str, path: str) -> list[dict[str, Any]]:
