@@ -38,7 +38,11 @@ def _wrap_fast_tokenizer(raw_tokenizer, *, pad: bool, chat_template: Optional[st
     special = dict(_SPECIAL_TOKENS)
     if not pad:
         special.pop("pad_token")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw_tokenizer, **special)
+    # what a decoder-only model takes, as Llama's and Qwen's tokenizers declare it (without it transformers 4.x's
+    # tokenizer also returns token_type_ids, which generate() refuses for these models)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw_tokenizer, model_input_names=["input_ids", "attention_mask"], **special
+    )
     if chat_template:
         tokenizer.chat_template = chat_template
     return tokenizer

@@ -66,7 +66,7 @@ def test_warmed_up_model_answers_in_format_but_cannot_add(model_path):
     torch.manual_seed(0)
     correct, digits_only = 0, 0
     for a, b, answer in problems:
-        encoded = tokenizer(f"{a}+{b}=", return_tensors="pt", return_token_type_ids=False)  # 4.57 adds them
+        encoded = tokenizer(f"{a}+{b}=", return_tensors="pt")
         output = model.generate(**encoded, max_new_tokens=3, do_sample=True, pad_token_id=tokenizer.pad_token_id)
         completion = tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += completion == answer

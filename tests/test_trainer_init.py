@@ -76,6 +76,17 @@ def test_tokenizer_is_loaded_from_the_model_and_pad_falls_back_to_eos(tmp_path, 
     assert trainer.processing_class.pad_token == trainer.processing_class.eos_token
 
 
+def test_tiny_model_generates_from_what_its_saved_tokenizer_returns(tiny_llama_path):
+    # a transformers 4.x tokenizer also returns token_type_ids unless told what the model takes; generate() refuses
+    # them
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    encoded = tokenizer("1+2=", return_tensors="pt")
+    assert sorted(encoded) == ["attention_mask", "input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
+    output = model.generate(**encoded, min_new_tokens=2, max_new_tokens=2, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape == (1, encoded["input_ids"].shape[1] + 2)
+
+
 def test_missing_tokenizer_without_a_model_path_is_a_clear_error(tmp_path, tiny_llama_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
     model.config._name_or_path = ""

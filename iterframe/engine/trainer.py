@@ -23,7 +23,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from iterframe.engine import batching, packing, packing_support, schedule, step_inputs
+from iterframe.engine import batching, optimizer_state, packing, packing_support, schedule, step_inputs
 from iterframe.engine.adapters import wrap_with_adapters
 from iterframe.engine.checkpointing import enable_activation_checkpointing
 from iterframe.engine.config import IterativeSFTConfig
@@ -363,7 +363,7 @@ class IterativeSFTTrainer(Trainer):
         if path is None or not os.path.isdir(path):
             raise FileNotFoundError(f"No checkpoint to resume from in {self.args.output_dir!r}.")
         self._load_from_checkpoint(path)
-        self._load_optimizer_and_scheduler(path)
+        optimizer_state.load(self, path)
         self._load_rng_state(path)
         self.state = TrainerState.load_from_json(os.path.join(path, "trainer_state.json"))
         # the file was written by the main process: which process this is comes from here, not from it

@@ -54,13 +54,37 @@ class FSDPOnCPUTrainer(IterativeSFTTrainer):
         from accelerate import PartialState
         from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
+        plugin_args = fsdp_plugin_args(self.args)
         super().create_accelerator_and_postprocess()
         state = self.accelerator.state
-        if state.distributed_type == DistributedType.MULTI_CPU and self.args.fsdp_plugin_args is not None:
-            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+        if state.distributed_type == DistributedType.MULTI_CPU and plugin_args is not None:
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
             # the accelerator state copies the process state's fields whenever it is looked up: set both
             state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
             self.is_fsdp_enabled = True
+
+
+def fsdp_plugin_args(args):
+    """The FSDP plugin's arguments from the trainer's ``fsdp`` and ``fsdp_config`` (``None`` without FSDP).
+
+    transformers 5 computes them (``args.fsdp_plugin_args``). transformers 4.x hands the settings to accelerate as
+    ``ACCELERATE_USE_FSDP`` and ``FSDP_*`` environment variables instead, from which the accelerator would build a
+    plugin that asks for an accelerator device (and later engines of this process would inherit them), and it does
+    not read ``fsdp_config``'s ``version``: the variables are dropped and the arguments made as 5 makes them."""
+    if hasattr(args, "fsdp_plugin_args"):
+        return args.fsdp_plugin_args
+    for name in [name for name in os.environ if name == "ACCELERATE_USE_FSDP" or name.startswith("FSDP_")]:
+        del os.environ[name]
+    if not args.fsdp:
+        return None
+    config = args.fsdp_config
+    return {
+        "fsdp_version": int(config.get("version", 1)),
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "cpu_ram_efficient_loading": False,
+        "state_dict_type": "FULL_STATE_DICT",
+        "reshard_after_forward": config.get("reshard_after_forward", True),
+    }
 
 
 def without_shared_memory_kernel() -> None:
