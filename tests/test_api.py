@@ -191,3 +191,37 @@ def test_the_readme_python_example_runs_as_written(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     last_line = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"2 [01]\.\d+ \S+final", last_line), result.stdout
+
+
+def test_output_dir_check_survives_another_process_removing_the_folder_it_proved(tmp_path, monkeypatch):
+    from iterframe.api import output_dir
+
+    target = tmp_path / "new" / "run"
+    real_mkstemp, probed = output_dir.tempfile.mkstemp, []
+
+    def mkstemp(**kwargs):
+        probed.append(kwargs["dir"])
+        if len(probed) == 1:  # the launch's other process, done proving, removes the folders it created
+            os.rmdir(target)
+            os.rmdir(target.parent)
+        return real_mkstemp(**kwargs)
+
+    monkeypatch.setattr(output_dir.tempfile, "mkstemp", mkstemp)
+    output_dir.check_output_dir(str(target), "error")
+    assert probed == [str(target)] * 2
+    assert os.listdir(tmp_path) == []  # nothing written is left
+
+
+def test_output_dir_check_leaves_a_folder_another_process_is_probing(tmp_path, monkeypatch):
+    from iterframe.api import output_dir
+
+    target = tmp_path / "run"
+    real_rmdir = output_dir.os.rmdir
+
+    def rmdir(path):
+        (target / ".other-process-probe").write_text("")  # the launch's other process probes it meanwhile
+        real_rmdir(path)
+
+    monkeypatch.setattr(output_dir.os, "rmdir", rmdir)
+    output_dir.check_output_dir(str(target), "error")
+    assert os.listdir(target) == [".other-process-probe"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -47,14 +48,23 @@ def check_output_dir(output_dir: str, existing_output: str) -> None:
     _prove_writable(output_dir)
 
 
-def _prove_writable(output_dir: str) -> None:
+def _prove_writable(output_dir: str, attempts: int = 3) -> None:
+    """Create the folder and a probe file in it, then remove what was created. The processes of one launch prove
+    the same folder at once: one may remove the folder it created while another is about to probe it (that
+    probe is tried again), or probe it while the other removes it (then the folder stays, for the run to use)."""
     created, path = [], output_dir
     while not os.path.exists(path):
         created.append(path)
         path = os.path.dirname(path)
     try:
-        os.makedirs(output_dir, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=output_dir, prefix=".iterframe-write-probe-")
+        for attempt in range(attempts):
+            os.makedirs(output_dir, exist_ok=True)
+            try:
+                handle, probe = tempfile.mkstemp(dir=output_dir, prefix=".iterframe-write-probe-")
+                break
+            except FileNotFoundError:  # removed by another process since makedirs
+                if attempt == attempts - 1:
+                    raise
         os.close(handle)
         os.remove(probe)
     except OSError as error:
@@ -65,7 +75,7 @@ def _prove_writable(output_dir: str) -> None:
         ) from None
     finally:
         for folder in created:  # deepest first
-            if os.path.isdir(folder) and not os.listdir(folder):
+            with contextlib.suppress(OSError):  # gone already, or another process's probe is in it
                 os.rmdir(folder)
 
 
