@@ -1,7 +1,9 @@
 import dataclasses
+import os
 
 import pytest
 import torch
+import transformers
 from transformers import HfArgumentParser
 
 from iterframe import IterativeSFTConfig
@@ -132,3 +134,13 @@ def test_no_device_at_all_is_no_accelerator(monkeypatch):
         if name.startswith("is_") and name.endswith("_available") and name != "is_cuda_available":
             monkeypatch.setattr(accelerate.utils, name, lambda: False)
     assert not config.accelerator_device_present()
+
+
+@pytest.mark.parametrize("key", ["version", "fsdp_version"])
+def test_an_fsdp_version_transformers_4_would_ignore_is_refused(tmp_path, monkeypatch, key):
+    monkeypatch.setattr(transformers, "__version__", "4.57.6")
+    monkeypatch.delenv("FSDP_VERSION", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    with pytest.raises(ValueError, match=r"sets version 2, which transformers 4\.57\.6 does not read: FSDP v1"):
+        IterativeSFTConfig(output_dir=str(tmp_path), fsdp=True, fsdp_config={key: 2})
+    assert "ACCELERATE_USE_FSDP" not in os.environ  # refused before TrainingArguments hands anything to accelerate

@@ -32,3 +32,13 @@ def test_lint_env_runs_ruff_check_and_format_check_on_the_same_paths():
         line.removeprefix("ruff format --check ") for line in commands if line.startswith("ruff format --check ")
     ]
     assert checked and checked == formatted
+
+
+def test_transformers4_env_installs_what_the_test_env_does_with_transformers_4_57():
+    config = _tox_config()
+    pin = ' "transformers>=4.57,<4.58"'
+    installs = config["testenv:transformers4"]["commands_pre"].strip().splitlines()
+    assert installs[-1].endswith(pin)
+    installs[-1] = installs[-1].removesuffix(pin)
+    assert installs == config["testenv"]["commands_pre"].strip().splitlines()
+    assert "commands" not in config["testenv:transformers4"]  # the suite, run as the test env runs it

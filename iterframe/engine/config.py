@@ -7,6 +7,7 @@ import os
 from typing import Any, Optional, Union
 
 import torch
+import transformers
 from transformers import TrainingArguments
 
 from iterframe.engine.json_object import parse_json_object
@@ -24,6 +25,22 @@ TRUNCATION_MODES = ("keep_end", "keep_start")
 
 def _bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _refuse_an_unread_fsdp_version(fsdp, fsdp_config) -> None:
+    """transformers 5 reads ``fsdp_config``'s ``version``; 4.x does not (FSDP runs in the version of
+    accelerate's ``FSDP_VERSION``, which ``accelerate launch`` sets from its config, else v1): a version that would
+    be ignored is refused rather than run as another."""
+    if int(transformers.__version__.split(".")[0]) >= 5 or not fsdp or not isinstance(fsdp_config, dict):
+        return
+    version = fsdp_config.get("version", fsdp_config.get("fsdp_version"))
+    running = os.environ.get("FSDP_VERSION", "1")
+    if version is not None and str(version) != running:
+        raise ValueError(
+            f"fsdp_config sets version {version}, which transformers {transformers.__version__} does not read: "
+            f"FSDP v{running} would run. Set fsdp_version: {version} in an accelerate config and start with "
+            "accelerate launch --config_file (see examples/accelerate/fsdp.yaml), or use transformers 5."
+        )
 
 
 def resolve_torch_dtype(value: Any, field_name: str = "model_init_kwargs['dtype']"):
@@ -151,6 +168,7 @@ class IterativeSFTConfig(TrainingArguments):
                 f"padding_free=True leaves no padding to round, but pad_to_multiple_of={self.pad_to_multiple_of}; "
                 "unset one of them."
             )
+        _refuse_an_unread_fsdp_version(self.fsdp, self.fsdp_config)
         self.model_init_kwargs = self._parse_model_init_kwargs(self.model_init_kwargs)
         #: whether lr_scheduler_type was asked for (a default schedule needs no horizon: see engine/schedule.py)
         self.lr_scheduler_requested = self.lr_scheduler_type is not None

@@ -36,6 +36,8 @@ def engine_settings(engine: str) -> dict:
         auto = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps")
         auto += ("gradient_clipping",)
         return {"deepspeed": {"zero_optimization": zero, **dict.fromkeys(auto, "auto")}}
+    if engine.startswith("fsdp"):
+        os.environ["FSDP_VERSION"] = engine[-1]  # as accelerate launch sets it; transformers 4.x reads no version
     if engine == "fsdp2":
         return {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": True}}
     if engine == "fsdp1":
