@@ -55,7 +55,7 @@ def _run(
         launcher += ["--nproc_per_node", str(num_processes), "-m", "iterframe"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([*launcher, *run_args], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-30000:]
     return read_metrics(os.path.join(output_dir, "metrics.jsonl"))
 
 

@@ -3,8 +3,9 @@
 Expert iteration teaches a tiny model single-digit addition from a verifier's signal alone, offline on a CPU:
 the model (built on first use from the shipped ``model_config.json``, see :mod:`iterframe.demo.model`) samples
 answers to ``"a+b="`` prompts, ``answer-match`` scores them against the reference sum, ``threshold`` + ``dedup``
-keep each distinct correct answer, and the model is fine-tuned on them. ``eval/reward`` is greedy accuracy on 20
-held-out problems that are never trained on.
+keep each distinct correct answer, and the model is fine-tuned on every verified answer found so far (a distinct
+replay buffer). ``eval/reward`` is greedy accuracy on 20 held-out problems that are never trained on; it climbs
+from chance to 0.8 and more (numbers in ``docs/loop.md``).
 """
 
 from __future__ import annotations
@@ -47,17 +48,19 @@ def demo_run_spec() -> dict[str, Any]:
         "tokenizer": "completion-only",
         "loggers": [{"name": "console", "options": {"metrics": list(_CONSOLE_METRICS)}}],
         "loop": {
-            "iterations": 30,
+            "iterations": 20,
             "prompts_per_iteration": 80,
-            "samples_per_prompt": 16,
-            "train_epochs": 3,
-            "replay_buffer_size": 400,
+            "samples_per_prompt": 64,  # enough tries that a problem the model gets wrong is still solved sometimes
+            "train_epochs": 12,
+            "replay_buffer_size": 80,  # one verified answer per training problem ...
+            "replay_distinct": True,  # ... each held and trained on once, so every solved problem weighs the same
             "seed": 0,
         },
         "train": {
-            "learning_rate": 0.001,
-            "weight_decay": 0.0,
+            "learning_rate": 5e-4,
+            "weight_decay": 0.1,
             "per_device_train_batch_size": 32,
+            "group_by_length": False,  # micro-batches drawn afresh each epoch, not the same 1- and 2-digit groups
             "save_strategy": "no",
             "logging_strategy": "no",
             "use_cpu": True,
