@@ -173,6 +173,38 @@ def test_allow_list_holds_exactly_the_architectures_whose_packed_rows_match_each
         assert EXCLUDED_ARCHITECTURES[model_type] in reason
 
 
+def padding_mismatch(model, side: str = "right") -> float:
+    """Largest relative difference, over the real positions of a padded batch, between the logits with the
+    batch's attention mask and without it."""
+    generator = torch.Generator().manual_seed(2)
+    longest = max(SAMPLE_LENGTHS)
+    input_ids = torch.zeros(len(SAMPLE_LENGTHS), longest, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(SAMPLE_LENGTHS):
+        real = slice(0, length) if side == "right" else slice(longest - length, longest)
+        input_ids[row, real] = torch.randint(3, 90, (length,), generator=generator)
+        mask[row, real] = 1
+    with torch.no_grad():
+        masked = model(input_ids=input_ids, attention_mask=mask).logits
+        unmasked = model(input_ids=input_ids).logits
+    real = mask.bool()
+    return float((masked[real] - unmasked[real]).abs().max()) / float(masked[real].abs().max())
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_a_model_trained_without_its_padding_mask_gives_the_same_logits_at_every_real_position(model_type):
+    from iterframe.engine.packing_support import ignores_right_padding
+
+    model = build_tiny(model_type)
+    if not ignores_right_padding(model):
+        pytest.skip(f"{model_type} trains with its padding mask")
+    assert padding_mismatch(model) < 1e-5, f"{model_type} needs its padding mask, yet trains without it"
+
+
+def test_the_padding_mask_comparison_can_fail():
+    assert padding_mismatch(build_tiny("llama"), side="left") > 0.05  # padding before a sample changes it
+
+
 def test_every_listed_architecture_is_swept():
     assert PACKABLE_ARCHITECTURES <= set(ARCHITECTURES)
     assert set(EXCLUDED_ARCHITECTURES) <= set(ARCHITECTURES)

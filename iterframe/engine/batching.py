@@ -61,10 +61,8 @@ def count_loss_tokens(labels: torch.Tensor, is_encoder_decoder: bool) -> int:
 
 
 def _pad_stack(sequences: list[torch.Tensor], value: int, length: int) -> torch.Tensor:
-    out = torch.full((len(sequences), length), value, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        out[row, : len(sequence)] = sequence
-    return out
+    out = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=value)
+    return torch.nn.functional.pad(out, (0, length - out.shape[1]), value=value) if out.shape[1] < length else out
 
 
 def _round_up(length: int, multiple: Optional[int]) -> int:
@@ -84,7 +82,8 @@ def pad_samples(
     """Right-pad samples to the longest one; padding gets attention 0 and label -100."""
     input_length = _round_up(max(len(s.input_ids) for s in samples), pad_to_multiple_of)
     input_ids = _pad_stack([s.input_ids for s in samples], pad_token_id, input_length)
-    attention_mask = _pad_stack([torch.ones_like(s.input_ids) for s in samples], 0, input_length)
+    lengths = torch.tensor([len(s.input_ids) for s in samples])
+    attention_mask = (torch.arange(input_length) < lengths[:, None]).long()
     label_length = _round_up(max(len(s.labels) for s in samples), pad_to_multiple_of)
     labels = _pad_stack(
         [s.labels for s in samples], IGNORE_INDEX, label_length if is_encoder_decoder else input_length

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["ATTENTION_KERNELS", "native_decoder_reason"]
+__all__ = ["ATTENTION_KERNELS", "native_decoder_reason", "vocab_size"]
 
 #: The attention kernels both fast paths drive (they pass masks and call attention the way these take them).
 ATTENTION_KERNELS = ("sdpa", "eager")
@@ -33,3 +33,11 @@ def native_decoder_reason(model, feature: str) -> Optional[str]:
     if kernel not in ATTENTION_KERNELS:
         return f"the model uses the {kernel!r} attention kernel ({feature} drives sdpa and eager)"
     return None
+
+
+def vocab_size(model) -> Optional[int]:
+    """How many token ids the model embeds (its input embeddings' rows, else ``config.vocab_size``)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+        return int(embeddings.num_embeddings)
+    return getattr(model.config, "vocab_size", None)

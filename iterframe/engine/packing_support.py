@@ -12,6 +12,7 @@ import inspect
 import logging
 from typing import Optional
 
+import torch
 import transformers
 
 from iterframe.engine.model_support import native_decoder_reason
@@ -24,6 +25,7 @@ __all__ = [
     "PackingCostModel",
     "attention_configs",
     "base_model",
+    "ignores_right_padding",
     "resolve_padding_free",
     "unsupported_reason",
 ]
@@ -104,6 +106,14 @@ def unsupported_reason(model) -> Optional[str]:
     return None
 
 
+def ignores_right_padding(model) -> bool:
+    """Whether ``model``'s outputs at the real positions of a right-padded micro-batch are the same without its
+    attention mask: a decoder on :data:`PACKABLE_ARCHITECTURES` (where it may pack) attends causally by position
+    in every layer and mixes positions nowhere else (its packed rows prove it), so no real position sees the
+    padding after it, and the padded positions carry no loss."""
+    return unsupported_reason(model) is None
+
+
 def resolve_padding_free(model, requested: Optional[bool], pad_to_multiple_of: Optional[int]) -> bool:
     """Whether ``step()`` trains ``model`` on packed rows: ``requested`` (``padding_free``) when set, else
     whether the model can and ``pad_to_multiple_of`` is unset. ``True`` on a model that cannot pack raises a
@@ -180,5 +190,8 @@ class PackingCostModel:
 
     def __call__(self, samples) -> bool:
         lengths = [len(sample.input_ids) for sample in samples]
-        loss_positions = sum(int((sample.labels[1:] != -100).sum()) for sample in samples)
-        return self.packed_cost(lengths, loss_positions) < self.padded_cost(lengths)
+        padded = self.padded_cost(lengths)
+        if self.packed_cost(lengths, 0) >= padded:  # the least packing can cost: no need to count loss positions
+            return False
+        loss_positions = int(torch.cat([sample.labels[1:] for sample in samples]).ne(-100).sum())
+        return self.packed_cost(lengths, loss_positions) < padded

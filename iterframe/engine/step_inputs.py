@@ -109,7 +109,21 @@ def as_sequences(value, name: str) -> list[torch.Tensor]:
         rows = list(value)
     if not rows:
         raise ValueError(f"{name} is empty: pass at least one sequence.")
+    converted = _int_lists_as_tensors(rows)
+    if converted is not None:
+        return converted
     return [_as_1d_long(row, name, index) for index, row in enumerate(rows)]
+
+
+def _int_lists_as_tensors(rows: list) -> Optional[list[torch.Tensor]]:
+    """Rows that are all lists or tuples of plain ``int`` s, as 1-D ``LongTensor`` s made in one conversion;
+    ``None`` for any other rows, which :func:`_as_1d_long` then validates one by one (naming what is wrong)."""
+    if not all(type(row) in (list, tuple) for row in rows):
+        return None
+    values = [value for row in rows for value in row]
+    if not all(type(value) is int for value in values):  # not isinstance: bool is an int subclass
+        return None
+    return list(torch.tensor(values, dtype=torch.long).split([len(row) for row in rows]))
 
 
 def _check_lengths_match(name_a: str, a: Sequence, name_b: str, b: Sequence) -> None:
@@ -117,20 +131,34 @@ def _check_lengths_match(name_a: str, a: Sequence, name_b: str, b: Sequence) -> 
         raise ValueError(f"{name_a} has {len(a)} samples but {name_b} has {len(b)}; pass one entry per sample.")
 
 
+def _valid_ids(values: torch.Tensor, vocab_size: Optional[int], allow_ignore: bool) -> torch.Tensor:
+    valid = values >= 0
+    if allow_ignore:
+        valid |= values == IGNORE_INDEX
+    if vocab_size is not None:
+        valid &= values < vocab_size
+    return valid
+
+
 def _check_token_range(name: str, sequences: list[torch.Tensor], vocab_size: Optional[int], allow_ignore: bool):
+    if bool(_valid_ids(torch.cat(sequences), vocab_size, allow_ignore).all()):
+        return  # one check over every sample; the loop below finds the first bad one
     for index, sequence in enumerate(sequences):
         if sequence.numel() == 0:
             continue
-        valid = sequence >= 0
-        if allow_ignore:
-            valid |= sequence == IGNORE_INDEX
-        if vocab_size is not None:
-            valid &= sequence < vocab_size
+        valid = _valid_ids(sequence, vocab_size, allow_ignore)
         if not bool(valid.all()):
             bad = int(sequence[~valid][0])
             limit = f"[0, {vocab_size})" if vocab_size is not None else "non-negative"
             extra = f" or {IGNORE_INDEX}" if allow_ignore else ""
             raise ValueError(f"{name}[{index}] holds id {bad}, outside the model's vocabulary {limit}{extra}.")
+
+
+def _all_real(masks: list[torch.Tensor], ids: list[torch.Tensor]) -> bool:
+    """Whether every mask aligns with its sample's ids and holds only 1."""
+    if any(len(mask) != len(sample_ids) for mask, sample_ids in zip(masks, ids)):
+        return False
+    return bool(torch.cat(masks).eq(1).all())
 
 
 def samples_from_tensors(
@@ -162,10 +190,12 @@ def samples_from_tensors(
             "texts_labels."
         )
 
+    # all positions real (the common case): no sample needs its padding removed, nor its mask checked alone
+    masks_all_real = masks is not None and _all_real(masks, ids)
     samples = []
     for index, sample_ids in enumerate(ids):
-        keep = torch.ones_like(sample_ids, dtype=torch.bool)
-        if masks is not None:
+        keep = None
+        if masks is not None and not masks_all_real:
             mask = masks[index]
             if len(mask) != len(sample_ids):
                 raise ValueError(
@@ -183,8 +213,9 @@ def samples_from_tensors(
                     f"labels[{index}] has {len(targets[index])} positions but input_ids[{index}] has "
                     f"{len(sample_ids)}; a causal LM's labels align with its input ids (use -100 for no loss)."
                 )
-            sample_labels = (targets[index] if targets is not None else sample_ids)[keep]
-        sample_ids = sample_ids[keep]
+            sample_labels = targets[index] if targets is not None else sample_ids
+            sample_labels = sample_labels if keep is None else sample_labels[keep]
+        sample_ids = sample_ids if keep is None else sample_ids[keep]
         if sample_ids.numel() == 0:
             raise ValueError(f"input_ids[{index}] has no real tokens (empty, or attention_mask is all 0).")
         samples.append(TokenizedSample(sample_ids, sample_labels.clone()))

@@ -39,6 +39,7 @@ from iterframe.engine.loading import (
 )
 from iterframe.engine.loss import summed_token_loss
 from iterframe.engine.model_card import write_model_card
+from iterframe.engine.model_support import vocab_size
 from iterframe.engine.process_sync import accumulating, backward, equalized_across_processes, global_sum
 
 __all__ = ["IterativeSFTTrainer"]
@@ -145,6 +146,7 @@ class IterativeSFTTrainer(Trainer):
             self.model, self.args.padding_free, self.args.pad_to_multiple_of
         )
         self._packing_costs = packing_support.PackingCostModel(self.model) if self.padding_free else None
+        self._padding_mask = not packing_support.ignores_right_padding(self.model)
         use_one_thread_for_tiny_models(self.model, self.accelerator.device)
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
         self._train_begun = False
@@ -216,19 +218,13 @@ class IterativeSFTTrainer(Trainer):
                 attention_mask,
                 labels,
                 is_encoder_decoder=self.is_encoder_decoder,
-                vocab_size=self._vocab_size(),
+                vocab_size=vocab_size(self.model),
             )
         elif tensors_given:
             raise ValueError("step() got attention_mask or labels without input_ids; pass input_ids as well.")
         else:
             raise ValueError("step() needs inputs: pass input_ids=[...] (token ids) or texts=[...] (strings).")
         return step_inputs.truncate(samples, self.args.max_length, self.args.truncation_mode)
-
-    def _vocab_size(self) -> Optional[int]:
-        embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
-        if embeddings is not None and hasattr(embeddings, "num_embeddings"):
-            return int(embeddings.num_embeddings)
-        return getattr(self.model.config, "vocab_size", None)
 
     def _micro_batches(self, samples):
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
@@ -244,7 +240,9 @@ class IterativeSFTTrainer(Trainer):
         )
 
     def _loss_sum(self, batch: batching.MicroBatch) -> torch.Tensor:
-        return summed_token_loss(self.model_wrapped, batch, is_encoder_decoder=self.is_encoder_decoder)
+        return summed_token_loss(
+            self.model_wrapped, batch, is_encoder_decoder=self.is_encoder_decoder, padding_mask=self._padding_mask
+        )
 
     def _train_micro_batches(self, micro_batches: list[batching.MicroBatch]) -> dict[str, Any]:
         if not self._train_begun:
