@@ -3,7 +3,6 @@ import os
 
 import pytest
 import torch
-import transformers
 from transformers import HfArgumentParser
 
 from iterframe import IterativeSFTConfig
@@ -138,7 +137,10 @@ def test_no_device_at_all_is_no_accelerator(monkeypatch):
 
 @pytest.mark.parametrize("key", ["version", "fsdp_version"])
 def test_an_fsdp_version_transformers_4_would_ignore_is_refused(tmp_path, monkeypatch, key):
-    monkeypatch.setattr(transformers, "__version__", "4.57.6")
+    from iterframe.engine import config
+
+    # the transformers module the check reads (importing parts of transformers can put another one in sys.modules)
+    monkeypatch.setattr(config.transformers, "__version__", "4.57.6")
     monkeypatch.delenv("FSDP_VERSION", raising=False)
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     with pytest.raises(ValueError, match=r"sets version 2, which transformers 4\.57\.6 does not read: FSDP v1"):
