@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import statistics
@@ -58,7 +59,9 @@ def time_one(model, batch, repeats: int) -> list[float]:
     return times
 
 
-def measure(preset: str, threads: int, repeats: int, seed: int) -> None:
+def measure(preset: str, threads: int, repeats: int, seed: int, records: list | None = None) -> None:
+    """Time each micro-batch of the grid both ways and print how the cost model chose (append them to
+    ``records`` when given)."""
     torch.set_num_threads(threads)
     rng = random.Random(seed)
     model, tokenizer, _ = build_model(MODEL_PRESETS[preset], 512, rng, seed)
@@ -82,6 +85,11 @@ def measure(preset: str, threads: int, repeats: int, seed: int) -> None:
                 padded_times += time_one(model, padded, 1)
             packed_s, padded_s = statistics.median(packed_times), statistics.median(padded_times)
             pack = costs(samples)
+            if records is not None:
+                records.append(
+                    {"preset": preset, "threads": threads, "lengths": lengths, "packed_s": packed_s,
+                     "padded_s": padded_s, "packed_chosen": pack}
+                )  # fmt: skip
             chosen = packed_s if pack else padded_s
             chosen_total += chosen
             best_total += min(packed_s, padded_s)
@@ -109,10 +117,15 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each way per micro-batch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="FILE", help="also write every micro-batch's lengths and times to FILE")
     args = parser.parse_args()
+    records = [] if args.json else None
     for preset in args.presets:
         for threads in args.threads:
-            measure(preset, threads, args.repeats, args.seed)
+            measure(preset, threads, args.repeats, args.seed, records)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(records, handle, indent=1)
 
 
 if __name__ == "__main__":

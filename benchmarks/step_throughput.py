@@ -128,9 +128,12 @@ def matmul_parameter_count(model: torch.nn.Module) -> int:
 
 
 class PaddingRecorder:
-    """Counts real and padded token positions of every training forward pass of a model."""
+    """Counts real and padded token positions of every training forward pass of a model. A padded micro-batch
+    comes with its attention mask, or (iterframe's, for models that need none) without one: then its real
+    positions are those not holding ``pad_token_id``."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, pad_token_id: int):
+        self.pad_token_id = pad_token_id
         self.real_tokens = 0
         self.padded_tokens = 0
         self.packed_batches = 0
@@ -148,6 +151,10 @@ class PaddingRecorder:
             self.real_tokens += kwargs["input_ids"].numel()
             self.padded_tokens += kwargs["input_ids"].numel()
             self.packed_batches += 1
+        else:  # right-padded, without its mask
+            self.real_tokens += int(kwargs["input_ids"].ne(self.pad_token_id).sum())
+            self.padded_tokens += kwargs["input_ids"].numel()
+            self.padded_batches += 1
 
     def reset(self) -> None:
         self.real_tokens = self.padded_tokens = self.packed_batches = self.padded_batches = 0
@@ -278,7 +285,7 @@ def build_runs(args, model, tokenizer, output_dir: str, trl_classes) -> list[Tra
     runs = []
     ours_model = copy.deepcopy(model)
     ours = IterativeSFTTrainer(ours_model, args=IterativeSFTConfig(**settings), processing_class=tokenizer)
-    runs.append(TrainerRun("iterframe", ours, PaddingRecorder(ours_model), RssSampler()))
+    runs.append(TrainerRun("iterframe", ours, PaddingRecorder(ours_model, tokenizer.pad_token_id), RssSampler()))
     if trl_classes is not None:
         trl_trainer_class, trl_config_class, _ = trl_classes
         trl_model = copy.deepcopy(model)
@@ -287,13 +294,17 @@ def build_runs(args, model, tokenizer, output_dir: str, trl_classes) -> list[Tra
             theirs = trl_trainer_class(
                 trl_model, args=trl_config_class(**settings), processing_class=copy.deepcopy(tokenizer)
             )
-        runs.append(TrainerRun("trl", theirs, PaddingRecorder(trl_model), RssSampler()))
+        runs.append(TrainerRun("trl", theirs, PaddingRecorder(trl_model, tokenizer.pad_token_id), RssSampler()))
     if args.padded_too:
         padded_model = copy.deepcopy(model)
         padded = IterativeSFTTrainer(
             padded_model, args=IterativeSFTConfig(**settings, padding_free=False), processing_class=tokenizer
         )
-        runs.append(TrainerRun("iterframe padded", padded, PaddingRecorder(padded_model), RssSampler()))
+        runs.append(
+            TrainerRun(
+                "iterframe padded", padded, PaddingRecorder(padded_model, tokenizer.pad_token_id), RssSampler()
+            )
+        )
     return runs
 
 

@@ -132,14 +132,15 @@ def resolve_padding_free(model, requested: Optional[bool], pad_to_multiple_of: O
 
 #: What a packed micro-batch costs beyond its multiply-adds, as multiply-adds: the extra tensor operations of
 #: the packed path (index copies into and out of the padded attention view per layer when the samples' lengths
-#: differ, the layout and the loss positions per micro-batch) at ``OPERATION_COST`` each, plus, per token and
-#: layer, ``COPY_WIDTH / hidden_size`` of the layers' work for the copies. Calibrated on CPUs with the
-#: step-throughput matrix (benchmarks/README.md), where a small op costs about as much as 70k multiply-adds.
+#: differ, the layout and the loss positions per micro-batch) at ``operation cost`` each, plus, per token and
+#: layer, ``copy width / hidden_size`` of the layers' work for the copies. Fitted on CPUs with
+#: ``benchmarks/packing_choice.py``, which times micro-batches both ways (benchmarks/README.md): a small op costs
+#: about as much as 70k multiply-adds, and an equal-length micro-batch packs only where it saves much of the head.
 PACKING_OVERHEAD = {
     "operation cost": 70_000,
-    "operations per layer": {"mixed lengths": 14, "equal lengths": 2},
+    "operations per layer": {"mixed lengths": 14, "equal lengths": 30},
     "operations per micro-batch": 10,
-    "copy width": 8.0,
+    "copy width": 24.0,
 }
 
 
