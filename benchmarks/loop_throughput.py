@@ -295,29 +295,14 @@ def build_trl_trainer(args, workload: Workload, output_dir: str):
 def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool):
     """The loop as written by hand on TRL 0.23.1: ``model.generate``, score, keep the top share, ``step()``."""
     tokenizer, model, trainer = build_trl_trainer(args, workload, output_dir)
-    eos_id, pad_id, k = tokenizer.eos_token_id, tokenizer.pad_token_id, args.samples_per_prompt
+    eos_id, k = tokenizer.eos_token_id, args.samples_per_prompt
     records = []
     for iteration in range(args.warmup + args.iterations):
         start = time.perf_counter()
         first = iteration * args.prompts_per_iteration
         prompts = workload.prompts[first : first + args.prompts_per_iteration]
-        encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
-        model.eval()
         torch.manual_seed(args.seed + iteration)
-        with torch.no_grad():
-            sequences = model.generate(
-                input_ids=encoded["input_ids"],
-                attention_mask=encoded["attention_mask"],
-                max_new_tokens=args.max_new_tokens,
-                do_sample=True,
-                temperature=args.temperature,
-                top_k=0,
-                top_p=1.0,
-                num_return_sequences=k,
-                pad_token_id=pad_id,
-            )
-        new_tokens = sequences[:, encoded["input_ids"].shape[1] :].tolist()
-        generated = [completion_tokens(row, eos_id, pad_id) for row in new_tokens]
+        generated = hand_generate(model, tokenizer, args, prompts, k, sample=True)
         completions = tokenizer.batch_decode(generated, skip_special_tokens=True)
         generated_at = time.perf_counter()
         rewards = length_reward([p for p in prompts for _ in range(k)], completions, [None] * len(completions))
@@ -338,31 +323,32 @@ def run_hand_loop(args, workload: Workload, output_dir: str, checkpoint: bool):
     return records, None
 
 
+def hand_generate(model, tokenizer, args, prompts: list[str], samples: int, sample: bool) -> list[list[int]]:
+    """What a hand-written loop does: one batched ``model.generate`` over the left-padded prompts (``samples``
+    completions each, sampled at ``args.temperature`` or greedy), each completion's new tokens up to its eos."""
+    encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        sequences = model.generate(
+            input_ids=encoded["input_ids"],
+            attention_mask=encoded["attention_mask"],
+            max_new_tokens=args.max_new_tokens,
+            do_sample=sample,
+            temperature=args.temperature if sample else None,
+            top_k=0 if sample else None,
+            top_p=1.0 if sample else None,
+            num_return_sequences=samples,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new_tokens = sequences[:, encoded["input_ids"].shape[1] :].tolist()
+    return [completion_tokens(row, tokenizer.eos_token_id, tokenizer.pad_token_id) for row in new_tokens]
+
+
 def run_hand_demo_loop(args, workload: Workload, output_dir: str, checkpoint: bool):
     """The demo's recipe written by hand on TRL 0.23.1: ``model.generate``, keep correct and distinct answers,
     train ``train_epochs`` passes of TRL's ``step()`` over them plus a replay buffer; a greedy eval at the end."""
     tokenizer, model, trainer = build_trl_trainer(args, workload, output_dir)
-    eos_id, pad_id, k = tokenizer.eos_token_id, tokenizer.pad_token_id, args.samples_per_prompt
-
-    def generate(prompts: list[str], samples: int, sample: bool) -> list[list[int]]:
-        encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
-        model.eval()
-        with torch.no_grad():
-            sequences = model.generate(
-                input_ids=encoded["input_ids"],
-                attention_mask=encoded["attention_mask"],
-                max_new_tokens=args.max_new_tokens,
-                do_sample=sample,
-                temperature=args.temperature if sample else None,
-                top_k=0 if sample else None,
-                top_p=1.0 if sample else None,
-                num_return_sequences=samples,
-                pad_token_id=pad_id,
-            )
-        return [
-            completion_tokens(row, eos_id, pad_id)
-            for row in sequences[:, encoded["input_ids"].shape[1] :].tolist()
-        ]
+    eos_id, k = tokenizer.eos_token_id, args.samples_per_prompt
 
     replay: list[tuple[list[int], list[int]]] = []  # (input ids, labels), newest first
     records = []
@@ -372,7 +358,7 @@ def run_hand_demo_loop(args, workload: Workload, output_dir: str, checkpoint: bo
         prompts = workload.prompts[first : first + args.prompts_per_iteration]
         references = workload.references[first : first + args.prompts_per_iteration]
         torch.manual_seed(args.seed + iteration)
-        generated = generate(prompts, k, sample=True)
+        generated = hand_generate(model, tokenizer, args, prompts, k, sample=True)
         completions = tokenizer.batch_decode(generated, skip_special_tokens=True)
         generated_at = time.perf_counter()
         rewards = answer_reward(None, completions, [reference for reference in references for _ in range(k)])
@@ -403,7 +389,9 @@ def run_hand_demo_loop(args, workload: Workload, output_dir: str, checkpoint: bo
         end, stages = finish_hand_iteration(trainer, checkpoint, start, generated_at, scored_at, filtered_at)
         records.append(IterationRecord(end - start, sum(map(len, generated)), int(trained), stages))
     eval_prompts = [prompt for prompt, _ in workload.eval_prompts]
-    answers = tokenizer.batch_decode(generate(eval_prompts, 1, sample=False), skip_special_tokens=True)
+    answers = tokenizer.batch_decode(
+        hand_generate(model, tokenizer, args, eval_prompts, 1, sample=False), skip_special_tokens=True
+    )
     final_eval = statistics.fmean(answer_reward(None, answers, [ref for _, ref in workload.eval_prompts]))
     return records, final_eval
 
