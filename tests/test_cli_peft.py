@@ -70,6 +70,16 @@ def test_lora_run_writes_adapters_to_final_and_leaves_base_weights(tiny_llama_pa
     assert saved["peft"]["r"] == 4 and saved["peft"]["target_modules"] == ["q_proj", "v_proj"]
 
 
+def test_lora_final_model_card_names_the_run_not_its_temporary_folder(tiny_llama_path, arithmetic_path, tmp_path):
+    output_dir = str(tmp_path / "my-run")
+    result = _lora_run(tiny_llama_path, arithmetic_path, output_dir)
+    assert result.exit_code == 0, result.output
+    with open(os.path.join(output_dir, "final", "README.md"), encoding="utf-8") as handle:
+        card = handle.read()
+    assert ".tmp" not in card
+    assert "model_name: my-run\n" in card
+
+
 def test_only_adapter_parameters_train(tiny_llama_path, tmp_path):
     from iterframe.api.execution import load_trainer
 

@@ -185,6 +185,13 @@ def test_final_model_loads_with_from_pretrained_and_has_model_card(finished_run)
         assert "iterframe" in handle.read()
 
 
+def test_final_model_card_names_the_run_not_its_temporary_folder(finished_run):
+    with open(os.path.join(finished_run["output_dir"], "final", "README.md"), encoding="utf-8") as handle:
+        card = handle.read()
+    assert ".tmp" not in card
+    assert "model_name: out\n" in card and 'from_pretrained("out")' in card
+
+
 def test_run_json_marks_the_output_dir(finished_run):
     import json
 

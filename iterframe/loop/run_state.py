@@ -254,7 +254,7 @@ def save_final_model(
 
     Args:
         model_card: keyword arguments of ``trainer.create_model_card`` (``model_name``, ``dataset_name``,
-            ``tags``).
+            ``tags``); the model is named after the run's folder unless ``model_name`` is given.
         name: the folder's name in ``output_dir`` (``best`` for the best model).
     """
     path = os.path.join(output_dir, name)
@@ -266,7 +266,8 @@ def save_final_model(
     with without_transformers_progress_bars():
         trainer.save_model(temp_path)
     if is_main:
-        trainer.create_model_card(output_dir=temp_path, **(model_card or {}))
+        card = {"model_name": os.path.basename(os.path.abspath(output_dir)), **(model_card or {})}
+        trainer.create_model_card(output_dir=temp_path, **card)
         follow_umask(temp_path)
         _move_into_place(temp_path, path)
     trainer.accelerator.wait_for_everyone()
