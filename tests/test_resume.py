@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from loop_fakes import ScriptedGenerator, TableReward, make_loop, make_prompts
+from loop_fakes import ScriptedGenerator, TableReward, make_loop, make_prompts, make_trainer
 
 from iterframe.loop import iterative_loop as loop_module
 from iterframe.loop.artifacts import read_metrics, read_samples, samples_path
@@ -83,6 +83,19 @@ def test_resume_continues_after_the_last_finished_iteration(tiny_llama_path, tmp
     assert metrics_iterations(tmp_path / "out") == [0, 1, 2, 3]
     assert [row["global_step"] for row in rows] == [1, 2, 3, 4]
     assert drawn_prompts(first_half) + drawn_prompts(second_half) == drawn_prompts(uninterrupted)
+
+
+def test_resume_of_a_run_that_saved_only_its_weights_is_refused_with_the_setting_named(tiny_llama_path, tmp_path):
+    def weights_only_trainer():
+        return make_trainer(tiny_llama_path, str(tmp_path / "trainer"), save_only_model=True)
+
+    make_loop(tiny_llama_path, tmp_path / "out", trainer=weights_only_trainer(), iterations=1).run()
+    resumed = make_loop(
+        tiny_llama_path, tmp_path / "out", trainer=weights_only_trainer(), iterations=2, existing_output="resume"
+    )
+    with pytest.raises(OutputDirError, match=r"iteration-000000.*save_only_model.*optimizer.*--model"):
+        resumed.run()
+    assert metrics_iterations(tmp_path / "out") == [0]
 
 
 def test_resume_restores_the_trained_weights(tiny_llama_path, tmp_path):

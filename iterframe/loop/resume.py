@@ -12,10 +12,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from iterframe.loop.run_state import claim_output_dir, latest_checkpoint, read_loop_state, truncate_run
+from iterframe.loop.run_state import (
+    OutputDirError,
+    claim_output_dir,
+    latest_checkpoint,
+    read_loop_state,
+    truncate_run,
+)
 from iterframe.plugins.errors import blame
 
-__all__ = ["LOOP_STATE_VERSION", "claim_and_load", "loop_state", "restore_after_setup"]
+__all__ = ["LOOP_STATE_VERSION", "check_resumable", "claim_and_load", "loop_state", "restore_after_setup"]
 
 LOOP_STATE_VERSION = 1
 
@@ -26,6 +32,7 @@ def loop_state(loop, iteration: int) -> dict[str, Any]:
         "version": LOOP_STATE_VERSION,
         "iteration": iteration,
         "global_step": loop.trainer.state.global_step,
+        "weights_only": bool(loop.trainer.args.save_only_model),
         "prompt_sampler": loop.sampler.state_dict(),
         "replay_buffer": loop.replay.state_dict(),
         "components": [
@@ -53,6 +60,7 @@ def claim_and_load(loop) -> tuple[int, Optional[str]]:
             truncate_run(config.output_dir, -1)
         return 0, None
     state = read_loop_state(checkpoint)
+    check_resumable(checkpoint, state)
     loop.trainer.load_checkpoint(checkpoint)
     loop.sampler.load_state_dict(state["prompt_sampler"])
     loop.replay.load_state_dict(state["replay_buffer"])
@@ -61,6 +69,18 @@ def claim_and_load(loop) -> tuple[int, Optional[str]]:
     if loop.is_main_process:
         truncate_run(config.output_dir, state["iteration"])
     return state["iteration"] + 1, checkpoint
+
+
+def check_resumable(checkpoint: str, state: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint written with ``train.save_only_model: true``: it holds the weights but
+    no optimizer state, learning-rate schedule or random state, so the run could not continue as it was."""
+    if state.get("weights_only"):
+        raise OutputDirError(
+            f"Cannot resume from {checkpoint!r}: the run was started with train.save_only_model: true, so its "
+            "checkpoints hold the weights only, without the optimizer (Adam) state, the learning-rate schedule's "
+            "position or the random state a resumed run continues from. Start a new run from these weights "
+            f"(--model {checkpoint}), or set train.save_only_model: false in runs you mean to resume."
+        )
 
 
 def restore_after_setup(loop, checkpoint: str) -> None:
