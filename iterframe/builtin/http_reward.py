@@ -5,18 +5,25 @@ Each batch is one ``POST`` of a JSON object to the URL::
     {"query": ["<prompt + completion>", ...], "prompts": ["<prompt>", ...], "labels": ["<reference>" or null, ...]}
 
 and the answer is a JSON object whose ``rewards`` key (the ``score_key`` option) holds one number per query, or
-``null`` for one the server could not score. A request that times out, cannot connect or gets a 5xx or 429 answer
-is tried again (``retries`` times, waiting ``backoff_s``, doubled each time); when every attempt failed, the
-batch's samples fail (``failed-reward:timeout`` or ``failed-reward:error``) and the run goes on.
+``null`` for one the server could not score. A request that times out, cannot connect, gets a 5xx or 429 answer or
+a malformed reply (not HTTP, cut short) is tried again (``retries`` times, waiting ``backoff_s``, doubled each
+time); when every attempt failed, the batch's samples fail (``failed-reward:timeout`` or ``failed-reward:error``)
+and the run goes on. ``timeout_s`` is a deadline for the whole request (connecting, the headers and the body),
+replies are read up to ``max_reply_bytes``, and a redirect to another origin is never followed, so the bearer token
+goes only to ``url``'s origin.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
+import socket
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Optional
 
@@ -25,10 +32,15 @@ from iterframe.plugins.components import Reward, RunContext, Sample
 __all__ = ["HttpReward", "RewardServerError", "prompt_text", "query_text"]
 
 _RETRIED_STATUS = {429, 500, 502, 503, 504}
+_READ_BYTES = 64 * 1024
 
 
 class RewardServerError(RuntimeError):
     """The reward server could not be reached, or answered with an error or something that is not the protocol."""
+
+
+class _Refused(Exception):
+    """A reply that no further attempt would change: a redirect not followed, a body over ``max_reply_bytes``."""
 
 
 def query_text(tokenizer, prompt, completion: str) -> str:
@@ -65,7 +77,11 @@ class HttpReward(Reward):
         )
         batch_size: int = dataclasses.field(default=32, metadata={"help": "Samples per request."})
         timeout_s: float = dataclasses.field(
-            default=60.0, metadata={"help": "Seconds one request may take before it is given up (and retried)."}
+            default=60.0,
+            metadata={
+                "help": "Seconds one request may take, connecting and the whole reply included, before it is "
+                "given up (and retried)."
+            },
         )
         retries: int = dataclasses.field(
             default=2,
@@ -76,6 +92,10 @@ class HttpReward(Reward):
         )
         score_key: str = dataclasses.field(
             default="rewards", metadata={"help": "Key of the answer's list of scores."}
+        )
+        max_reply_bytes: int = dataclasses.field(
+            default=16 * 1024 * 1024,
+            metadata={"help": "Largest reply read; a longer one fails its batch (16 MiB)."},
         )
         token_env: Optional[str] = dataclasses.field(
             default=None,
@@ -88,7 +108,7 @@ class HttpReward(Reward):
         def __post_init__(self):
             if not self.url.startswith(("http://", "https://")):
                 raise ValueError(f"url must start with http:// or https://, got {self.url!r}.")
-            for name, minimum in (("batch_size", 1), ("retries", 0)):
+            for name, minimum in (("batch_size", 1), ("retries", 0), ("max_reply_bytes", 1)):
                 if getattr(self, name) < minimum:
                     raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
             if not self.timeout_s > 0 or self.backoff_s < 0:
@@ -143,33 +163,158 @@ class HttpReward(Reward):
         attempts, wait_s = self.options.retries + 1, self.options.backoff_s
         for attempt in range(1, attempts + 1):
             request = urllib.request.Request(self.options.url, data=body, headers=headers, method="POST")
+            deadline = _Deadline(self.options.timeout_s)
             try:
-                with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
-                    text = response.read().decode("utf-8")
+                data = self._reply(request, deadline)
                 break
-            except OSError as error:  # HTTPError, URLError, timeouts and connection errors are all OSErrors
-                failure, retry = self._failure(error)
+            except Exception as error:  # noqa: BLE001 (whatever the reply was, the batch fails, not the run)
+                failure, retry = self._failure(error, deadline.expired)
+            finally:
+                deadline.cancel()
             if not retry or attempt == attempts:
                 tries = f" ({attempts} attempts)" if attempt > 1 else ""
                 raise type(failure)(f"{failure}{tries}") from None
             time.sleep(wait_s)
             wait_s *= 2
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise RewardServerError(f"{self.options.url} answered text that is not JSON: {_short(text)}") from None
+            return json.loads(data)
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested beyond what the parser takes
+            raise RewardServerError(f"{self.options.url} answered text that is not JSON: {_short(data)}") from None
 
-    def _failure(self, error: OSError) -> tuple[Exception, bool]:
+    def _reply(self, request: urllib.request.Request, deadline: _Deadline) -> bytes:
+        """The body of the answer to ``request``, read within ``deadline`` and up to ``max_reply_bytes``."""
+        opener = urllib.request.build_opener(
+            _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline), _SameOriginRedirects()
+        )
+        limit = self.options.max_reply_bytes
+        too_large = _Refused(
+            f"{self.options.url} answered more than max_reply_bytes={limit} bytes; send smaller batches or raise "
+            "max_reply_bytes"
+        )
+        with opener.open(request, timeout=self.options.timeout_s) as response:
+            announced = response.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > limit:
+                raise too_large
+            data = bytearray()
+            while chunk := response.read(min(_READ_BYTES, limit + 1 - len(data))):
+                data += chunk
+                if len(data) > limit:
+                    raise too_large
+            if response.length:  # read(amt) ends quietly where the server closed short of its Content-Length
+                raise http.client.IncompleteRead(bytes(data), response.length)
+        if deadline.expired:  # the deadline shut the socket: what was read may be cut short
+            raise TimeoutError
+        return bytes(data)
+
+    def _failure(self, error: Exception, timed_out: bool) -> tuple[Exception, bool]:
         """What a failed request means: the error to report, and whether another attempt may pass."""
         url = self.options.url
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        if timed_out or isinstance(reason, TimeoutError):
+            return TimeoutError(f"{url} gave no answer within timeout_s={self.options.timeout_s:g} s"), True
         if isinstance(error, urllib.error.HTTPError):
             return RewardServerError(
                 f"{url} answered HTTP {error.code} {error.reason}"
             ), error.code in _RETRIED_STATUS
-        reason = error.reason if isinstance(error, urllib.error.URLError) else error
-        if isinstance(reason, TimeoutError):
-            return TimeoutError(f"{url} gave no answer within timeout_s={self.options.timeout_s:g} s"), True
-        return RewardServerError(f"cannot reach {url}: {reason}"), True
+        if isinstance(error, _Refused):
+            return RewardServerError(str(error)), False
+        if isinstance(reason, http.client.HTTPException):  # before OSError: RemoteDisconnected is both
+            return RewardServerError(f"{url} sent a malformed reply: {type(reason).__name__}: {reason!r}"), True
+        if isinstance(reason, OSError):
+            return RewardServerError(f"cannot reach {url}: {reason}"), True
+        return RewardServerError(f"{url}: the request failed with {type(error).__name__}: {error}"), True
+
+
+class _Deadline:
+    """A request's deadline: when it passes, every socket it watches is shut, which ends the read in progress (a
+    server trickling bytes cannot hold a request past it)."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
+def _watched(base: type, deadline: _Deadline) -> type:
+    """``base`` (an HTTP(S) connection class) whose socket ``deadline`` shuts when it passes (urllib lets go of
+    the connection once the headers are in; the reply still reads from that socket)."""
+
+    class Connection(base):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Connection
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, request):
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), request)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, request):
+        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), request, context=self._context)
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a 307/308 redirect to the same origin with the same POST; refuses every other redirect, so the
+    body and the bearer token never go to another server."""
+
+    def redirect_request(self, request, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(request.full_url):
+            fp.close()
+            raise _Refused(
+                f"{request.full_url} redirected (HTTP {code}) to another origin, {newurl}; redirects to another "
+                "origin are not followed (the request and its token stay with url's origin): set url to the "
+                "address that answers"
+            )
+        if code not in (307, 308):
+            fp.close()
+            raise _Refused(
+                f"{request.full_url} answered HTTP {code}, a redirect that would turn the POST into a GET; set "
+                f"url to {newurl}"
+            )
+        return urllib.request.Request(newurl, data=request.data, headers=request.headers, method="POST")
+
+
+def _origin(url: str) -> tuple:
+    parts = urllib.parse.urlsplit(url)
+    default_port = 443 if parts.scheme == "https" else 80
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port
 
 
 def _number_or_failure(value: Any, url: str) -> Any:
