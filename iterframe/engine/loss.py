@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 from iterframe.engine import batching
+from iterframe.engine.packing_support import base_model
 
-__all__ = ["summed_token_loss"]
+__all__ = ["router_aux_loss", "summed_token_loss"]
+
+
+def router_aux_loss(model, outputs, attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``router_aux_loss_coef`` times the router's load-balancing loss of a mixture-of-experts model that outputs
+    its router logits (``output_router_logits=True``), as transformers adds it to its own loss; ``None`` for
+    other models. Computed here over the micro-batch's real tokens (``attention_mask``; ``None``: every token),
+    since a padded micro-batch may run without its mask."""
+    router_logits = getattr(outputs, "router_logits", None)
+    if not router_logits:
+        return None
+    base = base_model(model)
+    coefficient = getattr(base, "router_aux_loss_coef", getattr(base.config, "router_aux_loss_coef", None))
+    balancing_loss = getattr(sys.modules[type(base).__module__], "load_balancing_loss_func", None)
+    num_experts = getattr(base, "num_experts", None)
+    if coefficient is None or balancing_loss is None or num_experts is None:
+        raise ValueError(
+            f"{type(base).__name__} outputs router logits (output_router_logits=True), but iterframe does not "
+            "know how transformers turns them into its load-balancing loss for this model; set "
+            "output_router_logits=False in the model's config to train without it."
+        )
+    top_k = getattr(base, "num_experts_per_tok", 2)
+    return coefficient * balancing_loss(router_logits, num_experts, top_k, attention_mask)
 
 
 def summed_token_loss(
@@ -24,6 +50,7 @@ def summed_token_loss(
             whose real positions never see the right padding after them
             (:func:`~iterframe.engine.packing_support.ignores_right_padding`).
     """
+    mask = None
     if is_encoder_decoder:
         outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
         logits, targets = outputs.logits, batch.labels
@@ -36,13 +63,18 @@ def summed_token_loss(
         outputs = model(input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep)
         logits, targets = outputs.logits, targets[keep]
     else:
+        mask = batch.attention_mask
         outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask if padding_mask else None)
         # Shift the labels, not the logits: slicing the logits would copy them (and their gradient) whole.
         logits = outputs.logits
         targets = F.pad(batch.labels[:, 1:], (0, 1), value=batching.IGNORE_INDEX)
-    return F.cross_entropy(
+    loss = F.cross_entropy(
         logits.float().reshape(-1, logits.size(-1)),
         targets.reshape(-1),
         ignore_index=batching.IGNORE_INDEX,
         reduction="sum",
     )
+    aux_loss = None if is_encoder_decoder else router_aux_loss(model, outputs, mask)
+    # weighted by the micro-batch's label tokens, as its cross-entropy is: the update's mean then adds each
+    # micro-batch's aux loss in proportion to its tokens (exactly transformers' loss for a single micro-batch)
+    return loss if aux_loss is None else loss + aux_loss.to(loss.device) * batch.num_loss_tokens
