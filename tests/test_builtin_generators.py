@@ -214,6 +214,7 @@ def test_greedy_with_several_samples_per_prompt_is_an_error(plugin_manager, mode
         ({"top_k": -1}, "top_k must be >= 0"),
         ({"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be >= 1"),
     ],
 )
 def test_invalid_sampling_options_are_rejected(plugin_manager, options, message):

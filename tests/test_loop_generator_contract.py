@@ -89,5 +89,16 @@ def test_hf_generator_declares_batches_and_a_greedy_eval_copy(plugin_manager):
     copy = generator.eval_copy()
     assert generator.prompts_per_call == 3
     assert copy is not generator and copy.name == "hf"
-    assert copy.options == dataclasses.replace(generator.options, do_sample=False)
+    assert copy.options == dataclasses.replace(
+        generator.options, do_sample=False, batch_size=copy.prompts_per_call
+    )
     assert generator.options.do_sample is True
+
+
+def test_hf_eval_copy_evaluates_64_prompts_per_call_unless_eval_batch_size_says_otherwise(plugin_manager):
+    sampling = create_component("generator", "hf", {"batch_size": 3})
+    assert (sampling.prompts_per_call, sampling.eval_copy().prompts_per_call) == (3, 64)
+    sized = create_component("generator", "hf", {"batch_size": 3, "eval_batch_size": 20})
+    assert (sized.prompts_per_call, sized.eval_copy().prompts_per_call) == (3, 20)
+    larger = create_component("generator", "hf", {"batch_size": 100})
+    assert larger.eval_copy().prompts_per_call == 100

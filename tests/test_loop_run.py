@@ -105,6 +105,15 @@ def test_training_metrics_come_from_trainer_steps(finished_run):
     assert finished_run["tokenizer"].batches == [2, 2, 2]
 
 
+def test_initial_eval_and_checkpoint_saving_are_timed_in_the_rows(finished_run):
+    rows = finished_run["rows"]
+    assert rows[0]["time/initial_eval_s"] > 0 and all("time/initial_eval_s" not in row for row in rows[1:])
+    assert all(row["time/save_s"] > 0 for row in rows)  # a checkpoint after every iteration
+    for row in rows:
+        stages = sum(value for key, value in row.items() if key.startswith("time/") and key != "time/total_s")
+        assert row["time/total_s"] >= stages
+
+
 def test_eval_reward_is_mean_of_greedy_eval_scores(finished_run):
     rows = finished_run["rows"]
     assert [row["eval/reward"] for row in rows] == [0.5, 0.5, 0.5]

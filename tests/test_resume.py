@@ -126,18 +126,18 @@ def test_crash_mid_iteration_loses_only_that_iteration(tiny_llama_path, tmp_path
 
 def test_crash_after_logging_before_checkpoint_never_duplicates_a_row(tiny_llama_path, tmp_path, monkeypatch):
     output_dir = tmp_path / "out"
-    real_save = loop_module.save_loop_checkpoint
+    real_complete = loop_module.complete_loop_checkpoint
 
-    def save_then_crash_at_iteration_1(trainer, directory, iteration, state, keep=1):
+    def complete_then_crash_at_iteration_1(trainer, directory, iteration, state, keep=1):
         if iteration == 1:
             raise KeyboardInterrupt
-        return real_save(trainer, directory, iteration, state, keep)
+        return real_complete(trainer, directory, iteration, state, keep)
 
-    monkeypatch.setattr(loop_module, "save_loop_checkpoint", save_then_crash_at_iteration_1)
+    monkeypatch.setattr(loop_module, "complete_loop_checkpoint", complete_then_crash_at_iteration_1)
     with pytest.raises(KeyboardInterrupt):
         make_loop(tiny_llama_path, output_dir, iterations=3).run()
     assert metrics_iterations(output_dir) == [0, 1]
-    monkeypatch.setattr(loop_module, "save_loop_checkpoint", real_save)
+    monkeypatch.setattr(loop_module, "complete_loop_checkpoint", real_complete)
 
     rows = make_loop(tiny_llama_path, output_dir, iterations=3, existing_output="resume").run()
     assert [row["iteration"] for row in rows] == [0, 1, 2]

@@ -24,6 +24,11 @@ __all__ = ["HFGenerator", "check_num_samples", "cut_at_stop", "left_pad"]
 
 logger = logging.getLogger(__name__)
 
+#: Prompts per call of the greedy eval by default: one completion each, so a call holds no more sequences than a
+#: sampling call of 8 prompts x 8 samples. On 2 CPU cores, 64 prompts of 32 new tokens took 0.86 s at 64 a call,
+#: 2.8 s at 8 a call (an 8-layer, 256-wide Llama; a 135M chat model: 33.5 s against 269 s for 60 prompts).
+DEFAULT_EVAL_BATCH_SIZE = 64
+
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack token lists into ``(input_ids, attention_mask)``, padding on the left so every row ends where its
@@ -84,6 +89,14 @@ class HFGenerator(Generator):
             metadata={"help": "Stop strings: generation stops at them and the completion is cut before them."},
         )
         batch_size: int = dataclasses.field(default=8, metadata={"help": "Prompts per generate() call."})
+        eval_batch_size: Optional[int] = dataclasses.field(
+            default=None,
+            metadata={
+                "help": "Prompts per generate() call of the greedy eval, one completion each (none: "
+                f"{DEFAULT_EVAL_BATCH_SIZE}, or batch_size when larger: no more sequences than a sampling call "
+                "of 8 prompts x 8 samples; on CPU 8x faster than 8 prompts a call)."
+            },
+        )
         seed: Optional[int] = dataclasses.field(
             default=None, metadata={"help": "Sampling seed (default: the run's seed); each call uses the next."}
         )
@@ -106,16 +119,20 @@ class HFGenerator(Generator):
                 raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
             if self.top_k < 0:
                 raise ValueError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}.")
-            if self.batch_size < 1:
-                raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+            for name in ("batch_size", "eval_batch_size"):
+                value = getattr(self, name)
+                if value is not None and value < 1:
+                    raise ValueError(f"{name} must be >= 1, got {value}.")
 
     @property
     def prompts_per_call(self) -> int:
         return self.options.batch_size
 
     def eval_copy(self) -> HFGenerator:
-        """A copy that decodes greedily (``do_sample=False``)."""
-        return self.with_options(dataclasses.replace(self.options, do_sample=False))
+        """A copy that decodes greedily (``do_sample=False``), ``eval_batch_size`` prompts a call."""
+        options = self.options
+        eval_batch_size = options.eval_batch_size or max(DEFAULT_EVAL_BATCH_SIZE, options.batch_size)
+        return self.with_options(dataclasses.replace(options, do_sample=False, batch_size=eval_batch_size))
 
     def setup(self, context: RunContext) -> None:
         if context.model is None or context.tokenizer is None:

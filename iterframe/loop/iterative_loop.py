@@ -27,7 +27,7 @@ from iterframe.loop.progress import Progress, echo
 from iterframe.loop.prompt_sampler import PromptSampler
 from iterframe.loop.replay import ReplayBuffer
 from iterframe.loop.resume import claim_and_load, loop_state, restore_after_setup
-from iterframe.loop.run_state import BEST_DIR, save_final_model, save_loop_checkpoint
+from iterframe.loop.run_state import BEST_DIR, complete_loop_checkpoint, save_final_model, write_training_state
 from iterframe.loop.sample_sets import TrainingSet, prompt_records, recorded_fates
 from iterframe.loop.sampling import SampleMaker
 from iterframe.loop.stages import FunctionReward, check_failed_rate, filter_samples
@@ -141,6 +141,7 @@ class IterativeLoop:
             )
             self.training_set.check_covers(self.config.iterations)
         self._initial_eval: Optional[tuple[Optional[float], list[Sample]]] = None  # reward, samples
+        self._initial_eval_s = 0.0
 
     @property
     def components(self) -> list:
@@ -182,8 +183,10 @@ class IterativeLoop:
                 restore_after_setup(self, checkpoint)
             self.hooks.call("on_run_start")
             if first_iteration == 0 and self.eval_prompts and self.config.initial_eval and self.config.eval_every:
+                timer = time.perf_counter()
                 evaluate = functools.partial(self.sampling.evaluate, self.eval_generator, self.eval_prompts, None)
                 self._initial_eval = self.gate.evaluate_start(evaluate, self.trainer, self.config.output_dir)
+                self._initial_eval_s = time.perf_counter() - timer
             for iteration in self.progress.iterations(first_iteration, self.config.iterations):
                 if self.gate.stopped:
                     break
@@ -255,7 +258,9 @@ class IterativeLoop:
             snapshot.restore(self.trainer, self.replay)
             self._sync_generators(iteration)
             row.update({"global_step": self.trainer.state.global_step, "replay/size": len(self.replay)})
-        eval_s = time.perf_counter() - timer
+        eval_s, timer = time.perf_counter() - timer, time.perf_counter()
+        if self._checkpoint_due(iteration, verdict):  # completed once the row is logged (_finish_iteration)
+            write_training_state(self.trainer, self.config.output_dir, iteration)
         row.update(
             {
                 "time/generate_s": times["generate"],
@@ -263,9 +268,12 @@ class IterativeLoop:
                 "time/filter_s": filter_s,
                 "time/train_s": train_s,
                 "time/eval_s": eval_s,
-                "time/total_s": time.perf_counter() - start,
+                "time/save_s": time.perf_counter() - timer,
             }
         )
+        if iteration == 0 and self._initial_eval is not None:
+            row["time/initial_eval_s"] = self._initial_eval_s
+        row["time/total_s"] = time.perf_counter() - start + row.get("time/initial_eval_s", 0.0)
         hook_metrics = HookMetrics(row, iteration)
         hook_metrics.add("after_step", step_metrics)
         hook_metrics.add(
@@ -322,10 +330,8 @@ class IterativeLoop:
                     logger.log_metrics(dict(row), iteration)
                     logger.log_samples(samples, iteration)
         self.metrics.append(row)
-        new_best = verdict.new_best and self.gate.keeps_best
-        last = iteration == self.config.iterations - 1 or verdict.stop
-        if (iteration + 1) % self.config.save_every == 0 or last or new_best:
-            path = save_loop_checkpoint(
+        if self._checkpoint_due(iteration, verdict):
+            path = complete_loop_checkpoint(
                 self.trainer,
                 self.config.output_dir,
                 iteration,
@@ -333,8 +339,16 @@ class IterativeLoop:
                 keep=self.config.keep_checkpoints,
             )
             self.hooks.call("on_checkpoint_saved", iteration=iteration, path=path)
-        if new_best:  # after the checkpoint, so a resume can always rewrite it (see EvalGate.resume)
+        if (
+            verdict.new_best and self.gate.keeps_best
+        ):  # after the checkpoint, so a resume can always rewrite it (see EvalGate.resume)
             self.gate.save_best(self.trainer, self.config.output_dir, iteration)
+
+    def _checkpoint_due(self, iteration: int, verdict) -> bool:
+        """Every ``save_every`` iterations, after the last one, and with a new best model to keep."""
+        last = iteration == self.config.iterations - 1 or verdict.stop
+        new_best = verdict.new_best and self.gate.keeps_best
+        return (iteration + 1) % self.config.save_every == 0 or last or new_best
 
     def _print_summary(self) -> None:
         if not self.is_main_process or not self.metrics:

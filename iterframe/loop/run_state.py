@@ -37,6 +37,7 @@ __all__ = [
     "OutputDirError",
     "checkpoint_dir",
     "claim_output_dir",
+    "complete_loop_checkpoint",
     "latest_checkpoint",
     "read_best",
     "read_loop_state",
@@ -45,8 +46,8 @@ __all__ = [
     "remove_temporary_files",
     "save_best_model",
     "save_final_model",
-    "save_loop_checkpoint",
     "truncate_run",
+    "write_training_state",
 ]
 
 RUN_FILE = "run.json"
@@ -219,24 +220,31 @@ def _move_into_place(temp_path: str, path: str) -> None:
         os.replace(temp_path, path)
 
 
-def save_loop_checkpoint(
-    trainer, output_dir: str, iteration: int, loop_state: dict[str, Any], keep: int = 1
-) -> str:
-    """Write the checkpoint of a finished iteration and return its path; keep only the newest ``keep`` (0: all).
-
-    The directory is written under a temporary name, ``loop_state.json`` last, then renamed; only the main
-    process writes files other than the trainer's own per-process ones.
-    """
+def _temporary_checkpoint_dir(output_dir: str, iteration: int) -> str:
     path = checkpoint_dir(output_dir, iteration)
-    temp_path = os.path.join(os.path.dirname(path), _TEMP_PREFIX + os.path.basename(path))
-    is_main = trainer.args.should_save
-    if is_main:
+    return os.path.join(os.path.dirname(path), _TEMP_PREFIX + os.path.basename(path))
+
+
+def write_training_state(trainer, output_dir: str, iteration: int) -> None:
+    """The first half of a loop checkpoint: the trainer's state written under the checkpoint's temporary name
+    (every process writes its part). :func:`complete_loop_checkpoint` finishes it."""
+    temp_path = _temporary_checkpoint_dir(output_dir, iteration)
+    if trainer.args.should_save:
         _remove(temp_path)
     trainer.accelerator.wait_for_everyone()
     with without_transformers_progress_bars():
         _save_training_state(trainer, temp_path)
     trainer.accelerator.wait_for_everyone()
-    if is_main:
+
+
+def complete_loop_checkpoint(
+    trainer, output_dir: str, iteration: int, loop_state: dict[str, Any], keep: int = 1
+) -> str:
+    """The second half: ``loop_state.json`` written last, the folder renamed into place, and only the newest
+    ``keep`` checkpoints kept (0: all); return its path. Only the main process writes."""
+    path = checkpoint_dir(output_dir, iteration)
+    if trainer.args.should_save:
+        temp_path = _temporary_checkpoint_dir(output_dir, iteration)
         atomic_write_json(os.path.join(temp_path, LOOP_STATE_FILE), loop_state)
         follow_umask(temp_path)
         _move_into_place(temp_path, path)
