@@ -168,9 +168,19 @@ def test_allow_list_holds_exactly_the_architectures_whose_packed_rows_match_each
     elif model_type in MINIMUM_TRANSFORMERS:
         assert (mismatch is None) == (reason is None), (model_type, mismatch, reason)
     else:
-        assert mismatch is not None, f"{model_type} packs exactly: add it to PACKABLE_ARCHITECTURES"
-        assert model_type in EXCLUDED_ARCHITECTURES, f"{model_type} fails ({mismatch}) but has no stated reason"
-        assert EXCLUDED_ARCHITECTURES[model_type] in reason
+        # Outside the allow-list the promise is that the model trains padded, with its reason: whether the packed
+        # row happens to be exact under this transformers release is reported, never a failure (a release that
+        # changes a model's attention path must not turn the suite red, and the allow-list stays conservative).
+        assert model_type in EXCLUDED_ARCHITECTURES, (
+            f"{model_type} is outside the allow-list with no stated reason"
+        )
+        assert reason is not None and EXCLUDED_ARCHITECTURES[model_type] in reason, reason
+        if mismatch is None:
+            warnings.warn(
+                f"{model_type} packs exactly under transformers {transformers.__version__}: once every supported "
+                "release does, it may join PACKABLE_ARCHITECTURES",
+                stacklevel=1,
+            )
 
 
 def padding_mismatch(model, side: str = "right") -> float:
