@@ -196,3 +196,50 @@ def test_step_chooses_packed_or_padded_per_micro_batch_when_padding_free_is_left
     assert packed == {(0, 1, 2, 3): False, (4, 5, 6, 7): True}  # equal lengths padded, 300 beside 3s packed
     forced = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=4, padding_free=True)
     assert all(batch.segments is not None for batch in forced._micro_batches(samples_of([7, 7, 7, 7])))
+
+
+def tiny_gemma3(vocab_size: int, **settings):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "gemma3_text",
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        initializer_range=0.2,
+        **settings,
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+
+
+def test_a_gemma3_with_bidirectional_attention_trains_each_sample_as_it_is_alone(tmp_path):
+    tokenizer = train_bpe_tokenizer()
+    model = tiny_gemma3(len(tokenizer), use_bidirectional_attention=True)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = [torch.randint(3, len(tokenizer), (length,), generator=generator) for length in (9, 4, 7)]
+    with torch.no_grad():
+        alone = [float(model(input_ids=ids[None], labels=ids[None]).loss) * (len(ids) - 1) for ids in input_ids]
+    expected = sum(alone) / sum(len(ids) - 1 for ids in input_ids)
+    trainer = IterativeSFTTrainer(
+        model,
+        args=IterativeSFTConfig(output_dir=str(tmp_path), report_to="none", learning_rate=0.0, use_cpu=True),
+        processing_class=tokenizer,
+    )
+    assert trainer.step(input_ids=input_ids)["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_packing_is_refused_by_the_config_switch_that_makes_attention_bidirectional(tmp_path):
+    tokenizer = train_bpe_tokenizer()
+    assert packing_support.unsupported_reason(tiny_gemma3(len(tokenizer))) is None
+    model = tiny_gemma3(len(tokenizer), use_bidirectional_attention=True)
+    assert "use_bidirectional_attention" in packing_support.unsupported_reason(model)
+    assert not packing_support.ignores_right_padding(model)
+    with pytest.raises(ValueError, match="use_bidirectional_attention"):
+        packing_support.resolve_padding_free(model, True, None)

@@ -2,8 +2,9 @@
 
 Each architecture on :data:`PACKABLE_ARCHITECTURES` passed ``tests/test_packing_architectures.py``: every
 sample's logits in a packed row equal its logits run alone, with sequences longer than the model's sliding
-window where it has one. :data:`EXCLUDED_ARCHITECTURES` names the ones that failed that sweep and why; every
-other architecture trains padded because nobody has proven it exact.
+window where it has one, under its default (causal) attention; a config switch that changes the mask
+(:data:`MASK_SWITCHES`) takes a model off the list. :data:`EXCLUDED_ARCHITECTURES` names the ones that failed
+that sweep and why; every other architecture trains padded because nobody has proven it exact.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from iterframe.engine.model_support import native_decoder_reason
 
 __all__ = [
     "EXCLUDED_ARCHITECTURES",
+    "MASK_SWITCHES",
     "MINIMUM_TRANSFORMERS",
     "PACKABLE_ARCHITECTURES",
     "PACKING_OVERHEAD",
@@ -26,6 +28,7 @@ __all__ = [
     "attention_configs",
     "base_model",
     "ignores_right_padding",
+    "mask_switch_reason",
     "resolve_padding_free",
     "unsupported_reason",
 ]
@@ -54,6 +57,28 @@ EXCLUDED_ARCHITECTURES = {
     "falcon": "its attention layers need the attention mask, which packed rows skip",
     "bloom": "its ALiBi attention does not go through transformers' attention interface",
 }
+
+
+#: Config switches that change an allow-listed architecture's attention mask away from the causal one its packed
+#: rows were proven with: each one's packing-safe value, and what it does otherwise.
+MASK_SWITCHES = {
+    "use_bidirectional_attention": (False, "makes attention bidirectional (every token sees the ones after it)"),
+}
+
+
+def mask_switch_reason(model) -> Optional[str]:
+    """Why ``model``'s attention is not the causal attention its architecture packs with (``None`` when it is): a
+    config switch of :data:`MASK_SWITCHES` set in any config the model reads, or, whatever switch did it, an
+    attention layer that is not causal (``is_causal`` false)."""
+    for config in attention_configs(model):
+        for name, (safe, effect) in MASK_SWITCHES.items():
+            value = getattr(config, name, safe)
+            if value not in (safe, None):
+                return f"its config sets {name}={value!r}, which {effect}"
+    for name, module in model.named_modules():
+        if getattr(module, "is_causal", True) is False:
+            return f"its attention layer {name} is not causal (is_causal=False)"
+    return None
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -99,6 +124,9 @@ def unsupported_reason(model) -> Optional[str]:
             f"packed rows of the {model_type} architecture are proven exact from transformers {minimum} on "
             f"(this is {transformers.__version__})"
         )
+    reason = mask_switch_reason(base)
+    if reason is not None:
+        return f"packed rows of the {model_type} architecture are exact only with causal attention, but {reason}"
     parameters = inspect.signature(base.forward).parameters
     missing = [name for name in ("position_ids", "logits_to_keep") if name not in parameters]
     if missing:
