@@ -203,6 +203,18 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, da
     assert prepared.config.to_config() == config
 
 
+def test_print_config_shows_stop_strings_byte_for_byte_as_the_run_gets_them(tmp_path, dataset, captured):
+    (tmp_path / "model").mkdir()
+    stops = {"generator.stop=\n\nQuestion:": ["\n\nQuestion:"], 'generator.stop=[" Q:", "a, b"]': [" Q:", "a, b"]}
+    for assignment, expected in stops.items():
+        args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", assignment)
+        printed = _run(*args, "--print-config")
+        assert printed.exit_code == 0, printed.output
+        assert yaml.safe_load(printed.output)["generator"]["options"]["stop"] == expected
+        assert _run(*args).exit_code == 0
+        assert captured.pop().config.generator.options["stop"] == expected
+
+
 def test_dry_run_checks_the_model_and_writes_nothing(tmp_path, dataset, tiny_llama_path, captured):
     result = _run(*_args(tiny_llama_path, dataset, tmp_path / "out", "--dry-run"))
     assert result.exit_code == 0, result.output

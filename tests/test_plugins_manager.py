@@ -223,12 +223,12 @@ def test_create_component_coerces_cli_strings_to_option_types(plugin_manager):
     generator = create_component(
         "generator",
         "hf",
-        {"max_new_tokens": "8", "temperature": "0.7", "do_sample": "false", "stop": "###,\n\n", "seed": "none"},
+        {"max_new_tokens": "8", "temperature": "0.7", "do_sample": "false", "stop": '["###", "\\n\\n"]', "seed": "none"},
     )
     assert generator.options.max_new_tokens == 8
     assert generator.options.temperature == 0.7
     assert generator.options.do_sample is False
-    assert generator.options.stop == ["###"]  # comma-separated text; blank parts dropped
+    assert generator.options.stop == ["###", "\n\n"]  # a JSON list
     assert generator.options.seed is None
 
 

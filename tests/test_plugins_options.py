@@ -32,7 +32,7 @@ from iterframe.plugins.options import (
         (bool, "1", True),
         (bool, False, False),
         (str, "text", "text"),
-        (list[str], "a,b", ["a", "b"]),
+        (list[str], "a,b", ["a,b"]),
         (list[str], '["a,b", "c"]', ["a,b", "c"]),
         (list[str], "", []),
         (list[str], ("x",), ["x"]),
@@ -140,3 +140,15 @@ def test_check_options_class_accepts_every_supported_type():
         g: Any = None
 
     check_options_class(AllTypes, "plugin 'x'")
+
+
+@pytest.mark.parametrize("text", ["\n\n", "\nQuestion:", " Q:", "a, b", "[INST]", " [x] ", "</s>"])
+def test_a_plain_string_for_a_string_list_is_one_item_kept_byte_for_byte(text):
+    assert coerce_option(text, list[str], "generator 'hf'", "stop") == [text]
+    assert coerce_option(text, Optional[list[str]], "generator 'hf'", "stop") == [text]
+
+
+def test_a_json_list_string_is_that_list_and_numbers_may_be_comma_separated():
+    assert coerce_option('["\\n\\n", "Q: a, b"]', list[str], "generator 'hf'", "stop") == ["\n\n", "Q: a, b"]
+    assert coerce_option("[]", list[str], "generator 'hf'", "stop") == []
+    assert coerce_option("1, 2", list[int], "filter 'x'", "sizes") == [1, 2]

@@ -160,6 +160,24 @@ def _coerce_scalar(value, annotation):
     raise ValueError
 
 
+def _list_from_text(text: str, item) -> list:
+    """A string given for a ``list[item]`` option: a JSON list (``'["a", "b"]'``) is that list; otherwise, for a
+    list of strings, the string is one item, byte for byte (whitespace and commas are part of a stop string); for
+    a list of numbers or booleans, comma-separated values. An empty string is the empty list."""
+    if not text:
+        return []
+    if text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    if item is str or item is Any:
+        return [text]
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _coerce(value, annotation):
     inner = _optional_inner(annotation)
     if inner is not None:
@@ -169,11 +187,7 @@ def _coerce(value, annotation):
     item = _list_item(annotation)
     if item is not None:
         if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                value = json.loads(text)
-            else:
-                value = [part.strip() for part in text.split(",") if part.strip()] if text else []
+            value = _list_from_text(value, item)
         if not isinstance(value, (list, tuple)):
             raise ValueError
         return [_coerce_scalar(element, item) for element in value]
@@ -183,8 +197,9 @@ def _coerce(value, annotation):
 def coerce_option(value, annotation, label: str, option: str):
     """Convert ``value`` (a CLI string or a Python value) to ``annotation`` or raise ``ComponentOptionError``.
 
-    Lists may be given as JSON (``'["a", "b"]'``) or comma-separated text (``"a,b"``); ``Optional`` options
-    accept ``none``/``null``; booleans accept true/false, yes/no, on/off, 1/0.
+    Lists may be given as JSON (``'["a", "b"]'``); any other string is one item of a ``list[str]``, kept byte for
+    byte, and comma-separated values of a list of numbers or booleans (``"1,2"``); ``Optional`` options accept
+    ``none``/``null``; booleans accept true/false, yes/no, on/off, 1/0.
     """
     try:
         return _coerce(value, annotation)
