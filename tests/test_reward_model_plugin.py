@@ -164,3 +164,31 @@ def test_max_length_keeps_the_end_of_the_text(plugin_loaded, tiny_reward_model_p
         scores[max_length] = reward.score(same_ending)
     assert scores[None][0] != pytest.approx(scores[None][1], abs=1e-4)
     assert scores[4][0] == pytest.approx(scores[4][1], abs=1e-5)
+
+
+def test_with_pad_equal_to_eos_each_text_is_scored_at_its_last_token(
+    plugin_loaded, tiny_reward_model_path, tmp_path
+):
+    """A reward model whose pad token is its eos: a text ending in eos is scored at that eos, padded or not, as
+    the model scores the text alone at its last token."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_path).eval()
+    tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.eos_token_id
+    tokenizer.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    texts = [
+        f"The quick brown fox{tokenizer.eos_token}",
+        f"12 + 7 = 19{tokenizer.eos_token} and more",
+        "The quick",
+    ]
+
+    model.config.pad_token_id = None  # one text, no padding: the score at its last token
+    with torch.inference_mode():
+        alone = [model(**tokenizer(text, return_tensors="pt")).logits[0, 0].item() for text in texts]
+    reward = create_component("reward", "reward-model", {"path": str(tmp_path), "batch_size": 3})
+    reward.setup(RunContext(trainer=None, tokenizer=None))
+    assert reward.score_texts(texts) == pytest.approx(alone, abs=1e-5)
+    assert reward.model.config.pad_token_id == tokenizer.eos_token_id

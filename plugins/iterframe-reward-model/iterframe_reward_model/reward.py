@@ -93,9 +93,29 @@ class RewardModelReward(iterframe.Reward):
         ).to(self.model.device)
         import torch  # only when scoring: listing plugins and --help stay free of torch
 
-        with torch.inference_mode():
-            logits = self.model(**encoded).logits
+        config = self.model.config.get_text_config()
+        saved_pad_id = config.pad_token_id
+        if "attention_mask" in encoded:  # pad with an id the model pools on and that no text has
+            vocab_size = self.model.get_input_embeddings().num_embeddings
+            config.pad_token_id = _unambiguous_pad_id(encoded, saved_pad_id, vocab_size)
+            padding = encoded["attention_mask"] == 0
+            encoded["input_ids"] = encoded["input_ids"].masked_fill(padding, config.pad_token_id)
+        try:
+            with torch.inference_mode():
+                logits = self.model(**encoded).logits
+        finally:
+            config.pad_token_id = saved_pad_id
         return logits[:, self.options.label].float().cpu().tolist()
 
     def close(self) -> None:
         self.model = None
+
+
+def _unambiguous_pad_id(encoded, pad_id: Optional[int], vocab_size: int) -> int:
+    """The id to pad with, which the model also pools on: a sequence-classification decoder scores a text at its
+    last token that is not the pad id, so when a real token is the pad id (pad == eos and a text with eos in it),
+    the padding takes an id that no text of the batch has."""
+    real_ids = set(encoded["input_ids"][encoded["attention_mask"] == 1].tolist())
+    if pad_id is not None and pad_id not in real_ids:
+        return pad_id
+    return next(token_id for token_id in range(vocab_size) if token_id not in real_ids)
