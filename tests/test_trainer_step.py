@@ -7,7 +7,7 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
 
@@ -322,7 +322,7 @@ def test_default_max_steps_keeps_a_nonzero_learning_rate(tmp_path, tiny_llama_pa
     assert trainer.args.max_steps == -1
     for _ in range(3):
         stats = trainer.step(texts=TEXTS)
-    assert stats["learning_rate"] == pytest.approx(1e-3)
+    assert stats["learning_rate"] == pytest.approx(0.1)  # the linear decay has not moved
 
 
 def test_warmup_then_constant_when_max_steps_is_unset(tmp_path, tiny_llama_path):
@@ -433,3 +433,49 @@ def test_labels_without_any_loss_token_skip_the_update(tmp_path, tiny_llama_path
     assert any("no label tokens" in str(w.message) for w in caught)
     assert stats["num_updates"] == 0 and trainer.state.global_step == 0
     assert all(torch.equal(before[name], param) for name, param in trainer.model.named_parameters())
+
+
+class OptimizerStepRecorder(TrainerCallback):
+    def __init__(self):
+        self.events = []
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.events.append("pre_optimizer_step")
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.events.append("optimizer_step")
+
+
+def fp16_style_trainer(tmp_path, model_path, init_scale: float):
+    """A trainer whose loss and update go through a real ``GradScaler`` starting at ``init_scale`` (fp16 training's
+    loss scaling, runnable on CPU), a linear decay over 4 updates, and a callback recording optimizer steps."""
+    trainer = make_trainer(tmp_path, model_path, max_steps=4, lr_scheduler_type="linear", use_cpu=True)
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    trainer.optimizer = trainer.accelerator.prepare(torch.optim.SGD(trainer.model.parameters(), lr=0.1))
+    trainer.lr_scheduler = None
+    trainer.create_scheduler(num_training_steps=4)
+    recorder = OptimizerStepRecorder()
+    trainer.add_callback(recorder)
+    return trainer, recorder
+
+
+def test_an_update_the_grad_scaler_skips_leaves_the_schedule_where_it_was(tmp_path, tiny_llama_path):
+    trainer, _ = fp16_style_trainer(tmp_path / "skipped", tiny_llama_path, init_scale=2.0**127)  # overflows
+    before = weights(trainer)
+    stats = trainer.step(texts=TEXTS)
+    assert trainer.accelerator.optimizer_step_was_skipped
+    assert all(torch.equal(before[name], value) for name, value in weights(trainer).items())
+    assert trainer.lr_scheduler.last_epoch == 0
+    assert stats["learning_rate"] == pytest.approx(0.1)  # the linear decay has not moved
+
+    control, _ = fp16_style_trainer(tmp_path / "control", tiny_llama_path, init_scale=1.0)
+    control.step(texts=TEXTS)
+    assert not control.accelerator.optimizer_step_was_skipped
+    assert control.lr_scheduler.last_epoch == 1
+
+
+def test_optimizer_step_callbacks_fire_around_every_update(tmp_path, tiny_llama_path):
+    trainer, recorder = fp16_style_trainer(tmp_path, tiny_llama_path, init_scale=1.0)
+    trainer.args.per_device_train_batch_size = 2
+    trainer.step(texts=TEXTS)  # two updates
+    assert recorder.events == ["pre_optimizer_step", "optimizer_step"] * 2

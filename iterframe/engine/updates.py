@@ -78,8 +78,11 @@ class MicroBatchUpdates:
             # under DeepSpeed the engine has clipped already; accelerate hands back its norm (or None)
             norm = self.accelerator.clip_grad_norm_(self.model_wrapped.parameters(), self.args.max_grad_norm)
             grad_norm = None if norm is None else float(norm.item() if hasattr(norm, "item") else norm)
+        self.control = self.callback_handler.on_pre_optimizer_step(self.args, self.state, self.control)
         self.optimizer.step()
-        self.lr_scheduler.step()
+        self.control = self.callback_handler.on_optimizer_step(self.args, self.state, self.control)
+        if not self.accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler found inf/nan and skipped it
+            self.lr_scheduler.step()
         self.optimizer.zero_grad()  # the optimizer's own default (None), so that a patched zero_grad decides
         self.state.global_step += 1
         return grad_norm
