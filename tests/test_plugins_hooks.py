@@ -386,3 +386,92 @@ def test_hooks_see_which_components_the_run_uses(context):
     assert context.uses(ThresholdFilter) and context.uses(ThresholdFilter, kind="filter")
     assert not context.uses("answer-match", kind="filter")
     assert not context.uses("keyword")
+
+
+class Starter:
+    """Implements on_iteration_start, writing its name into a shared list."""
+
+    def __init__(self, name, calls, error=None):
+        self.name, self.calls, self.error = name, calls, error
+
+    @hookimpl
+    def on_iteration_start(self, context, iteration, prompts):
+        self.calls.append(self.name)
+        if self.error is not None:
+            raise self.error
+
+
+class NewStyleWrapper:
+    def __init__(self, calls, fail_after=False, swallow=False):
+        self.calls, self.fail_after, self.swallow = calls, fail_after, swallow
+
+    @hookimpl(wrapper=True)
+    def on_iteration_start(self, context, iteration, prompts):
+        self.calls.append("enter")
+        try:
+            result = yield
+        except Exception:
+            if not self.swallow:
+                raise
+            result = []
+        self.calls.append("exit")
+        if self.fail_after:
+            raise RuntimeError("the wrapper broke")
+        return result
+
+
+class OldStyleWrapper:
+    def __init__(self, calls):
+        self.calls = calls
+
+    @hookimpl(hookwrapper=True)
+    def on_iteration_start(self, context, iteration, prompts):
+        self.calls.append("old-enter")
+        yield
+        self.calls.append("old-exit")
+
+
+def call_iteration_start(context):
+    from iterframe.plugins.hooks import Hooks
+
+    return Hooks(context).call("on_iteration_start", iteration=2, prompts=[])
+
+
+def test_hook_wrappers_run_once_around_all_implementations(register_plugin, context):
+    calls = []
+    register_plugin(Starter("a", calls), name="plugin-a")
+    register_plugin(Starter("b", calls), name="plugin-b")
+    register_plugin(NewStyleWrapper(calls), name="new-wrapper")
+    register_plugin(OldStyleWrapper(calls), name="old-wrapper")
+    answers = call_iteration_start(context)
+    assert calls == ["old-enter", "enter", "b", "a", "exit", "old-exit"]
+    assert [name for name, _ in answers] == ["plugin-b", "plugin-a"]
+
+
+def test_a_failing_hook_wrapper_is_blamed_on_its_own_plugin(register_plugin, context):
+    from iterframe.plugins.errors import ComponentError
+
+    calls = []
+    register_plugin(Starter("a", calls), name="plugin-a")
+    register_plugin(NewStyleWrapper(calls, fail_after=True), name="broken-wrapper")
+    with pytest.raises(ComponentError) as caught:
+        call_iteration_start(context)
+    assert caught.value.origin == "plugin 'broken-wrapper'"
+    assert str(caught.value) == (
+        "Iteration 2: hook on_iteration_start of plugin 'broken-wrapper' failed: RuntimeError: the wrapper broke"
+    )
+    assert calls == ["enter", "a", "exit"]
+
+
+def test_an_implementation_failing_inside_a_wrapper_is_blamed_on_its_plugin_even_when_the_wrapper_swallows_it(
+    register_plugin, context
+):
+    from iterframe.plugins.errors import ComponentError
+
+    calls = []
+    register_plugin(Starter("a", calls, error=KeyError("boom")), name="plugin-a")
+    register_plugin(NewStyleWrapper(calls, swallow=True), name="swallowing-wrapper")
+    with pytest.raises(ComponentError) as caught:
+        call_iteration_start(context)
+    assert caught.value.origin == "plugin 'plugin-a'" and isinstance(caught.value.__cause__, KeyError)
+    assert calls == ["enter", "a", "exit"]

@@ -45,27 +45,83 @@ def call_each(
         ComponentError: (``kind="hook"``) an implementation raised, or ``check`` refused its answer; the message
             names the hook, the plugin and the moment, and the original error is the ``__cause__``.
     """
-    implementations = [
-        impl for impl in getattr(manager.hook, hook_name).get_hookimpls() if not (impl.wrapper or impl.hookwrapper)
-    ]
-    plugins = [impl.plugin for impl in implementations]
+    hook_impls = getattr(manager.hook, hook_name).get_hookimpls()
+    wrappers = [impl for impl in reversed(hook_impls) if impl.wrapper or impl.hookwrapper]  # outermost first
+    implementations = [impl for impl in hook_impls if not (impl.wrapper or impl.hookwrapper)]
+    plugins = [impl.plugin for impl in hook_impls]
     answers = []
-    for impl in reversed(implementations):  # pluggy calls the last registered first
-        others = [plugin for plugin in plugins if plugin is not impl.plugin]
-        kwargs = arguments(impl.plugin_name) if callable(arguments) else arguments
-        try:
-            with blame_hook(hook_name, impl.plugin_name, iteration, when):
-                results = manager.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
-                answer = results[0] if results else None
-                if check is not None and answer is not None:
-                    check(answer)
-        except ComponentError as failure:
-            if failures is None:
-                raise
-            failures.append(failure)
-            continue
-        answers.append((impl.plugin_name, answer))
+
+    def call_implementations() -> None:
+        for impl in reversed(implementations):  # pluggy calls the last registered first
+            others = [plugin for plugin in plugins if plugin is not impl.plugin]
+            kwargs = arguments(impl.plugin_name) if callable(arguments) else arguments
+            try:
+                with blame_hook(hook_name, impl.plugin_name, iteration, when):
+                    results = manager.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+                    answer = results[0] if results else None
+                    if check is not None and answer is not None:
+                        check(answer)
+            except ComponentError as failure:
+                if failures is None:
+                    raise
+                failures.append(failure)
+                continue
+            answers.append((impl.plugin_name, answer))
+
+    moment = {"iteration": iteration, "when": when, "failures": failures}
+    _inside_wrappers(manager, hook_name, wrappers, plugins, arguments, call_implementations, **moment)
     return answers
+
+
+def _inside_wrappers(
+    manager: pluggy.PluginManager,
+    hook_name: str,
+    wrappers: list[pluggy.HookImpl],
+    plugins: list[Any],
+    arguments: Union[Mapping[str, Any], Callable[[str], Mapping[str, Any]]],
+    call_implementations: Callable[[], None],
+    *,
+    iteration: Optional[int],
+    when: Optional[str],
+    failures: Optional[list[ComponentError]],
+) -> None:
+    """Run ``call_implementations()`` inside the hook's wrappers (outermost first): each wrapper runs once, around
+    all the implementations, as pluggy runs it, and a failure of the wrapper itself names the wrapper's plugin.
+    An implementation's failure is raised even when a wrapper swallows it."""
+    if not wrappers:
+        call_implementations()
+        return
+    outer, inner = wrappers[0], wrappers[1:]
+    entered: list[bool] = []
+    inner_failures: list[ComponentError] = []
+
+    def carried() -> None:  # the inner wrappers and the implementations, as one implementation of the call
+        entered.append(True)
+        try:
+            _inside_wrappers(
+                manager, hook_name, inner, plugins, arguments, call_implementations,
+                iteration=iteration, when=when, failures=failures,
+            )  # fmt: skip
+        except ComponentError as failure:
+            inner_failures.append(failure)
+            raise
+
+    others = [plugin for plugin in plugins if plugin is not outer.plugin]
+    kwargs = arguments(outer.plugin_name) if callable(arguments) else arguments
+    try:
+        with blame_hook(hook_name, outer.plugin_name, iteration, when):
+            manager.subset_hook_caller(hook_name, remove_plugins=others).call_extra([carried], dict(kwargs))
+    except ComponentError as failure:
+        if inner_failures:
+            raise inner_failures[0]  # noqa: B904 (its own cause stands)
+        if failures is None:
+            raise
+        failures.append(failure)
+        if not entered:  # the wrapper failed before the implementations ran: they still run
+            carried()
+        return
+    if inner_failures:
+        raise inner_failures[0]
 
 
 def check_metrics(answer: Any) -> None:
