@@ -43,6 +43,7 @@ _PUBLIC = {
     "DedupFilter": "iterframe.builtin.filters",
     "LengthFilter": "iterframe.builtin.filters",
     "DropUniformFilter": "iterframe.builtin.filters",
+    "DropTruncatedFilter": "iterframe.builtin.filters",
     "CompletionOnlyTokenizer": "iterframe.builtin.tokenizers",
     "FullTextTokenizer": "iterframe.builtin.tokenizers",
     "ChatTokenizer": "iterframe.builtin.tokenizers",
@@ -64,6 +65,7 @@ __all__ = [
     "ComponentError",
     "ConsoleLogger",
     "DedupFilter",
+    "DropTruncatedFilter",
     "DropUniformFilter",
     "Filter",
     "FullTextTokenizer",
@@ -103,6 +105,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from iterframe.builtin.filters import (
         BestOfNFilter,
         DedupFilter,
+        DropTruncatedFilter,
         DropUniformFilter,
         LengthFilter,
         ThresholdFilter,

@@ -198,3 +198,13 @@ def test_drop_uniform_reason_is_the_prompts_reward_spread(plugin_manager):
         1: {"reward_spread": 0.0, "tolerance": 0.0},
         4: {"reward_spread": None, "tolerance": 0.0},
     }
+
+
+def test_drop_truncated_drops_completions_cut_at_max_new_tokens_and_says_so(plugin_manager):
+    batch = samples((0, "done", 1.0), (0, "cut", 1.0), (1, "unknown", 1.0))
+    batch[0].info = {"finish_reason": "stop", "num_tokens": 3}
+    batch[1].info = {"finish_reason": "length", "num_tokens": 64}
+    component = create_component("filter", "drop-truncated")
+    keep = component.select(batch)
+    assert keep == [True, False, True]
+    assert component.drop_reasons(batch, keep)[1] == {"finish_reason": "length", "num_tokens": 64}

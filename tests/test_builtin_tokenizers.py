@@ -195,3 +195,37 @@ def test_chat_trains_on_the_sampled_reply_closed_by_the_templates_end_of_turn(pl
     ended = [*token_ids, tokenizer.eos_token_id]
     batch = make_tokenizer("chat", tokenizer).tokenize([sampled(tokenizer, messages, "yo", ended, prompt_ids)])
     assert batch["input_ids"] == [prompt_ids + ended]
+
+
+# --- completions cut at max_new_tokens -------------------------------------------------------------------------
+
+
+def truncated(item):
+    item.info["finish_reason"] = "length"
+    return item
+
+
+def test_a_completion_cut_at_max_new_tokens_is_trained_without_eos(plugin_manager, tokenizer):
+    bos, q = tokenizer.bos_token_id, ids(tokenizer, "q")
+    for name in ("completion-only", "full-text"):
+        from_text = make_tokenizer(name, tokenizer).tokenize([truncated(sample("q", "ab"))])
+        assert from_text["input_ids"] == [[bos, *q, *ids(tokenizer, "ab")]], name
+        from_ids = make_tokenizer(name, tokenizer).tokenize(
+            [truncated(sampled(tokenizer, "q", "ab", ids(tokenizer, "ab")))]
+        )
+        assert from_ids["input_ids"] == [[bos, *q, *ids(tokenizer, "ab")]], name
+    finished = make_tokenizer("completion-only", tokenizer).tokenize([sample("q", "ab")])
+    assert finished["input_ids"] == [[bos, *q, *ids(tokenizer, "ab"), tokenizer.eos_token_id]]
+
+
+def test_a_chat_reply_cut_at_max_new_tokens_is_not_closed_by_the_end_of_turn(plugin_manager, tokenizer):
+    messages = [{"role": "user", "content": "hi"}]
+    prompt_ids = ids(tokenizer, "<user>hi\n<assistant>")
+    from_text = make_tokenizer("chat", tokenizer).tokenize([truncated(sample(messages, "yo"))])
+    assert from_text["input_ids"] == [prompt_ids + ids(tokenizer, "yo")]
+    assert from_text["labels"] == [[-100] * len(prompt_ids) + ids(tokenizer, "yo")]
+    reply = ids(tokenizer, "yo")
+    from_ids = make_tokenizer("chat", tokenizer).tokenize(
+        [truncated(sampled(tokenizer, messages, "yo", reply, prompt_ids))]
+    )
+    assert from_ids["input_ids"] == [prompt_ids + reply]

@@ -185,3 +185,37 @@ def test_report_plot_has_a_funnel_panel(tmp_path):
     report = write_report(str(output_dir))
     assert "Funnel, samples: generated -> failed -> dropped by each filter -> kept -> trained:" in report.text
     assert os.path.getsize(report.plot_path) > 0
+
+
+class HalfCutGenerator(ScriptedGenerator):
+    """Like :class:`ScriptedGenerator`, but every odd sample hit ``max_new_tokens``."""
+
+    def generate(self, prompts, num_samples):
+        completions = super().generate(prompts, num_samples)
+        for row in completions:
+            for index, completion in enumerate(row):
+                completion.finish_reason = "length" if index % 2 else "stop"
+        return completions
+
+
+def test_the_funnel_counts_samples_dropped_for_being_cut_at_max_new_tokens(
+    tiny_llama_path, tmp_path, plugin_manager
+):
+    loop = make_loop(
+        tiny_llama_path,
+        tmp_path / "out",
+        generator=HalfCutGenerator(),
+        filters=[create_component("filter", "drop-truncated")],
+        iterations=1,
+        samples_per_prompt=4,
+    )
+    (row,) = loop.run()
+    assert funnel(row) == [
+        ("generated", 8),
+        ("failed", 0),
+        ("dropped by drop-truncated", 4),
+        ("kept", 4),
+        ("trained", 4),
+    ]
+    dropped = [sample for sample in read_samples(samples_path(tmp_path / "out", 0)) if sample["dropped_by"]]
+    assert {sample["finish_reason"] for sample in dropped} == {"length"}

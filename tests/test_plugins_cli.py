@@ -88,7 +88,7 @@ def test_kind_keeps_only_plugins_providing_that_kind(long_filter_plugin):
     assert provided == [
         (
             "iterframe.builtin.filters",
-            ["threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform"],
+            ["threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform", "drop-truncated"],
         ),
         ("long-filter", ["long"]),
     ]

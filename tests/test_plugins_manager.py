@@ -27,7 +27,7 @@ from iterframe.plugins.components import Reward
 BUILTIN_NAMES = {
     "generator": {"hf"},
     "reward": {"python", "answer-match", "trl", "math-verify", "http"},
-    "filter": {"threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform"},
+    "filter": {"threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform", "drop-truncated"},
     "tokenizer": {"completion-only", "full-text", "chat"},
     "logger": {"console", "jsonl", "wandb", "tensorboard"},
 }
@@ -211,7 +211,7 @@ def test_unknown_component_error_suggests_closest_and_lists_available(plugin_man
     assert isinstance(error.value, ValueError)
     message = str(error.value)
     assert "Did you mean 'top-fraction'?" in message
-    assert "best-of-n, dedup, drop-uniform, length, threshold, top-fraction" in message
+    assert "best-of-n, dedup, drop-truncated, drop-uniform, length, threshold, top-fraction" in message
 
 
 def test_unknown_kind_lists_the_kinds(plugin_manager):

@@ -16,6 +16,7 @@ from iterframe.plugins.hookspecs import hookimpl
 __all__ = [
     "BestOfNFilter",
     "DedupFilter",
+    "DropTruncatedFilter",
     "DropUniformFilter",
     "LengthFilter",
     "ThresholdFilter",
@@ -240,6 +241,24 @@ class DropUniformFilter(Filter):
         return reasons
 
 
+class DropTruncatedFilter(Filter):
+    """Drops completions the generator cut at ``max_new_tokens`` (``finish_reason == "length"``): an unfinished
+    answer, even one a verifier accepts, teaches the model to run on past it. Samples with another or no recorded
+    finish reason are kept."""
+
+    name = "drop-truncated"
+    description = "Drop completions cut at max_new_tokens (finish_reason 'length'); put it before a threshold."
+
+    def select(self, samples: list[Sample]) -> list[bool]:
+        return [sample.info.get("finish_reason") != "length" for sample in samples]
+
+    def drop_reasons(self, samples, keep):
+        return [
+            {"finish_reason": sample.info.get("finish_reason"), "num_tokens": sample.info.get("num_tokens")}
+            for sample in samples
+        ]
+
+
 @hookimpl
 def register_filters(register):
     for filter_class in (
@@ -249,5 +268,6 @@ def register_filters(register):
         DedupFilter,
         LengthFilter,
         DropUniformFilter,
+        DropTruncatedFilter,
     ):
         register(filter_class)

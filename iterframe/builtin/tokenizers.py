@@ -1,7 +1,8 @@
 """Built-in sample tokenizers: kept samples -> ``input_ids``/``attention_mask``/``labels`` for ``step()``.
 
 ``completion-only`` trains on the completion (prompt labels are -100), ``full-text`` on every token, ``chat`` on
-the assistant turn of the chat-templated conversation.
+the assistant turn of the chat-templated conversation. A completion the generator cut at ``max_new_tokens``
+(``finish_reason == "length"``) is trained as it is, without eos or end of turn: it did not end.
 
 A sample whose generator recorded its token ids (``Sample.completion_token_ids``, ``Sample.prompt_token_ids``)
 trains on exactly those ids: encoding the completion's text again can give other ids (BPE merges across the
@@ -39,7 +40,15 @@ logger = logging.getLogger(__name__)
 class EosOptions:
     """Options of the tokenizers that append eos to the completion."""
 
-    add_eos: bool = dataclasses.field(default=True, metadata={"help": "Append eos so the model learns to stop."})
+    add_eos: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "Append eos so the model learns to stop (never to a completion cut at max_new_tokens)."},
+    )
+
+
+def was_cut_at_max_new_tokens(sample: Sample) -> bool:
+    """Whether the generator stopped the completion at ``max_new_tokens`` rather than at an end it sampled."""
+    return sample.info.get("finish_reason") == "length"
 
 
 class _PromptCompletionTokenizer(SampleTokenizer):
@@ -96,13 +105,14 @@ class _PromptCompletionTokenizer(SampleTokenizer):
         return encode_prompt(self.tokenizer, sample.prompt, f"prompt {sample.prompt_id}")
 
     def _completion_ids(self, sample: Sample, sampled: Optional[list[int]], add_eos: bool) -> list[int]:
-        """The sampled ids (else the encoded text), with the tokenizer's eos appended when ``add_eos`` and they
-        do not already end at an eos id."""
+        """The sampled ids (else the encoded text), with the tokenizer's eos appended when ``add_eos``, the
+        completion was not cut at ``max_new_tokens`` and its ids do not already end at an eos id."""
         if sampled is not None:
             ids = list(sampled)
         else:
             ids = list(self.tokenizer(sample.completion, add_special_tokens=False)["input_ids"])
-        if add_eos and not (sampled is not None and ids and ids[-1] in self.eos_token_ids):
+        ended = sampled is not None and ids and ids[-1] in self.eos_token_ids
+        if add_eos and not ended and not was_cut_at_max_new_tokens(sample):
             if self.tokenizer.eos_token_id is None:
                 raise ValueError(f"The {self.name!r} tokenizer appends eos, but the tokenizer has no eos token.")
             ids.append(self.tokenizer.eos_token_id)
@@ -180,11 +190,13 @@ class ChatTokenizer(_PromptCompletionTokenizer):
                 prompt_ids = list(sample.prompt_token_ids)
             else:  # a text prompt, sampled as is, is trained as the user turn of a conversation
                 prompt_ids = list(self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
-            if not (sampled and sampled[-1] in self.eos_token_ids):
+            if not (sampled and sampled[-1] in self.eos_token_ids) and not was_cut_at_max_new_tokens(sample):
                 sampled = sampled + self._end_of_turn_ids(messages)
             return prompt_ids + sampled, [IGNORE_INDEX] * len(prompt_ids) + sampled
         conversation = messages + [{"role": "assistant", "content": sample.completion}]
-        full_text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
+        full_text = self.tokenizer.apply_chat_template(
+            conversation, tokenize=False, continue_final_message=was_cut_at_max_new_tokens(sample)
+        )
         if not full_text.startswith(prompt_text):
             raise ValueError(
                 f"{where}: the chat template renders the conversation with a different start than the prompt with "
