@@ -223,7 +223,13 @@ def test_create_component_coerces_cli_strings_to_option_types(plugin_manager):
     generator = create_component(
         "generator",
         "hf",
-        {"max_new_tokens": "8", "temperature": "0.7", "do_sample": "false", "stop": '["###", "\\n\\n"]', "seed": "none"},
+        {
+            "max_new_tokens": "8",
+            "temperature": "0.7",
+            "do_sample": "false",
+            "stop": '["###", "\\n\\n"]',
+            "seed": "none",
+        },
     )
     assert generator.options.max_new_tokens == 8
     assert generator.options.temperature == 0.7
