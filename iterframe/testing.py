@@ -18,7 +18,14 @@ __all__ = [
     "build_tiny_causal_lm",
     "build_tiny_seq2seq_lm",
     "train_bpe_tokenizer",
+    "write_tiny_gguf",
 ]
+
+#: A ChatML template (the one SmolLM2 and Qwen use), for tiny chat models.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 DEFAULT_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -188,4 +195,89 @@ def build_tiny_seq2seq_lm(save_dir: Optional[str] = None, tokenizer=None, *, d_m
         os.makedirs(save_dir, exist_ok=True)
         model.save_pretrained(save_dir)
         tokenizer.save_pretrained(save_dir)
+    return model, tokenizer
+
+
+def _llama_cpp_permuted(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """A query or key projection in llama.cpp's rotary layout (what its ``convert_hf_to_gguf.py`` writes)."""
+    rows = weight.shape[0]
+    return weight.reshape(num_heads, 2, rows // num_heads // 2, -1).swapaxes(1, 2).reshape(weight.shape)
+
+
+def write_tiny_gguf(path: str, *, num_layers: int = 2, hidden_size: int = 32, seed: int = 0):
+    """Write a tiny random Llama with a byte-level BPE tokenizer and a ChatML template to the GGUF file ``path``,
+    as llama.cpp's converter lays one out: the attention and MLP projections quantized (``Q8_0``), others float32.
+
+    Returns the ``(model, tokenizer)`` it was written from, the projections set to their dequantized values (the
+    weights that loading the file gives back). Needs the ``gguf`` package.
+    """
+    import json
+
+    import gguf
+
+    corpus = [*DEFAULT_CORPUS, "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n5<|im_end|>"]
+    tokenizer = train_bpe_tokenizer(corpus, vocab_size=300, add_bos=False, chat_template=CHATML_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    model, tokenizer = build_tiny_causal_lm(
+        None, tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=4, num_key_value_heads=2,
+        seed=seed,
+    )  # fmt: skip
+    config = model.config
+    vocab = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    special_ids = set(tokenizer.all_special_ids)
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([tokenizer.convert_ids_to_tokens(i) for i in range(len(tokenizer))])
+    writer.add_token_types([3 if i in special_ids else 1 for i in range(len(tokenizer))])
+    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in vocab["merges"]])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_chat_template(CHATML_TEMPLATE)
+    names = {"self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.v_proj": "attn_v"}  # fmt: skip
+    state = model.state_dict()
+    quantized = gguf.GGMLQuantizationType.Q8_0
+
+    def add_quantized(gguf_name: str, weight: torch.Tensor, layout_heads: Optional[int] = None) -> None:
+        # Q8_0 blocks run along rows, so permuting rows commutes with the quantization round trip
+        written = _llama_cpp_permuted(weight, layout_heads) if layout_heads else weight
+        writer.add_tensor(gguf_name, gguf.quants.quantize(written.numpy(), quantized), raw_dtype=quantized)
+        weight.copy_(
+            torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(weight.numpy(), quantized), quantized))
+        )
+
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"].numpy())
+    with torch.no_grad():
+        for layer in range(config.num_hidden_layers):
+            prefix = f"model.layers.{layer}."
+            add_quantized(
+                f"blk.{layer}.attn_q.weight", state[prefix + "self_attn.q_proj.weight"], config.num_attention_heads
+            )
+            add_quantized(
+                f"blk.{layer}.attn_k.weight", state[prefix + "self_attn.k_proj.weight"], config.num_key_value_heads
+            )
+            for name, gguf_name in names.items():
+                weight = state[f"{prefix}{name}.weight"]
+                if weight.dim() == 2:
+                    add_quantized(f"blk.{layer}.{gguf_name}.weight", weight)
+                else:
+                    writer.add_tensor(f"blk.{layer}.{gguf_name}.weight", weight.numpy())
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"].numpy())
+    writer.add_tensor("output.weight", state["lm_head.weight"].numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return model, tokenizer

@@ -39,12 +39,11 @@ def _peft_config(run_config: RunConfig):
     """The ``peft.LoraConfig`` of ``run_config.peft`` (``None`` without adapters)."""
     if run_config.peft is None:
         return None
-    from transformers import AutoConfig
+    from iterframe.engine.loading import load_config
 
-    trust = bool((run_config.model_init_kwargs or {}).get("trust_remote_code", False))
     try:
-        model_config = AutoConfig.from_pretrained(run_config.model, trust_remote_code=trust)
-    except (OSError, ValueError) as error:
+        model_config = load_config(run_config.model, run_config.model_init_kwargs)
+    except (OSError, ValueError, ImportError) as error:
         raise RunConfigError(f"Cannot load model {run_config.model!r}: {error}") from None
     return run_config.peft.lora_config(bool(getattr(model_config, "is_encoder_decoder", False)))
 
@@ -57,7 +56,7 @@ def load_trainer(run_config: RunConfig):
     peft_config = _peft_config(run_config)
     try:
         return IterativeSFTTrainer(run_config.model, args=run_config.train, peft_config=peft_config)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ImportError) as error:
         if type(error).__module__.startswith("peft."):
             raise RunConfigError(
                 f"Cannot add LoRA adapters to {run_config.model!r}: {error} Set peft.target_modules to names of "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+from typing import Optional
 from urllib.parse import urlparse
 
 from iterframe.run_config import RunConfigError
@@ -67,10 +68,35 @@ def _similar_folders(path: str) -> str:
     return f" Similar folders there: {', '.join(close)}." if close else ""
 
 
-def check_model_reference(model: str) -> None:
+def _check_gguf(model: str, init_kwargs: Optional[dict]) -> None:
+    """A GGUF model (a ``.gguf`` file, or ``gguf_file`` in ``init_kwargs``) needs the ``gguf`` package, and a
+    ``gguf_file`` in a local folder must be there."""
+    gguf_file = (init_kwargs or {}).get("gguf_file")
+    if not (model.lower().endswith(".gguf") or gguf_file):
+        return
+    from iterframe.engine.loading import GGUF_INSTALL_HINT
+
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise RunConfigError(
+            f"Model {model!r} is a GGUF file, and reading it needs the gguf package: {GGUF_INSTALL_HINT}"
+        ) from None
+    folder = os.path.expanduser(model)
+    if gguf_file and os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, gguf_file)):
+        raise RunConfigError(
+            f"model_init_kwargs names gguf_file={gguf_file!r}, which is not in the model folder {model!r}; "
+            f"name one of its .gguf files, or pass the file itself with --model."
+        )
+
+
+def check_model_reference(model: str, init_kwargs: Optional[dict] = None) -> None:
     """Refuse, at once and without writing anything, a model that cannot be there.
 
     - a path-looking ``model`` (see :func:`looks_like_path`) that does not exist, naming the folder;
+    - a file that is not a ``.gguf`` file;
+    - a GGUF model (a ``.gguf`` file, or ``gguf_file`` in ``init_kwargs``) without the ``gguf`` package, or with
+      a ``gguf_file`` its folder does not have;
     - a Hub id not in the local cache while ``HF_HUB_OFFLINE`` is set, or while the Hub does not answer a
       connection within a few seconds.
 
@@ -79,10 +105,12 @@ def check_model_reference(model: str) -> None:
     """
     path = os.path.expanduser(model)
     if os.path.exists(path):
-        if not os.path.isdir(path):
+        if not os.path.isdir(path) and not path.lower().endswith(".gguf"):
             raise RunConfigError(
-                f"Model {model!r} is a file; --model takes a model folder (with config.json) or a Hub id."
+                f"Model {model!r} is a file; --model takes a model folder (with config.json), a .gguf file or a "
+                "Hub id."
             )
+        _check_gguf(model, init_kwargs)
         return
     if looks_like_path(model):
         raise RunConfigError(
@@ -112,16 +140,14 @@ def inspect_model(prepared) -> str:
     Raises:
         RunConfigError: either does not load, or the chat template is missing.
     """
-    from transformers import AutoConfig, AutoTokenizer
-
+    from iterframe.engine.loading import load_config, load_tokenizer
     from iterframe.generation.prompt_encoding import NO_CHAT_TEMPLATE_ADVICE
 
     model = prepared.config.model
-    trust = bool((prepared.config.model_init_kwargs or {}).get("trust_remote_code", False))
     try:
-        config = AutoConfig.from_pretrained(model, trust_remote_code=trust)
-        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust)
-    except (OSError, ValueError) as error:
+        config = load_config(model, prepared.config.model_init_kwargs)
+        tokenizer = load_tokenizer(model, prepared.config.model_init_kwargs)
+    except (OSError, ValueError, ImportError) as error:
         raise RunConfigError(f"Cannot load model {model!r}: {error}") from None
     has_template = bool(getattr(tokenizer, "chat_template", None))
     chat_prompts = any(not isinstance(record.prompt, str) for record in prepared.prompts)

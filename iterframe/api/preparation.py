@@ -182,5 +182,5 @@ def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
         from iterframe.demo import demo_model_path
 
         demo_model_path(quiet=run_config.loop.quiet)
-    check_model_reference(run_config.model)
+    check_model_reference(run_config.model, run_config.model_init_kwargs)
     return PreparedRun(run_config, prompts, eval_prompts, components, source)

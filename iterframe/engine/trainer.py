@@ -10,7 +10,6 @@ from typing import Any, Optional, Union
 
 import torch
 from transformers import (
-    AutoTokenizer,
     DefaultFlowCallback,
     PreTrainedModel,
     ProgressCallback,
@@ -32,6 +31,7 @@ from iterframe.engine.loading import (
     forward_deprecated_kwargs,
     join_process_group,
     load_model,
+    load_tokenizer,
     pad_token_id,
     resolve_args,
 )
@@ -100,7 +100,7 @@ class IterativeSFTTrainer(MicroBatchUpdates, Trainer):
         if processing_class is None:
             if not model_id:
                 raise ValueError("processing_class is required when the model has no id or path to load it from.")
-            processing_class = AutoTokenizer.from_pretrained(model_id)
+            processing_class = load_tokenizer(model_id, args.model_init_kwargs)
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token

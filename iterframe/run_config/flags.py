@@ -60,7 +60,7 @@ def _flag(option: str, key: str, help: str, **details) -> Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    _flag("--model", "model", "Model folder or Hub id to fine-tune.", metavar="PATH_OR_ID",
+    _flag("--model", "model", "Model folder, .gguf file or Hub id to fine-tune.", metavar="PATH_OR_ID",
           default_text="required"),
     _flag(
         "--model-init-kwargs",
