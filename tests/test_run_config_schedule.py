@@ -52,3 +52,14 @@ def test_a_given_max_steps_or_a_constant_schedule_is_left_as_it_is():
     assert resolved(lr_scheduler_type="cosine", max_steps=50).train.max_steps == 50
     assert resolved().train.max_steps == -1
     assert resolved(lr_scheduler_type="constant_with_warmup", warmup_steps=3).train.max_steps == -1
+
+
+def test_a_run_that_trains_from_a_recorded_set_sizes_its_schedule_from_the_set(tiny_llama_path, tmp_path):
+    from loop_fakes import make_loop
+
+    recorded = tmp_path / "recorded"
+    # 2 iterations of 4 prompts x 3 samples, every one kept: 12 kept samples an iteration, 6 updates of batch 2
+    make_loop(tiny_llama_path, recorded, iterations=2, prompts_per_iteration=4, samples_per_prompt=3).run()
+    loop = {"train_from": str(recorded), "iterations": 2, "prompts_per_iteration": 1}
+    run = resolved(loop, lr_scheduler_type="cosine")
+    assert run.train.max_steps == 2 * 6

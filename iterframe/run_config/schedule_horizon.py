@@ -13,16 +13,38 @@ __all__ = ["run_updates_bound", "set_schedule_horizon"]
 logger = logging.getLogger(__name__)
 
 
+def _samples_per_iteration(loop) -> list[int]:
+    """The most samples each iteration trains on, before the replay buffer: every generated sample kept, or, for
+    a run that trains on a recorded set (``train_from``), the kept samples of the set's iteration it trains on.
+    A set that cannot be read counts as generated samples (the run refuses it before training)."""
+    generated = [loop.prompts_per_iteration * loop.samples_per_prompt] * loop.iterations
+    if not loop.train_from:
+        return generated
+    from iterframe.loop.sample_sets import SampleSetError, TrainingSet
+
+    try:
+        recorded = TrainingSet(loop.train_from, tokenizer_hash=None)
+        return [sum(sample.kept for sample in recorded.samples(i)) for i in range(loop.iterations)]
+    except (SampleSetError, OSError, IndexError, ValueError):
+        return generated
+
+
 def run_updates_bound(loop, train, num_processes: int = 1) -> int:
-    """The most optimizer updates the schedule of a run sees: every generated sample kept and the replay buffer
-    full, ``train_epochs`` step() calls per iteration, over all ``iterations`` (one iteration with
-    ``restart_from_base``, whose every iteration starts a fresh schedule)."""
-    samples = loop.prompts_per_iteration * loop.samples_per_prompt + loop.replay_buffer_size
-    per_call = most_updates(
-        samples, train.per_device_train_batch_size, train.gradient_accumulation_steps, num_processes
-    )
-    iterations = 1 if loop.restart_from_base else loop.iterations
-    return max(1, per_call * loop.train_epochs * iterations)
+    """The most optimizer updates the schedule of a run sees: every generated sample kept (or, with
+    ``train_from``, every kept sample of the recorded set) and the replay buffer full, ``train_epochs`` step()
+    calls per iteration, over all ``iterations`` (the longest one with ``restart_from_base``, whose every
+    iteration starts a fresh schedule)."""
+    per_iteration = [
+        most_updates(
+            samples + loop.replay_buffer_size,
+            train.per_device_train_batch_size,
+            train.gradient_accumulation_steps,
+            num_processes,
+        )
+        * loop.train_epochs
+        for samples in _samples_per_iteration(loop)
+    ]
+    return max(1, max(per_iteration, default=0) if loop.restart_from_base else sum(per_iteration))
 
 
 def set_schedule_horizon(loop, train) -> None:
