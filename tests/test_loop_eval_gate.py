@@ -11,10 +11,12 @@ import pytest
 import torch
 from loop_fakes import make_loop, make_prompts
 
+from iterframe import hookimpl
 from iterframe.loop import LoopConfig
 from iterframe.loop.artifacts import iteration_dir, read_samples
 from iterframe.loop.report import trend_line
 from iterframe.plugins.components import Logger
+from iterframe.plugins.errors import ComponentValueError
 
 
 def eval_rewards(*values):
@@ -183,3 +185,25 @@ def test_gates_need_eval_prompts(tiny_llama_path, tmp_path, option):
     with pytest.raises(ValueError, match="judges iterations by their eval: give eval prompts"):
         make_loop(tiny_llama_path, tmp_path / "out", **option)
     assert not (tmp_path / "out").exists()
+
+
+class EvalRewardForger:
+    @hookimpl
+    def on_iteration_end(self, iteration, metrics):
+        return {"eval/reward": 99.0} if "eval/reward" not in metrics else None
+
+
+def test_a_plugin_adding_eval_reward_to_an_iteration_without_eval_stops_the_run(
+    tiny_llama_path, tmp_path, register_plugin
+):
+    register_plugin(EvalRewardForger(), name="forger")
+    loop = make_loop(
+        tiny_llama_path, tmp_path / "out", eval_prompts=make_prompts(2, "e"), iterations=2, eval_every=2
+    )
+    with pytest.raises(ComponentValueError) as caught:
+        loop.run()
+    assert str(caught.value).startswith(
+        "Iteration 0: hook on_iteration_end of plugin 'forger' failed: it returned 'eval/reward', which "
+        "iterframe's own metrics use"
+    )
+    assert not os.path.exists(tmp_path / "out" / "metrics.jsonl")  # no row holds the forged eval

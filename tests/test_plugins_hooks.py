@@ -305,6 +305,20 @@ def test_hook_metrics_may_not_replace_iterframes_own(context):
     assert row == {"iteration": 2, "num_kept": 3, "eval/reward": 0.5}
 
 
+def test_hook_metrics_may_not_add_the_loops_eval_metrics_to_a_row_without_an_eval():
+    """A row without an eval has no ``eval/reward``; a hook adding one would be judged as an eval on resume."""
+    from iterframe.plugins.errors import ComponentValueError
+    from iterframe.plugins.hooks import HookMetrics
+
+    row = {"iteration": 1, "num_kept": 3}
+    metrics = HookMetrics(row, iteration=1)
+    for name in ("eval/reward", "eval/initial_reward", "rolled_back", "stopped_early"):
+        with pytest.raises(ComponentValueError, match=f"it returned '{name}', which iterframe's own metrics use"):
+            metrics.add("on_iteration_end", [("cheater", {name: 99.0})])
+    metrics.add("on_iteration_end", [("honest", {"honest/eval_reward": 0.5})])
+    assert row == {"iteration": 1, "num_kept": 3, "honest/eval_reward": 0.5}
+
+
 def test_two_plugins_may_not_return_the_same_metric():
     from iterframe.plugins.errors import ComponentValueError
     from iterframe.plugins.hooks import HookMetrics

@@ -15,7 +15,7 @@ import pluggy
 from iterframe.plugins.components import RunContext
 from iterframe.plugins.errors import ComponentError, blame_hook
 
-__all__ = ["HookMetrics", "Hooks", "call_each", "check_metrics"]
+__all__ = ["LOOP_METRICS", "HookMetrics", "Hooks", "call_each", "check_metrics"]
 
 
 def call_each(
@@ -141,11 +141,21 @@ def check_metrics(answer: Any) -> None:
             )
 
 
+#: Metrics no hook may add, even to a row without them: the loop's eval (``eval/*``) and what it decided from it
+#: (read back on resume, by the report and ``best/``), and the row's own identity.
+LOOP_METRICS = ("eval/", "rolled_back", "stopped_early", "iteration", "global_step")
+
+
+def _loop_metric(key: str) -> bool:
+    return any(key.startswith(name) if name.endswith("/") else key == name for name in LOOP_METRICS)
+
+
 class HookMetrics:
     """The metrics plugins add to one iteration's row (``after_step`` and ``on_iteration_end`` answers).
 
     A hook may add new metrics and update its own, but never replace one of iterframe's (the keys of ``row`` when
-    this object is made) nor another plugin's: either is refused with an error naming both.
+    this object is made), add one of the loop's (:data:`LOOP_METRICS`: ``eval/reward`` in a row without an eval
+    would be judged as an eval on resume), nor replace another plugin's: each is refused with an error naming both.
 
     Args:
         row: the iteration's metrics row, updated in place by :meth:`add`.
@@ -162,7 +172,7 @@ class HookMetrics:
         """Merge each plugin's answer to ``hook_name`` into the row."""
         for plugin_name, metrics in answers:
             with blame_hook(hook_name, plugin_name, self.iteration):
-                builtin = sorted(key for key in metrics if key in self.builtin)
+                builtin = sorted(key for key in metrics if key in self.builtin or _loop_metric(key))
                 if builtin:
                     raise ValueError(
                         f"it returned {', '.join(map(repr, builtin))}, which iterframe's own metrics use; return "
