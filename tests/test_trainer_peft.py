@@ -83,3 +83,21 @@ def test_peft_config_of_the_wrong_type_is_rejected(tmp_path, tiny_llama_path):
 def test_comma_separated_target_modules(tmp_path, tiny_llama_path):
     config = build_lora_config(target_modules="q_proj, v_proj")
     assert set(config.target_modules) == {"q_proj", "v_proj"}
+
+
+PROMPT_LEARNING_CONFIGS = {
+    "PromptTuningConfig": lambda: peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+    "PrefixTuningConfig": lambda: peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROMPT_LEARNING_CONFIGS))
+def test_prompt_learning_adapters_are_refused_up_front_by_name(tmp_path, tiny_llama_path, name):
+    args = IterativeSFTConfig(output_dir=str(tmp_path / "out"), report_to="none")
+    with pytest.raises(ValueError, match=rf"{name}.*virtual tokens.*LoraConfig"):
+        IterativeSFTTrainer(tiny_llama_path, args=args, peft_config=PROMPT_LEARNING_CONFIGS[name]())
+    model = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_path), PROMPT_LEARNING_CONFIGS[name]()
+    )
+    with pytest.raises(ValueError, match=rf"{name}.*virtual tokens.*LoraConfig"):
+        IterativeSFTTrainer(model, args=args)

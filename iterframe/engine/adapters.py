@@ -7,7 +7,7 @@ from typing import Optional, Union
 
 from iterframe.engine.file_modes import follow_umask
 
-__all__ = ["build_lora_config", "is_peft_model", "merged_copy", "wrap_with_adapters"]
+__all__ = ["build_lora_config", "check_adapters", "is_peft_model", "merged_copy", "wrap_with_adapters"]
 
 
 def _require_peft():
@@ -21,6 +21,21 @@ def _require_peft():
 def is_peft_model(model) -> bool:
     """Whether ``model`` is a ``peft.PeftModel`` (without importing peft when it is not installed)."""
     return any(cls.__name__ == "PeftModel" for cls in type(model).__mro__)
+
+
+def _refuse_prompt_learning(peft_config) -> None:
+    if getattr(peft_config, "is_prompt_learning", False):
+        raise ValueError(
+            f"{type(peft_config).__name__} is a prompt-learning adapter: it puts virtual tokens before every "
+            "input, which step() neither gives positions nor leaves out of the labels, so it cannot train here. "
+            "Use weight adapters instead (LoraConfig, e.g. iterframe.engine.adapters.build_lora_config)."
+        )
+
+
+def check_adapters(model) -> None:
+    """Refuse a ``PeftModel`` with a prompt-learning adapter (prompt tuning, prefix tuning, P-tuning), by name."""
+    for peft_config in (getattr(model, "peft_config", None) or {}).values() if is_peft_model(model) else ():
+        _refuse_prompt_learning(peft_config)
 
 
 def build_lora_config(
@@ -60,6 +75,7 @@ def wrap_with_adapters(model, peft_config):
         raise ValueError("The model already has adapters; pass either a PeftModel or peft_config, not both.")
     if not isinstance(peft_config, peft.PeftConfig):
         raise TypeError(f"peft_config must be a peft.PeftConfig, got {type(peft_config).__name__}.")
+    _refuse_prompt_learning(peft_config)
     return peft.get_peft_model(model, peft_config)
 
 

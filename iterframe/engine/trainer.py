@@ -21,7 +21,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from iterframe.engine import batching, optimizer_state, packing_support, schedule, step_inputs
-from iterframe.engine.adapters import wrap_with_adapters
+from iterframe.engine.adapters import check_adapters, wrap_with_adapters
 from iterframe.engine.checkpointing import enable_activation_checkpointing
 from iterframe.engine.config import IterativeSFTConfig
 from iterframe.engine.cpu_threads import use_one_thread_for_tiny_models
@@ -97,6 +97,7 @@ class IterativeSFTTrainer(MicroBatchUpdates, Trainer):
             )
         if peft_config is not None:
             model = wrap_with_adapters(model, peft_config)
+        check_adapters(model)
         if processing_class is None:
             if not model_id:
                 raise ValueError("processing_class is required when the model has no id or path to load it from.")
