@@ -13,6 +13,9 @@ def cli():
 
     Installed plugins may add commands (listed here with the built-in ones).
     """
+    from iterframe.cli.output import silence_expected_notices
+
+    silence_expected_notices()
 
 
 def _add_commands():

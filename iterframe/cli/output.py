@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 
-__all__ = ["LIBRARY_LOGGERS", "output_mode"]
+__all__ = ["LIBRARY_LOGGERS", "output_mode", "silence_expected_notices"]
 
 #: Loggers of libraries that print warnings and notices of their own during a run (DeepSpeed announces the
 #: accelerator it picked, for one); ``-q`` lets only their errors through.
@@ -17,6 +17,21 @@ LIBRARY_LOGGERS = ("iterframe", "DeepSpeed", "accelerate", "datasets", "transfor
 class _ErrorsOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR
+
+
+class _ExpectedNotices(logging.Filter):
+    """Drops library notices that say only what is expected: DeepSpeed, imported by accelerate, announcing that
+    it found no GPU on a machine that has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Setting accelerator to CPU.")
+
+
+def silence_expected_notices() -> None:
+    """Install the :class:`_ExpectedNotices` filter on DeepSpeed's logger for the rest of the process."""
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    if not any(isinstance(item, _ExpectedNotices) for item in deepspeed_logger.filters):
+        deepspeed_logger.addFilter(_ExpectedNotices())
 
 
 @contextlib.contextmanager

@@ -9,7 +9,10 @@ generator's count of sampled batches, which its seeds follow).
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import dataclasses
+import logging
 from typing import Any, Optional
 
 from iterframe.loop.run_state import (
@@ -61,7 +64,8 @@ def claim_and_load(loop) -> tuple[int, Optional[str]]:
         return 0, None
     state = read_loop_state(checkpoint)
     check_resumable(checkpoint, state)
-    loop.trainer.load_checkpoint(checkpoint)
+    with _tied_weights_expected_missing(loop.trainer.model):
+        loop.trainer.load_checkpoint(checkpoint)
     loop.sampler.load_state_dict(state["prompt_sampler"])
     loop.replay.load_state_dict(state["replay_buffer"])
     loop.metrics = list(state["metrics"])
@@ -93,3 +97,48 @@ def restore_after_setup(loop, checkpoint: str) -> None:
             with blame(kind, component, None):
                 component.load_state_dict(saved[position]["state"])
     loop.trainer._load_rng_state(checkpoint)
+
+
+class _TiedKeysFilter(logging.Filter):
+    """Drops transformers' "missing keys in the checkpoint" warning when every key it names is a tied weight
+    (``lm_head.weight`` of a model that ties it to its embeddings is saved once, as the embeddings)."""
+
+    _PREFIX = "There were missing keys in the checkpoint model loaded: "
+
+    def __init__(self, tied_names: set[str]):
+        super().__init__()
+        self.tied_names = tied_names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self._PREFIX):
+            return True
+        try:
+            missing = ast.literal_eval(message[len(self._PREFIX) :].rstrip("."))
+        except (ValueError, SyntaxError):
+            return True
+        return not (isinstance(missing, list) and missing and set(missing) <= self.tied_names)
+
+
+def _tied_names(model) -> set[str]:
+    """Names of parameters that share their tensor with a parameter of another name."""
+    names_by_tensor: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names_by_tensor.setdefault(id(parameter), []).append(name)
+    tied = set()
+    for names in names_by_tensor.values():
+        if len(names) > 1:
+            tied.update(names)
+    return tied
+
+
+@contextlib.contextmanager
+def _tied_weights_expected_missing(model):
+    """Inside the block, transformers does not warn that a checkpoint lacks tied weights."""
+    trainer_logger = logging.getLogger("transformers.trainer")
+    quiet = _TiedKeysFilter(_tied_names(model))
+    trainer_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        trainer_logger.removeFilter(quiet)
