@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 
 from iterframe.plugins.components import PooledReward
@@ -15,8 +17,11 @@ from iterframe.plugins.components import PooledReward
 
 class ScriptedPooledReward(PooledReward):
     """The completion decides: ``"hang"`` sleeps for a minute, ``"boom"`` raises, ``"die"`` ends the worker
-    process, ``"none"`` gives no score, ``"pid"`` scores the worker's process id; any other completion scores its
-    length."""
+    process, ``"none"`` gives no score, ``"pid"`` scores the worker's process id, ``"sid"`` its session id,
+    ``"spawn MARKER"`` starts a child process that sleeps with MARKER in its command line (and ``"spawn-and-hang
+    MARKER"`` then hangs),
+    ``"allocate"`` allocates 2 GiB, ``"open-files"`` opens 100 files, ``"spin"`` spins; any other completion
+    scores its length."""
 
     name = "scripted-pooled"
 
@@ -24,13 +29,26 @@ class ScriptedPooledReward(PooledReward):
         scores = []
         for sample in samples:
             text = sample.completion
+            if text.startswith("spawn"):
+                command = f"import time; time.sleep(60)  # {text.split()[1]}"
+                subprocess.Popen([sys.executable, "-c", command])
+                if text.startswith("spawn-and-hang "):
+                    time.sleep(60)
+                text = "spawned"
+            if text == "allocate":
+                bytearray(2 * 1024**3)
+            if text == "open-files":
+                [open(os.devnull) for _ in range(100)]
+            while text == "spin":
+                pass
             if text == "hang":
                 time.sleep(60)
             if text == "boom":
                 raise RuntimeError(f"cannot score prompt {sample.prompt_id}")
             if text == "die":
                 os._exit(3)
-            scores.append(None if text == "none" else float(os.getpid()) if text == "pid" else float(len(text)))
+            ids = {"pid": os.getpid, "sid": lambda: os.getsid(0)}
+            scores.append(None if text == "none" else float(ids[text]()) if text in ids else float(len(text)))
         return scores
 
 
@@ -72,3 +90,39 @@ class UnpicklableReward(PooledReward):
 
     def score(self, samples):
         return [self.transform(1.0) for _ in samples]
+
+
+def processes_with(marker: str) -> list[int]:
+    """Ids of the running processes (zombies aside) whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                command_line = file.read()
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                state = file.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in command_line and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def survivors(marker: str, within_s: float = 5.0) -> list[int]:
+    """:func:`processes_with` ``marker`` once they had ``within_s`` seconds to die (a killed process ends a moment
+    after its signal)."""
+    return _settled(marker, within_s, lambda found: not found)
+
+
+def started(marker: str, within_s: float = 5.0) -> list[int]:
+    """:func:`processes_with` ``marker`` once one had ``within_s`` seconds to start."""
+    return _settled(marker, within_s, bool)
+
+
+def _settled(marker: str, within_s: float, done) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while not done(processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return processes_with(marker)

@@ -15,15 +15,16 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "iterframe"
 #: Layer of each top-level part of the package, and the layers it may import (besides itself).
 ALLOWED_IMPORTS = {
     "engine": set(),
+    "sandbox": set(),
     "testing": set(),
     "generation": {"engine"},
-    "plugins": set(),
-    "loop": {"plugins", "generation", "engine"},
-    "builtin": {"loop", "plugins", "generation", "engine"},
+    "plugins": {"sandbox"},
+    "loop": {"plugins", "sandbox", "generation", "engine"},
+    "builtin": {"loop", "plugins", "sandbox", "generation", "engine"},
     "demo": {"engine", "testing"},
-    "run_config": {"loop", "plugins", "engine"},
-    "api": {"run_config", "loop", "builtin", "plugins", "generation", "engine", "demo"},
-    "cli": {"api", "run_config", "loop", "builtin", "plugins", "generation", "engine", "demo"},
+    "run_config": {"loop", "plugins", "sandbox", "engine"},
+    "api": {"run_config", "loop", "builtin", "plugins", "sandbox", "generation", "engine", "demo"},
+    "cli": {"api", "run_config", "loop", "builtin", "plugins", "sandbox", "generation", "engine", "demo"},
 }
 #: Names every module may import from the top-level package (the facade's non-lazy names).
 TOP_LEVEL_NAMES = {"__version__"}

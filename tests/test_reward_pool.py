@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import uuid
 
 import pytest
-from pool_rewards import AlarmReward, ScriptedPooledReward, UnpicklableReward
+from pool_rewards import AlarmReward, ScriptedPooledReward, UnpicklableReward, started, survivors
 
 from iterframe.plugins.components import RunContext, Sample
 from iterframe.plugins.reward_pool import RewardPool, ScoreOutcome, checked_scores, score_outcomes, scorer_for
@@ -57,7 +59,7 @@ def test_a_sample_that_raises_fails_alone_with_its_error(pool_of):
     outcomes = pool.score(samples_of("boom", "a"))
     assert outcomes[0].failure == "error"
     assert outcomes[0].message.startswith("RuntimeError: cannot score prompt 0 (at ")
-    assert outcomes[0].message.endswith("pool_rewards.py:30 in score)")
+    assert outcomes[0].message.endswith("pool_rewards.py:47 in score)")
     assert outcomes[1].score == 1.0
 
 
@@ -65,6 +67,54 @@ def test_a_worker_that_dies_fails_its_sample_and_is_replaced(pool_of):
     pool = pool_of(ScriptedPooledReward, workers=1)
     outcomes = pool.score(samples_of("die", "a"))
     assert outcomes[0].failure == "error" and "exited with code 3" in outcomes[0].message
+    assert outcomes[1].score == 1.0
+
+
+def test_a_worker_that_died_while_idle_is_replaced_before_it_gets_a_sample(pool_of):
+    pool = pool_of(ScriptedPooledReward, workers=1)
+    assert pool.score(samples_of("a"))[0].score == 1.0
+    worker = pool._workers[0].process
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert [outcome.score for outcome in pool.score(samples_of("bb", "ccc"))] == [2.0, 3.0]
+
+
+def test_each_worker_runs_in_its_own_session(pool_of):
+    pool = pool_of(ScriptedPooledReward, workers=2)
+    sessions = {outcome.score for outcome in pool.score(samples_of("sid", "sid", "sid", "sid"))}
+    assert os.getsid(0) not in sessions and len(sessions) >= 1
+    assert sessions <= {float(worker.process.pid) for worker in pool._workers}
+
+
+def test_a_timed_out_rewards_child_processes_are_killed_with_its_worker(pool_of):
+    marker = f"iterframe-test-{uuid.uuid4().hex}"
+    pool = pool_of(ScriptedPooledReward, workers=1, timeout_s=1.0)
+    outcomes = pool.score(samples_of(f"spawn-and-hang {marker}", "a"))
+    assert outcomes[0].failure == "timeout" and outcomes[1].score == 1.0
+    assert survivors(marker) == []
+
+
+def test_closing_the_pool_kills_what_its_rewards_left_running(pool_of):
+    marker = f"iterframe-test-{uuid.uuid4().hex}"
+    pool = pool_of(ScriptedPooledReward, workers=1)
+    assert pool.score(samples_of(f"spawn {marker}"))[0].score == len("spawned")
+    assert started(marker)
+    pool.close()
+    assert survivors(marker) == []
+
+
+@pytest.mark.parametrize(
+    ("completion", "options", "message"),
+    [
+        ("allocate", {"memory_limit_mb": 512}, "MemoryError"),
+        ("open-files", {"open_files_limit": 32}, "Too many open files"),
+        ("spin", {"cpu_limit_s": 1, "timeout_s": 60}, "ran past cpu_limit_s=1 CPU seconds per sample (SIGXCPU)"),
+    ],
+)
+def test_a_worker_past_its_limit_fails_its_sample_and_the_pool_goes_on(pool_of, completion, options, message):
+    pool = pool_of(ScriptedPooledReward, workers=1, **options)
+    outcomes = pool.score(samples_of(completion, "a"))
+    assert outcomes[0].failure == "error" and message in outcomes[0].message
     assert outcomes[1].score == 1.0
 
 
@@ -128,6 +178,8 @@ def test_pool_options_are_checked():
         ScriptedPooledReward.Options(timeout_s=0)
     with pytest.raises(ValueError, match="workers must be >= 0"):
         ScriptedPooledReward.Options(workers=-1)
+    with pytest.raises(ValueError, match="memory_limit_mb must be a number > 0, or None for no limit; got 0"):
+        ScriptedPooledReward.Options(memory_limit_mb=0)
 
 
 def test_a_batch_reward_reports_failures_as_none_nan_or_exceptions():

@@ -62,9 +62,10 @@ class Completion:
         text: the completion text, without the prompt.
         num_tokens: number of generated tokens, when the generator knows it.
         finish_reason: ``"stop"`` (eos or a stop string) or ``"length"`` (hit ``max_new_tokens``), when known.
-        token_ids: the ids the generator sampled, in the vocabulary of the run's tokenizer, up to and including
-            the token that ended the completion (an eos id, or the one that completed a stop string), when the
-            generator knows them. The built-in sample tokenizers train on exactly these ids.
+        token_ids: the ids the generator sampled, in the vocabulary of the run's tokenizer, that decode to exactly
+            ``text``: up to and including the eos id that ended it; for a text cut before a stop string, the ids
+            before the stop string (``None`` when one token spells both sides of the cut). The built-in sample
+            tokenizers train on exactly these ids.
         prompt_token_ids: the ids of the prompt as the generator rendered and encoded it (chat template, bos).
         tokenizer_hash: which tokenizer (and chat template) the ids belong to:
             ``iterframe.generation.token_ids.tokenizer_fingerprint(tokenizer)``; stored with them in
@@ -258,11 +259,34 @@ class PooledRewardOptions:
         default=None,
         metadata={
             "help": "Worker processes scoring samples (default: min(4, CPUs)); 0 scores in the run's own process, "
-            "one sample at a time, without the timeout."
+            "without the timeout or limits."
         },
     )
 
+    cpu_limit_s: Optional[float] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "CPU seconds a worker (and each process it starts) may use per sample scored; past it the "
+            "worker is killed and the sample fails. Default: no limit (timeout_s bounds the wall-clock time)."
+        },
+    )
+    memory_limit_mb: Optional[int] = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Address space of a worker and each process it starts, MiB (RLIMIT_AS): an allocation past it "
+            "fails. Default: no limit (libraries such as torch reserve much address space they never use)."
+        },
+    )
+    open_files_limit: Optional[int] = dataclasses.field(
+        default=1024,
+        metadata={"help": "Open file descriptors of a worker and each process it starts (RLIMIT_NOFILE)."},
+    )
+
     def __post_init__(self):
+        for name in ("cpu_limit_s", "memory_limit_mb", "open_files_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(f"{name} must be a number > 0, or None for no limit; got {value!r}.")
         if isinstance(self.timeout_s, bool) or not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be a number of seconds > 0, got {self.timeout_s!r}.")
         if self.workers is not None and self.workers < 0:
@@ -270,15 +294,20 @@ class PooledRewardOptions:
 
 
 class PooledReward(Reward):
-    """A reward the loop runs in worker processes, one sample per ``score`` call, each within ``timeout_s``.
+    """A reward the loop runs in worker processes, one batch per ``score`` call, each within ``timeout_s`` per
+    sample.
 
     After ``setup`` the reward is pickled to its workers (keep what cannot be pickled out of its state, or rebuild
-    it lazily in ``score``). Each worker scores on its main thread, so ``signal.alarm`` works there. A sample whose
-    scoring raises or runs past ``timeout_s`` fails alone (``failed-reward:error`` or ``failed-reward:timeout``);
-    the rest of the batch is scored. Called directly, ``score`` scores a whole list in the calling process.
+    it lazily in ``score``). Each worker runs in its own session under the ``*_limit`` options and scores on its
+    main thread, so ``signal.alarm`` works there. A sample whose scoring raises or runs past ``timeout_s`` fails
+    alone (``failed-reward:error`` or ``failed-reward:timeout``); the rest are scored. Called directly, ``score``
+    scores a whole list in the calling process.
     """
 
     Options = PooledRewardOptions
+    #: What one ``score`` call gets: ``"sample"``, one sample; ``"prompt"``, the samples of one prompt (with
+    #: ``workers=0``, every sample of the iteration at once), for a reward that compares completions.
+    batching: ClassVar[str] = "sample"
 
 
 class Filter(Component):

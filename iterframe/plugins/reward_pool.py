@@ -1,14 +1,14 @@
-"""Scoring samples: what a reward's answer means per sample, and the worker pool that runs pooled rewards.
-
-A reward returns one entry per sample: a number, ``None`` (no score) or an exception instance. Each entry becomes a
-:class:`ScoreOutcome`: a finite score, or a failure with a reason (``timeout``, ``error`` or ``no-score``) and a
-message.
+"""The worker pool that scores pooled rewards, each batch within a deadline, in sandboxed worker processes.
 
 A :class:`~iterframe.plugins.components.PooledReward` is scored by a :class:`RewardPool`: the reward is pickled
-(after its ``setup``) to ``workers`` fresh Python processes (no fork, and the main script is not run again), and
-each worker scores one sample at a time on its main thread, so a reward may use ``signal.alarm``. The run's
-process hands out the samples and ends a worker whose sample runs past ``timeout_s`` (a fresh worker takes its
-place). A sample whose scoring raises, runs too long or takes its worker down fails alone; the others are scored.
+(after its ``setup``) to ``workers`` fresh Python processes (no fork, and the main script is not run again). Each
+worker is started by :mod:`iterframe.sandbox` in its own session, under the reward's limits (``cpu_limit_s``,
+``memory_limit_mb``, ``open_files_limit``), and scores one batch at a time on its main thread, so a reward may use
+``signal.alarm``. A batch is one sample, or for a reward with ``batching = "prompt"`` the samples of one prompt
+(with ``workers=0``: every sample of the call, in one ``score`` call). The run's process hands out the batches and
+kills the whole process group of a worker whose batch runs past ``timeout_s`` per sample (a fresh worker takes its
+place), so nothing the reward started survives it. A batch that runs too long fails its samples; a batch whose
+scoring raises or takes its worker down is split in halves and scored again until the failing sample fails alone.
 """
 
 from __future__ import annotations
@@ -17,127 +17,82 @@ import dataclasses
 import math
 import os
 import pickle
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-import traceback
 from collections import deque
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import Optional
 
 from iterframe.plugins.components import PooledReward
+from iterframe.plugins.outcomes import (
+    FAILURE_REASONS,
+    BatchScorer,
+    ScoreOutcome,
+    checked_scores,
+    describe_error,
+    failure_outcome,
+    score_batch,
+    score_outcomes,
+)
+from iterframe.sandbox import Limits, start, stop_group
 
 __all__ = [
     "FAILURE_REASONS",
+    "BatchScorer",
     "RewardPool",
     "ScoreOutcome",
+    "batches_of",
     "checked_scores",
     "failure_outcome",
-    "BatchScorer",
     "scorer_for",
     "score_outcomes",
     "worker_main",
 ]
 
-#: Why a sample's scoring failed: it ran past ``timeout_s`` (or raised ``TimeoutError``), it raised, or the reward
-#: gave no finite score (``None``, NaN, infinity).
-FAILURE_REASONS = ("timeout", "error", "no-score")
 #: Seconds a new worker may take to import the reward and report ready.
 WORKER_START_TIMEOUT_S = 120.0
-_MESSAGE_LIMIT = 500
 _WORKER_COMMAND = "from iterframe.plugins.reward_pool import worker_main; worker_main()"
 
 
-@dataclasses.dataclass
-class ScoreOutcome:
-    """What scoring one sample gave: a finite ``score``, or a ``failure`` reason and its ``message``."""
-
-    score: Optional[float] = None
-    failure: Optional[str] = None
-    message: Optional[str] = None
-
-
-def _describe(error: BaseException, located: bool = False) -> str:
-    """``Type: message``; with ``located``, also where it was raised (``at file:line in function``)."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    text = text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
-    frames = traceback.extract_tb(error.__traceback__) if located and error.__traceback__ is not None else []
-    return f"{text} (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else text
+def batches_of(reward, samples: list, in_process: bool) -> list[list[int]]:
+    """The indices of ``samples`` scored by one ``score`` call each: one sample per call, or, for a reward with
+    ``batching = "prompt"``, the samples of each prompt (all of them at once ``in_process``)."""
+    if getattr(reward, "batching", "sample") != "prompt":
+        return [[index] for index in range(len(samples))]
+    if in_process:
+        return [list(range(len(samples)))] if samples else []
+    groups: dict = {}
+    for index, sample in enumerate(samples):
+        groups.setdefault(getattr(sample, "prompt_id", index), []).append(index)
+    return list(groups.values())
 
 
-def failure_outcome(error: BaseException, raised: bool = False) -> ScoreOutcome:
-    """The failed outcome of a sample whose scoring gave ``error`` (a ``TimeoutError`` is a timeout); one that was
-    ``raised`` out of the reward is a bug, and its message says where."""
-    reason = "timeout" if isinstance(error, TimeoutError) else "error"
-    return ScoreOutcome(failure=reason, message=_describe(error, located=raised))
-
-
-def checked_scores(source: str, scores: Any, expected: int) -> list:
-    """``scores`` as a list of ``expected`` entries, each a float, ``None`` or an exception instance.
-
-    Raises:
-        TypeError: ``scores`` is no list-like, or an entry is neither a number, ``None`` nor an exception.
-        ValueError: it has the wrong length.
-    """
-    if isinstance(scores, (str, bytes, dict)) or not hasattr(scores, "__len__"):
-        raise TypeError(
-            f"{source} returned a {type(scores).__name__}; it must return a list of {expected} numbers."
-        )
-    if len(scores) != expected:
-        raise ValueError(f"{source} returned {len(scores)} scores for {expected} samples.")
-    checked = []
-    for index, score in enumerate(scores):
-        if score is None or isinstance(score, BaseException):
-            checked.append(score)
-            continue
-        try:
-            if isinstance(score, (str, bytes)):
-                raise TypeError
-            checked.append(float(score))
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{source} returned {score!r} for sample {index}; scores must be numbers (None for a sample that "
-                "could not be scored)."
-            ) from None
-    return checked
-
-
-def score_outcomes(source: str, scores: Any, expected: int) -> list[ScoreOutcome]:
-    """One :class:`ScoreOutcome` per entry of a reward's answer (checked with :func:`checked_scores`)."""
-    outcomes = []
-    for score in checked_scores(source, scores, expected):
-        if isinstance(score, BaseException):
-            outcomes.append(failure_outcome(score))
-        elif score is None or not math.isfinite(score):
-            outcomes.append(ScoreOutcome(failure="no-score", message=f"{source} returned {score!r}"))
-        else:
-            outcomes.append(ScoreOutcome(score=score))
-    return outcomes
-
-
-def _score_one(reward, source: str, sample) -> ScoreOutcome:
-    """Score one sample; whatever it raises (math-verify's timeouts derive from ``BaseException``) fails it."""
-    try:
-        (outcome,) = score_outcomes(source, reward.score([sample]), 1)
-        return outcome
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as error:
-        return failure_outcome(error, raised=True)
+def _limit_cpu(seconds: Optional[float]) -> None:
+    """Let this process use ``seconds`` more CPU seconds (children it starts inherit the limit)."""
+    if seconds is None:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(math.ceil(used + seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 
 def _work(connection, source: str) -> None:
-    """A worker process: take the run's ``sys.path`` and the pickled reward, then score one sample per message
+    """A worker process: take the run's ``sys.path`` and the pickled reward, then score one batch per message
     until told to stop (or the run's end of the connection closes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle; it ends the workers itself
     try:
         sys.path[:] = connection.recv()
         reward = pickle.loads(connection.recv_bytes())
     except BaseException as error:
-        connection.send(("broken", _describe(error)))
+        connection.send(("broken", describe_error(error)))
         return
+    cpu_limit_s = getattr(reward.options, "cpu_limit_s", None)
     connection.send(("ready", None))
     while True:
         try:
@@ -146,12 +101,13 @@ def _work(connection, source: str) -> None:
             return
         if task is None:
             return
-        index, sample = task
+        task_id, samples = task
+        _limit_cpu(None if cpu_limit_s is None else cpu_limit_s * len(samples))
         try:
-            outcome = _score_one(reward, source, sample)
+            result = score_batch(reward, source, samples)
         except SystemExit as error:
-            outcome = failure_outcome(error, raised=True)
-        connection.send((index, outcome))
+            result = failure_outcome(error, raised=True)
+        connection.send((task_id, result))
 
 
 def worker_main() -> None:
@@ -165,7 +121,7 @@ class _Worker:
     connection: Connection
     started: float
     ready: bool = False
-    task: Optional[int] = None
+    task: Optional[list[int]] = None
     deadline: float = math.inf
 
 
@@ -179,13 +135,14 @@ def default_workers() -> int:
 
 
 class RewardPool:
-    """Scores a pooled reward's samples one at a time, in worker processes, each within ``timeout_s``.
+    """Scores a pooled reward's samples in batches (see :func:`batches_of`), in worker processes, each batch
+    within ``timeout_s`` per sample.
 
     Args:
         reward: a :class:`~iterframe.plugins.components.PooledReward`, already set up.
         name: how messages name the reward, e.g. ``"Reward 'math-verify'"``.
 
-    With ``workers=0`` the samples are scored in this process, one at a time, without the timeout.
+    With ``workers=0`` the samples are scored in this process, without the timeout.
     """
 
     def __init__(self, reward, name: str):
@@ -199,6 +156,13 @@ class RewardPool:
         self.name = name
         self.timeout_s = float(options.timeout_s)
         self.num_workers = default_workers() if options.workers is None else int(options.workers)
+        self.limits = Limits(
+            cpu_s=None,  # per batch, set by the worker itself
+            memory_mb=getattr(options, "memory_limit_mb", None),
+            open_files=getattr(options, "open_files_limit", None),
+            file_size_mb=None,
+            processes=None,
+        )
         self._workers: list[_Worker] = []
         self._payload: Optional[bytes] = None
 
@@ -210,19 +174,22 @@ class RewardPool:
             self._payload = pickle.dumps(self.reward)
         except Exception as error:
             raise TypeError(
-                f"{self.name} cannot be sent to its worker processes: pickling it failed ({_describe(error)}). "
+                f"{self.name} cannot be sent to its worker processes: pickling it failed "
+                f"({describe_error(error)}). "
                 "Keep what cannot be pickled out of its state (build it lazily in score), or set its option "
                 "workers=0 to score in the run's process."
             ) from error
         self._workers = [self._spawn() for _ in range(self.num_workers)]
 
     def _spawn(self) -> _Worker:
-        """Start a worker: a fresh interpreter (not a fork, and without re-running the main script) connected by a
-        socket pair; it gets ``sys.path`` and the reward as its first two messages."""
+        """Start a worker: a fresh interpreter (not a fork, and without re-running the main script) in its own
+        session under the limits, connected by a socket pair; it gets ``sys.path`` and the reward as its first two
+        messages."""
         parent_socket, child_socket = socket.socketpair()
         with parent_socket, child_socket:
-            process = subprocess.Popen(
+            process = start(
                 [sys.executable, "-c", _WORKER_COMMAND, str(child_socket.fileno()), self.name],
+                self.limits,
                 pass_fds=(child_socket.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
@@ -234,20 +201,49 @@ class RewardPool:
     def score(self, samples: list) -> list[ScoreOutcome]:
         """One outcome per sample, in order."""
         if self.num_workers == 0:
-            return [_score_one(self.reward, self.name, sample) for sample in samples]
+            outcomes: list[Optional[ScoreOutcome]] = [None] * len(samples)
+            for batch in batches_of(self.reward, samples, in_process=True):
+                self._score_here(samples, batch, outcomes)
+            return outcomes
         self.start()
-        outcomes: list[Optional[ScoreOutcome]] = [None] * len(samples)
-        pending = deque(range(len(samples)))
+        outcomes = [None] * len(samples)
+        pending = deque(batches_of(self.reward, samples, in_process=False))
         while pending or any(worker.task is not None for worker in self._workers):
-            for worker in self._workers:
+            for index, worker in enumerate(self._workers):
                 if worker.ready and worker.task is None and pending:
-                    worker.task = pending.popleft()
-                    worker.deadline = time.monotonic() + self.timeout_s
-                    worker.connection.send((worker.task, samples[worker.task]))
-            self._wait_and_collect(outcomes)
+                    batch = pending.popleft()
+                    try:
+                        worker.connection.send((0, [samples[i] for i in batch]))
+                    except OSError:  # it died while idle: its batch goes to the next worker ready
+                        pending.appendleft(batch)
+                        self._replace(index, outcomes, pending, self._death_message(worker))
+                        continue
+                    worker.task = batch
+                    worker.deadline = time.monotonic() + self.timeout_s * len(batch)
+            self._wait_and_collect(outcomes, pending)
         return outcomes
 
-    def _wait_and_collect(self, outcomes: list) -> None:
+    def _score_here(self, samples: list, batch: list[int], outcomes: list) -> None:
+        """Score ``batch`` in this process; a call that fails is split in halves until it fails alone."""
+        result = score_batch(self.reward, self.name, [samples[i] for i in batch])
+        if isinstance(result, ScoreOutcome) and len(batch) > 1:
+            half = len(batch) // 2
+            self._score_here(samples, batch[:half], outcomes)
+            self._score_here(samples, batch[half:], outcomes)
+            return
+        for i, outcome in zip(batch, [result] if isinstance(result, ScoreOutcome) else result):
+            outcomes[i] = outcome
+
+    @staticmethod
+    def _settle(batch: list[int], failure: ScoreOutcome, outcomes: list, pending: deque) -> None:
+        """A batch failed as a whole: one sample takes the failure; a larger batch is split to be scored again."""
+        if len(batch) == 1:
+            outcomes[batch[0]] = failure
+        else:
+            half = len(batch) // 2
+            pending.extendleft([batch[half:], batch[:half]])
+
+    def _wait_and_collect(self, outcomes: list, pending: deque) -> None:
         """Wait for the next answer, death or deadline, and handle what happened."""
         now = time.monotonic()
         deadlines = [worker.deadline for worker in self._workers if worker.task is not None]
@@ -261,7 +257,7 @@ class RewardPool:
                 except (EOFError, OSError):  # the worker died: its end of the socket closed
                     message = None
                 if message is None:
-                    self._replace(index, outcomes, self._death_message(worker))
+                    self._replace(index, outcomes, pending, self._death_message(worker))
                 elif message[0] == "ready":
                     worker.ready = True
                 elif message[0] == "broken":
@@ -271,38 +267,55 @@ class RewardPool:
                         "in the main script, or set the reward's option workers=0 to score in the run's process."
                     )
                 else:
-                    task, outcome = message
-                    outcomes[task], worker.task, worker.deadline = outcome, None, math.inf
+                    batch, result = worker.task, message[1]
+                    worker.task, worker.deadline = None, math.inf
+                    if isinstance(result, ScoreOutcome):
+                        self._settle(batch, result, outcomes, pending)
+                    else:
+                        for i, outcome in zip(batch, result):
+                            outcomes[i] = outcome
         now = time.monotonic()
         for index, worker in enumerate(self._workers):
             if worker.task is not None and now >= worker.deadline:
-                self._replace(index, outcomes, None)
+                self._replace(index, outcomes, pending, None)
             elif not worker.ready and now >= worker.started + WORKER_START_TIMEOUT_S:
                 raise RuntimeError(
                     f"{self.name}: a worker process did not load the reward within {WORKER_START_TIMEOUT_S:.0f} s."
                 )
 
     def _death_message(self, worker: _Worker) -> str:
-        try:
-            code = worker.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = stop_group(worker.process, grace_s=5)
+        if code == -signal.SIGXCPU:
+            limit = getattr(self.reward.options, "cpu_limit_s", None)
+            return f"the worker process scoring it ran past cpu_limit_s={limit:g} CPU seconds per sample (SIGXCPU)"
         if code is not None and code < 0:
             return f"the worker process scoring it was killed by signal {signal.Signals(-code).name}"
         return f"the worker process scoring it exited with code {code}"
 
-    def _replace(self, index: int, outcomes: list, death: Optional[str]) -> None:
-        """End worker ``index`` (its sample fails: a timeout, or ``death`` when it died) and start a fresh one."""
+    def _timeout(self, batch: list[int]) -> ScoreOutcome:
+        if len(batch) == 1:
+            message = f"scoring took longer than timeout_s={self.timeout_s:g} s"
+            return ScoreOutcome(failure="timeout", message=message)
+        return ScoreOutcome(
+            failure="timeout",
+            message=f"scoring its batch of {len(batch)} samples took longer than {len(batch)} x "
+            f"timeout_s={self.timeout_s:g} s",
+        )
+
+    def _replace(self, index: int, outcomes: list, pending: deque, death: Optional[str]) -> None:
+        """End worker ``index`` and its whole process group, and start a fresh one. Its batch fails: every sample
+        on a timeout; on a ``death``, the batch is split to find the sample that caused it."""
         worker = self._workers[index]
+        stop_group(worker.process)
+        worker.connection.close()
         if worker.task is not None:
-            outcomes[worker.task] = (
-                ScoreOutcome(failure="timeout", message=f"scoring took longer than timeout_s={self.timeout_s:g} s")
-                if death is None
-                else ScoreOutcome(failure="error", message=death)
-            )
+            if death is None:
+                for i in worker.task:
+                    outcomes[i] = self._timeout(worker.task)
+            else:
+                self._settle(worker.task, ScoreOutcome(failure="error", message=death), outcomes, pending)
         elif death is not None and not worker.ready:
             raise RuntimeError(f"{self.name} could not be loaded in a worker process: {death}.")
-        self._stop(worker, graceful=False)
         self._workers[index] = self._spawn()
 
     @staticmethod
@@ -310,37 +323,16 @@ class RewardPool:
         if graceful and worker.process.poll() is None:
             try:
                 worker.connection.send(None)
-                worker.process.wait(timeout=2)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if worker.process.poll() is None:
-            worker.process.kill()
-            worker.process.wait()
+            except OSError:
+                graceful = False
+        stop_group(worker.process, grace_s=2 if graceful else 0)
         worker.connection.close()
 
     def close(self) -> None:
-        """Stop every worker (idempotent)."""
+        """Stop every worker and whatever its reward left running (idempotent)."""
         workers, self._workers = self._workers, []
         for worker in workers:
             self._stop(worker, graceful=worker.task is None)
-
-
-class BatchScorer:
-    """Scores a reward that is not pooled: one ``score`` call with all the samples, in this process."""
-
-    def __init__(self, reward, name: str):
-        self.reward = reward
-        self.name = name
-
-    def start(self) -> None:
-        """Nothing to start."""
-
-    def score(self, samples: list) -> list[ScoreOutcome]:
-        """One outcome per sample, in order; a wrong answer shape raises (see :func:`checked_scores`)."""
-        return score_outcomes(self.name, self.reward.score(samples), len(samples))
-
-    def close(self) -> None:
-        """Nothing to stop."""
 
 
 def scorer_for(reward) -> RewardPool | BatchScorer:
