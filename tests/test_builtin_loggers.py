@@ -256,3 +256,56 @@ def test_tensorboard_log_dir_option(plugin_manager, tmp_path):
     logger.log_metrics({"reward_mean": 1.0}, iteration=0)
     logger.close()
     assert glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
+
+
+def test_wandb_resumes_the_run_the_output_folder_started(
+    plugin_manager, tmp_path, quick_offline_wandb, monkeypatch
+):
+    import wandb
+
+    from iterframe.loop.run_state import read_run_file, record_in_run_file
+
+    record_in_run_file(str(tmp_path), {"iterframe_version": "test"})  # the folder holds a run
+    calls = []
+    original_init = wandb.init
+
+    def recording_init(**kwargs):
+        calls.append(kwargs)
+        return original_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", recording_init)
+    run_ids = []
+    for _ in range(2):  # the run, then the run resumed
+        logger = make_logger("wandb", output_dir=str(tmp_path), project="iterframe-test")
+        run_ids.append(logger.run.id)
+        logger.close()
+    assert run_ids[0] == run_ids[1] == read_run_file(str(tmp_path))["wandb/run_id"]
+    assert [(call["id"], call["resume"]) for call in calls] == [(run_ids[0], "allow")] * 2
+    other = tmp_path / "other"
+    record_in_run_file(str(other), {"iterframe_version": "test"})
+    logger = make_logger("wandb", output_dir=str(other), project="iterframe-test")
+    logger.close()
+    assert logger.run is None and calls[-1]["id"] != run_ids[0]
+
+
+def test_tensorboard_drops_the_events_of_iterations_a_resumed_run_does_again(plugin_manager, tmp_path):
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    crashed = make_logger("tensorboard", output_dir=str(tmp_path))
+    for iteration in range(3):  # logged 0..2, checkpointed only 0
+        crashed.log_metrics({"reward_mean": 0.1 * iteration}, iteration=iteration)
+        crashed.log_samples(SAMPLES, iteration=iteration)
+    crashed.close()
+    resumed = make_logger("tensorboard", output_dir=str(tmp_path))
+    for iteration in range(1, 4):
+        resumed.log_metrics({"reward_mean": 1.0 + iteration}, iteration=iteration)
+    resumed.close()
+    events = EventAccumulator(os.path.join(tmp_path, "tensorboard"))
+    events.Reload()
+    scalars = [
+        (event.step, float(tensor_util.make_ndarray(event.tensor_proto)))
+        for event in events.Tensors("reward_mean")
+    ]
+    assert scalars == [(0, 0.0), (1, 2.0), (2, 3.0), (3, 4.0)]
+    assert [event.step for event in events.Tensors("samples/text_summary")] == [0]

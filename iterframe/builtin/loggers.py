@@ -6,11 +6,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import secrets
+import string
 from numbers import Real
 from typing import Any, Optional
 
 from iterframe.loop.artifacts import METRICS_FILE, SAMPLE_COLUMNS, sample_row, write_metrics_row
 from iterframe.loop.progress import echo
+from iterframe.loop.run_state import read_run_file, record_in_run_file
 from iterframe.plugins.components import Logger, RunContext, Sample
 from iterframe.plugins.hookspecs import hookimpl
 
@@ -154,8 +157,13 @@ class JsonlLogger(Logger):
         write_metrics_row(self.path, row)
 
 
+#: The ``run.json`` key of the run's W&B run id.
+WANDB_RUN_ID = "wandb/run_id"
+
+
 class WandbLogger(Logger):
-    """Logs metrics and a per-iteration samples table to Weights & Biases (``WANDB_MODE=offline`` works)."""
+    """Logs metrics and a per-iteration samples table to Weights & Biases (``WANDB_MODE=offline`` works); a resumed
+    run goes on logging to the W&B run it started (its id is kept in ``run.json``)."""
 
     name = "wandb"
     description = "Log metrics and a samples table per iteration to Weights & Biases (online or offline)."
@@ -196,7 +204,20 @@ class WandbLogger(Logger):
             dir=directory,
             config=context.config,
             reinit="create_new",
+            **self._resumed_run(context),
         )
+
+    def _resumed_run(self, context: RunContext) -> dict[str, Any]:
+        """The W&B run of this output folder: the id ``run.json`` recorded (a resumed run goes on logging to
+        it), else a new id, recorded there."""
+        if context.output_dir is None or not os.path.isfile(os.path.join(context.output_dir, "run.json")):
+            return {}
+        run_id = read_run_file(context.output_dir).get(WANDB_RUN_ID)
+        if not isinstance(run_id, str):
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+            if context.trainer is None or context.trainer.args.should_save:
+                record_in_run_file(context.output_dir, {WANDB_RUN_ID: run_id})
+        return {"id": run_id, "resume": "allow"}
 
     def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
         self.run.log(_numeric_metrics(metrics), step=iteration)
@@ -236,24 +257,36 @@ class TensorBoardLogger(Logger):
         if self.options.log_dir is None and context.output_dir is None:
             raise ValueError("The tensorboard logger needs the run's output_dir or a log_dir option.")
         self.log_dir = self.options.log_dir or os.path.join(context.output_dir, "tensorboard")
-        self.writer = SummaryWriter(log_dir=self.log_dir)
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.summary_writer = SummaryWriter
+        self.writer = None
+
+    def _writer(self, iteration: int):
+        """The event writer, opened at the first iteration this process logs: TensorBoard then drops the events
+        of that iteration and later ones from earlier files (``purge_step``), those of iterations a crashed run
+        logged and the resumed run does again."""
+        if self.writer is None:
+            self.writer = self.summary_writer(log_dir=self.log_dir, purge_step=iteration)
+        return self.writer
 
     def log_metrics(self, metrics: dict[str, Any], iteration: int) -> None:
+        writer = self._writer(iteration)
         for key, value in _numeric_metrics(metrics).items():
             if key != "iteration":
-                self.writer.add_scalar(key, value, global_step=iteration)
-        self.writer.flush()
+                writer.add_scalar(key, value, global_step=iteration)
+        writer.flush()
 
     def log_samples(self, samples: list[Sample], iteration: int) -> None:
         if self.options.max_samples <= 0:
             return
+        writer = self._writer(iteration)
         header = "| " + " | ".join(SAMPLE_COLUMNS) + " |"
         lines = [header, "|" + "---|" * len(SAMPLE_COLUMNS)]
         for row in sample_table(samples, self.options.max_samples):
             cells = [_shorten("" if cell is None else str(cell), 200).replace("|", "\\|") for cell in row]
             lines.append("| " + " | ".join(cells) + " |")
-        self.writer.add_text("samples", "\n".join(lines), global_step=iteration)
-        self.writer.flush()
+        writer.add_text("samples", "\n".join(lines), global_step=iteration)
+        writer.flush()
 
     def close(self) -> None:
         if getattr(self, "writer", None) is not None:
