@@ -120,6 +120,21 @@ def test_stop_strings_cut_the_completion(plugin_manager, model_and_tokenizer, sa
     assert stopped[i][j].text == baseline[i][j].text[: baseline[i][j].text.index(stop)]
 
 
+def test_a_completion_cut_at_a_stop_string_records_the_ids_that_spell_its_text(
+    plugin_manager, model_and_tokenizer, sampling_path
+):
+    _, tokenizer = model_and_tokenizer
+    baseline = make_generator(model_and_tokenizer, max_new_tokens=12, **sampling_path).generate(PROMPTS, 2)
+    i, j = next((i, j) for i, row in enumerate(baseline) for j, c in enumerate(row) if len(c.text) > 3)
+    stop = baseline[i][j].text[3]
+    stopped = make_generator(model_and_tokenizer, max_new_tokens=12, stop=[stop], **sampling_path).generate(
+        PROMPTS, 2
+    )
+    for completion in (completion for row in stopped for completion in row):
+        assert tokenizer.decode(completion.token_ids, skip_special_tokens=True) == completion.text
+    assert stopped[i][j].num_tokens == len(stopped[i][j].token_ids) + 1  # the stop string's token was sampled
+
+
 def test_model_generates_in_eval_inference_mode_and_train_mode_is_restored(
     plugin_manager, model_and_tokenizer, sampling_path
 ):

@@ -24,6 +24,27 @@ def tokenizer():
     return build_char_tokenizer(ALPHABET, chat_template=CHAT_TEMPLATE)
 
 
+@pytest.fixture(scope="module")
+def zoo_tokenizer():
+    """Family -> the real tokenizer of that model-zoo family (loaded once per module)."""
+    import os
+
+    from conftest import MODEL_ZOO
+    from transformers import AutoTokenizer
+
+    loaded = {}
+
+    def load(family):
+        folder = os.path.join(MODEL_ZOO, family)
+        if not os.path.isdir(folder):
+            pytest.skip(f"the model zoo is not at {os.path.normpath(MODEL_ZOO)}")
+        if family not in loaded:
+            loaded[family] = AutoTokenizer.from_pretrained(folder)
+        return loaded[family]
+
+    return load
+
+
 def ids(tokenizer, text):
     return [tokenizer.convert_tokens_to_ids(char) for char in text]
 
@@ -163,12 +184,12 @@ def test_full_text_trains_on_the_prompt_ids_the_generator_encoded(plugin_manager
     assert batch["input_ids"] == batch["labels"] == [rendered + token_ids]
 
 
-def test_ids_cut_at_a_stop_string_still_train_as_sampled(plugin_manager, tokenizer):
-    token_ids = ids(tokenizer, "ab::")  # the generator cut the text before the stop string "::"
-    batch = make_tokenizer("completion-only", tokenizer, add_eos=False).tokenize(
-        [sampled(tokenizer, "q", "ab", token_ids)]
-    )
-    assert batch["input_ids"] == [[tokenizer.bos_token_id, *ids(tokenizer, "q"), *token_ids]]
+def test_sampled_ids_that_spell_more_than_the_completion_are_not_trained(plugin_manager, tokenizer, caplog):
+    token_ids = ids(tokenizer, "ab::")  # e.g. a plugin trimmed the completion to its answer
+    with caplog.at_level("WARNING", logger="iterframe.builtin.tokenizers"):
+        batch = make_tokenizer("completion-only", tokenizer).tokenize([sampled(tokenizer, "q", "ab", token_ids)])
+    assert batch["input_ids"] == [[tokenizer.bos_token_id, *ids(tokenizer, "qab"), tokenizer.eos_token_id]]
+    assert "no longer match their sampled token ids" in caplog.text
 
 
 def test_an_edited_completion_is_encoded_from_its_text_and_said_once(plugin_manager, tokenizer, caplog):
@@ -229,3 +250,15 @@ def test_a_chat_reply_cut_at_max_new_tokens_is_not_closed_by_the_end_of_turn(plu
         [truncated(sampled(tokenizer, messages, "yo", reply, prompt_ids))]
     )
     assert from_ids["input_ids"] == [prompt_ids + reply]
+
+
+def test_a_completion_trimmed_by_a_plugin_trains_on_the_trim_with_a_real_tokenizer(plugin_manager, zoo_tokenizer):
+    tokenizer = zoo_tokenizer("qwen2.5-instruct")
+    untrimmed = "The answer is 42. Then I kept talking about something else"
+    token_ids = tokenizer(untrimmed, add_special_tokens=False)["input_ids"]
+    item = sampled(tokenizer, "Q: 6*7? A:", "The answer is 42.", token_ids)
+    batch = make_tokenizer("completion-only", tokenizer).tokenize([item])
+    prompt_ids = tokenizer("Q: 6*7? A:")["input_ids"]
+    trained = batch["input_ids"][0][len(prompt_ids) :]
+    assert tokenizer.decode(trained, skip_special_tokens=True) == "The answer is 42."
+    assert trained[-1] == tokenizer.eos_token_id

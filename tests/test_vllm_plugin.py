@@ -432,6 +432,8 @@ def test_completions_are_cut_before_a_stop_string(tmp_path, tiny_llama_path):
     generator, factory = set_up(trainer, stop=["#1"])
     completions = generator.generate(["a"], 2)
     assert [completion.text for completion in completions[0]] == [" #0", " "]
+    for completion in completions[0]:  # the ids that spell the text, not the stop string's
+        assert trainer.processing_class.decode(completion.token_ids, skip_special_tokens=True) == completion.text
     assert factory.engines[0].generate_calls[0][1]["stop"] == ["#1"]
     generator.close()
 

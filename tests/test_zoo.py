@@ -204,8 +204,9 @@ def test_kept_samples_train_on_exactly_the_sampled_token_ids(
     for sample, input_ids, labels in zip(samples, batch["input_ids"], batch["labels"]):
         sampled = sample.prompt_token_ids + sample.completion_token_ids
         assert input_ids[: len(sampled)] == sampled
-        closing = input_ids[len(sampled) :]  # nothing after a sampled eos; else the eos or end of turn
-        assert (closing == []) == (sample.completion_token_ids[-1] in eos_ids)
+        closing = input_ids[len(sampled) :]  # nothing after a sampled eos or a cut; else the eos or end of turn
+        ended = sample.completion_token_ids[-1] in eos_ids or sample.info["finish_reason"] == "length"
+        assert (closing == []) == ended
         assert labels[len(sample.prompt_token_ids) :] == input_ids[len(sample.prompt_token_ids) :]
         assert set(labels[: len(sample.prompt_token_ids)]) == {-100}
         text_ids = tokenizer(sample.completion, add_special_tokens=False)["input_ids"]
@@ -240,7 +241,7 @@ def test_the_loop_trains_on_the_ids_samples_parquet_records(plugin_manager, zoo_
     expected = [
         row["prompt_token_ids"]
         + row["completion_token_ids"]
-        + ([] if row["completion_token_ids"][-1] == eos else [eos])
+        + ([] if row["completion_token_ids"][-1] == eos or row["finish_reason"] == "length" else [eos])
         for row in rows
     ]
     assert sorted(map(list, trained)) == sorted(expected)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
 from iterframe.generation.prompt_encoding import encode_prompt
-from iterframe.generation.token_ids import eos_token_ids, tokenizer_fingerprint
+from iterframe.generation.token_ids import eos_token_ids, ids_spelling, tokenizer_fingerprint
 from iterframe.plugins.components import Completion, Generator, Prompt, RunContext
 from iterframe.plugins.hookspecs import hookimpl
 
@@ -316,7 +316,7 @@ class HFGenerator(Generator):
 
     def _completion(self, tokens: list[int], prompt_ids: list[int]) -> Completion:
         """The completion of one row of new tokens: up to its first eos id, else up to the padding after the
-        token that completed a stop string."""
+        token that completed a stop string; a text cut before a stop string keeps the ids that spell it."""
         eos_at = next((position for position, token in enumerate(tokens) if token in self.eos_token_ids), None)
         if eos_at is not None:
             length, stopped = eos_at + 1, True
@@ -331,7 +331,7 @@ class HFGenerator(Generator):
             text=text,
             num_tokens=length,
             finish_reason="stop" if stopped or hit_stop else "length",
-            token_ids=tokens[:length],
+            token_ids=ids_spelling(self.tokenizer, tokens[:length], text) if hit_stop else tokens[:length],
             prompt_token_ids=list(prompt_ids),
             tokenizer_hash=self.tokenizer_hash,
         )

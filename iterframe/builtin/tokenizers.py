@@ -6,8 +6,8 @@ the assistant turn of the chat-templated conversation. A completion the generato
 
 A sample whose generator recorded its token ids (``Sample.completion_token_ids``, ``Sample.prompt_token_ids``)
 trains on exactly those ids: encoding the completion's text again can give other ids (BPE merges across the
-prompt/completion boundary, normalisation), which the model never sampled. Samples without ids, or whose
-``completion`` no longer matches its ids (a plugin edited it), are encoded from their text.
+prompt/completion boundary, normalisation), which the model never sampled. Samples without ids, or whose ids do
+not decode to exactly their ``completion`` (a plugin edited it), are encoded from their text.
 """
 
 from __future__ import annotations
@@ -77,14 +77,12 @@ class _PromptCompletionTokenizer(SampleTokenizer):
         """``(input_ids, labels)`` of one sample."""
 
     def _sampled_ids(self, sample: Sample) -> Optional[list[int]]:
-        """The completion's sampled ids, when it has them and they still spell ``sample.completion``: exactly,
-        or, when they did not end at an eos id, up to the stop string the generator cut the text before."""
+        """The completion's sampled ids, when it has them and they decode to exactly ``sample.completion`` (ids
+        that spell more, e.g. of a completion a plugin trimmed, would train what was trimmed away)."""
         ids = sample.completion_token_ids
         if ids is None:
             return None
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        ended_at_eos = bool(ids) and ids[-1] in self.eos_token_ids
-        if text == sample.completion or (not ended_at_eos and text.startswith(sample.completion)):
+        if self.tokenizer.decode(ids, skip_special_tokens=True) == sample.completion:
             return list(ids)
         if not self._reported_edited:
             logger.warning(

@@ -1,4 +1,5 @@
-"""Which token ids end a completion, and which tokenizer a sample's token ids belong to."""
+"""Which token ids end a completion, which ids spell a completion's text, and which tokenizer a sample's token ids
+belong to."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Optional
 
-__all__ = ["eos_token_ids", "tokenizer_fingerprint"]
+__all__ = ["eos_token_ids", "ids_spelling", "tokenizer_fingerprint"]
 
 
 def _as_ids(value: Any) -> list[int]:
@@ -29,6 +30,19 @@ def eos_token_ids(model, tokenizer) -> tuple[int, ...]:
         *_as_ids(getattr(tokenizer, "eos_token_id", None)),
     ]
     return tuple(dict.fromkeys(ids))
+
+
+def ids_spelling(tokenizer, token_ids: list[int], text: str) -> Optional[list[int]]:
+    """The longest prefix of ``token_ids`` that decodes (without special tokens) to exactly ``text``, or ``None``
+    when none does: the ids of a completion cut before a stop string, without the stop string's tokens (``None``
+    when one token spells both sides of the cut)."""
+    for end in range(len(token_ids), -1, -1):
+        decoded = tokenizer.decode(token_ids[:end], skip_special_tokens=True)
+        if decoded == text:
+            return list(token_ids[:end])
+        if len(decoded) < len(text):
+            return None
+    return None
 
 
 #: tokenizer -> (its size, the digest of its definition): serialising a 150k vocabulary takes a while.

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from iterframe.builtin.generators import check_num_samples, cut_at_stop
 from iterframe.generation.prompt_encoding import encode_prompt
-from iterframe.generation.token_ids import eos_token_ids, tokenizer_fingerprint
+from iterframe.generation.token_ids import eos_token_ids, ids_spelling, tokenizer_fingerprint
 from iterframe.plugins.components import Completion, Generator, Prompt, RunContext
 
 from .engine import (
@@ -206,12 +206,12 @@ class VLLMGenerator(Generator):
     def _completion(self, sample, prompt_ids: list[int]) -> Completion:
         token_ids = [int(token) for token in sample.token_ids]
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        text, _ = cut_at_stop(text, self.options.stop)
+        text, hit_stop = cut_at_stop(text, self.options.stop)
         return Completion(
             text=text,
             num_tokens=len(token_ids),
             finish_reason=FINISH_REASONS.get(sample.finish_reason),
-            token_ids=token_ids,
+            token_ids=ids_spelling(self.tokenizer, token_ids, text) if hit_stop else token_ids,
             prompt_token_ids=list(prompt_ids),
             tokenizer_hash=tokenizer_fingerprint(self.tokenizer),
         )
