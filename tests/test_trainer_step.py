@@ -322,7 +322,7 @@ def test_default_max_steps_keeps_a_nonzero_learning_rate(tmp_path, tiny_llama_pa
     assert trainer.args.max_steps == -1
     for _ in range(3):
         stats = trainer.step(texts=TEXTS)
-    assert stats["learning_rate"] == pytest.approx(0.1)  # the linear decay has not moved
+    assert stats["learning_rate"] == pytest.approx(1e-3)
 
 
 def test_warmup_then_constant_when_max_steps_is_unset(tmp_path, tiny_llama_path):
