@@ -112,9 +112,13 @@ def test_chat_trains_on_the_assistant_turn_only(plugin_manager, tokenizer):
     assert batch["labels"] == [[-100] * len(prompt) + reply]
 
 
-def test_chat_wraps_text_prompts_as_a_user_message(plugin_manager, tokenizer):
-    batch = make_tokenizer("chat", tokenizer).tokenize([sample("hi", "yo")])
-    assert batch["input_ids"] == [ids(tokenizer, "<user>hi\n<assistant>yo\n")]
+def test_chat_refuses_text_prompts_the_generator_sampled_without_the_template(plugin_manager, tokenizer):
+    chat = make_tokenizer("chat", tokenizer)
+    with pytest.raises(ValueError, match="prompt 5 is text.*completion-only.*chat messages"):
+        chat.tokenize([sample([{"role": "user", "content": "hi"}], "yo"), sample("hi", "yo", prompt_id=5)])
+    with pytest.raises(ValueError, match="prompt 5 is text.*completion-only.*chat messages"):
+        chat.check_prompts([[{"role": "user", "content": "hi"}], "hi"], prompt_ids=[0, 5])
+    chat.check_prompts([[{"role": "user", "content": "hi"}]], prompt_ids=[0])
 
 
 def test_chat_needs_a_chat_template(plugin_manager):
@@ -131,7 +135,7 @@ def test_chat_template_whose_prompt_is_not_a_prefix_is_an_error(plugin_manager):
     with pytest.raises(
         ValueError, match="prompt 3: the chat template renders the conversation with a different start"
     ):
-        make_tokenizer("chat", odd).tokenize([sample("hi", "yo", prompt_id=3)])
+        make_tokenizer("chat", odd).tokenize([sample([{"role": "user", "content": "hi"}], "yo", prompt_id=3)])
 
 
 def test_tokenizer_output_trains_with_step(plugin_manager, tiny_llama_path, tmp_path):

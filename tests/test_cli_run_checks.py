@@ -215,6 +215,14 @@ def test_print_config_shows_stop_strings_byte_for_byte_as_the_run_gets_them(tmp_
         assert captured.pop().config.generator.options["stop"] == expected
 
 
+def test_the_chat_sample_tokenizer_with_text_prompts_is_refused_before_anything_runs(tmp_path, dataset, captured):
+    (tmp_path / "model").mkdir()
+    result = _run(*_args(str(tmp_path / "model"), dataset, tmp_path / "out", "--sample-tokenizer", "chat"))
+    assert result.exit_code == 1 and captured == []
+    assert "is text" in result.output and "--sample-tokenizer completion-only" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_dry_run_checks_the_model_and_writes_nothing(tmp_path, dataset, tiny_llama_path, captured):
     result = _run(*_args(tiny_llama_path, dataset, tmp_path / "out", "--dry-run"))
     assert result.exit_code == 0, result.output

@@ -142,6 +142,16 @@ def _console_table(spec):
     return dataclasses.replace(spec, options={**spec.options, "format": "table"})
 
 
+def _check_sample_tokenizer_prompts(sample_tokenizer, prompts) -> None:
+    """The ``chat`` sample tokenizer takes chat prompts only: text prompts are refused before anything runs."""
+    from iterframe.builtin.tokenizers import ChatTokenizer
+
+    if isinstance(sample_tokenizer, ChatTokenizer):
+        sample_tokenizer.check_prompts(
+            [record.prompt for record in prompts], [record.prompt_id for record in prompts]
+        )
+
+
 def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
     """Validate everything a run needs without writing anything: installed plugins, the output directory, the
     dataset, the components and what the reward needs from the dataset, and that the model can be there.
@@ -174,6 +184,7 @@ def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
         ],
     }
     check_reward_needs(components["reward"], run_config, prompts, eval_prompts)
+    _check_sample_tokenizer_prompts(components["sample_tokenizer"], prompts)
     if run_config.loop.train_from:  # the recorded set is there and long enough, before any model loads
         from iterframe.loop.sample_sets import TrainingSet
 

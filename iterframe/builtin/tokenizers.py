@@ -158,7 +158,8 @@ class FullTextTokenizer(_PromptCompletionTokenizer):
 
 class ChatTokenizer(_PromptCompletionTokenizer):
     """The conversation (prompt messages + the completion as the assistant's reply) through the chat template,
-    with loss on the assistant's turn only (including the template's end-of-turn tokens)."""
+    with loss on the assistant's turn only (including the template's end-of-turn tokens). Chat prompts only: a
+    text prompt is refused, since the generator samples from it without the template."""
 
     name = "chat"
     description = "Chat template over prompt + assistant reply; loss on the assistant turn only."
@@ -174,19 +175,29 @@ class ChatTokenizer(_PromptCompletionTokenizer):
         if self.is_encoder_decoder:
             raise ValueError("The 'chat' tokenizer is for causal LMs; use 'completion-only' for encoder-decoders.")
 
+    def check_prompts(self, prompts: list, prompt_ids: list[int]) -> None:
+        """Refuse text prompts: the generator samples from a text prompt as it is, without the chat template, so
+        training its reply inside a rendered conversation would train a context the model never sampled from."""
+        for prompt, prompt_id in zip(prompts, prompt_ids):
+            if not is_chat(prompt):
+                raise ValueError(
+                    f"prompt {prompt_id} is text, and the 'chat' sample tokenizer trains a chat conversation: the "
+                    "generator samples from a text prompt as it is, without the chat template, so the reply would "
+                    "be trained after a context the model never saw. Use --sample-tokenizer completion-only "
+                    "(sample_tokenizer: completion-only, the default for text prompts), or give the prompts as "
+                    'chat messages (a list of {"role": ..., "content": ...}).'
+                )
+
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
         where = f"prompt {sample.prompt_id}"
-        messages = (
-            check_messages(sample.prompt, where)
-            if is_chat(sample.prompt)
-            else [{"role": "user", "content": sample.prompt}]
-        )
+        self.check_prompts([sample.prompt], [sample.prompt_id])
+        messages = check_messages(sample.prompt, where)
         prompt_text = render_prompt(self.tokenizer, messages, where)
         sampled = self._sampled_ids(sample)
         if sampled is not None:
-            if is_chat(sample.prompt) and sample.prompt_token_ids is not None:
+            if sample.prompt_token_ids is not None:
                 prompt_ids = list(sample.prompt_token_ids)
-            else:  # a text prompt, sampled as is, is trained as the user turn of a conversation
+            else:
                 prompt_ids = list(self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
             if not (sampled and sampled[-1] in self.eos_token_ids) and not was_cut_at_max_new_tokens(sample):
                 sampled = sampled + self._end_of_turn_ids(messages)
