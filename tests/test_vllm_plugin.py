@@ -97,11 +97,15 @@ class FakeEngine:
         return True
 
     def generate(self, prompts, sampling_params, use_tqdm=True):
+        """``sampling_params``: one for every prompt, or a list of one per prompt (recorded as a list)."""
+        if not isinstance(sampling_params, list):
+            sampling_params = [sampling_params] * len(prompts)
+        assert len(sampling_params) == len(prompts)
         self.generate_calls.append((prompts, sampling_params))
         outputs = []
-        for _prompt in prompts:
+        for _prompt, params in zip(prompts, sampling_params):
             samples = []
-            for index in reversed(range(sampling_params["n"])):
+            for index in reversed(range(params["n"])):
                 ids = self.reply_tokenizer(f" #{index}", add_special_tokens=False)["input_ids"]
                 if index:
                     ids = ids + [self.reply_tokenizer.eos_token_id]
@@ -394,7 +398,7 @@ def test_generate_returns_n_completions_per_prompt_in_prompt_order(tmp_path, tin
     prompts = ["2 + 2 =", [{"role": "user", "content": "hello"}], "the quick"]
     completions = generator.generate(prompts, 3)
 
-    ((sent, params),) = factory.engines[0].generate_calls
+    ((sent, (params, *_)),) = factory.engines[0].generate_calls
     tokenizer = trainer.processing_class
     assert sent == [{"prompt_token_ids": encode_prompt(tokenizer, prompt)} for prompt in prompts]
     assert "assistant:" in tokenizer.decode(sent[1]["prompt_token_ids"])  # chat prompts go through the template
@@ -422,7 +426,7 @@ def test_generation_stops_at_the_generation_configs_eos_ids_too(tmp_path, tiny_l
     trainer.model.generation_config.eos_token_id = [7, eos]  # e.g. an end-of-turn token only the config names
     generator, factory = set_up(trainer, max_new_tokens=4)
     generator.generate(["2 + 2 ="], 1)
-    ((_, params),) = factory.engines[0].generate_calls
+    ((_, (params,)),) = factory.engines[0].generate_calls
     assert params["stop_token_ids"] == [7, eos]
     generator.close()
 
@@ -434,8 +438,40 @@ def test_completions_are_cut_before_a_stop_string(tmp_path, tiny_llama_path):
     assert [completion.text for completion in completions[0]] == [" #0", " "]
     for completion in completions[0]:  # the ids that spell the text, not the stop string's
         assert trainer.processing_class.decode(completion.token_ids, skip_special_tokens=True) == completion.text
-    assert factory.engines[0].generate_calls[0][1]["stop"] == ["#1"]
+    assert factory.engines[0].generate_calls[0][1][0]["stop"] == ["#1"]
     generator.close()
+
+
+def request_seeds(engine, call):
+    return [params["seed"] for params in engine.generate_calls[call][1]]
+
+
+def test_a_resumed_generator_seeds_its_requests_where_the_interrupted_one_stopped(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path)
+    interrupted, factory = set_up(trainer, temperature=0.7)
+    states = []
+    for _ in range(3):
+        interrupted.generate(["a", "b", "a"], 2)
+        states.append(interrupted.state_dict())  # what each iteration's checkpoint keeps
+    interrupted.close()
+    seeds = [request_seeds(factory.engines[0], call) for call in range(3)]
+    assert len({seed for call_seeds in seeds for seed in call_seeds}) == 9  # each prompt of each call its own
+    resumed, resumed_factory = set_up(trainer, temperature=0.7)
+    resumed.load_state_dict(states[1])  # resumed from the checkpoint after two calls
+    resumed.generate(["a", "b", "a"], 2)
+    resumed.close()
+    assert states == [{"calls": 1}, {"calls": 2}, {"calls": 3}]
+    assert request_seeds(resumed_factory.engines[0], 0) == seeds[2]
+
+
+def test_greedy_and_unseeded_requests_use_one_sampling_params(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path)
+    for options in ({"do_sample": False}, {"seed_requests": False}):
+        generator, factory = set_up(trainer, **options)
+        generator.generate(["a", "b"], 1)
+        ((_, params),) = factory.engines[0].generate_calls
+        assert params[0] is params[1] and "seed" not in params[0]
+        generator.close()
 
 
 def test_greedy_generator_refuses_several_samples_per_prompt(tmp_path, tiny_llama_path):
@@ -443,7 +479,7 @@ def test_greedy_generator_refuses_several_samples_per_prompt(tmp_path, tiny_llam
     with pytest.raises(ValueError, match="do_sample=false"):
         generator.generate(["a"], 2)
     generator.generate(["a"], 1)
-    assert factory.engines[0].generate_calls[0][1]["temperature"] == 0.0
+    assert factory.engines[0].generate_calls[0][1][0]["temperature"] == 0.0
     generator.close()
 
 
@@ -598,7 +634,7 @@ def test_a_generator_and_its_greedy_eval_copy_share_one_engine(tmp_path, tiny_ll
     (engine,) = factory.engines
     workdir = os.path.dirname(engine.kwargs["tokenizer"])
     greedy.generate(["a"], 1)
-    assert engine.generate_calls[-1][1]["temperature"] == 0.0
+    assert engine.generate_calls[-1][1][0]["temperature"] == 0.0
     sampling.close()
     assert not engine.shut_down and os.path.isdir(workdir)
     greedy.close()

@@ -9,6 +9,7 @@ Every process of a run calls ``setup``, ``generate`` and ``update_weights`` toge
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -99,7 +100,17 @@ class VLLMGenerator(Generator):
         self.tokenizer = context.tokenizer
         self.layout = ProcessLayout.of_trainer(context.trainer)
         self.engine_key = (id(context.trainer), self.options.engine_settings())
+        self.seed = engine_seed(self.options, context.seed, self.layout)
+        self.calls = 0
         self.handle = SHARED_ENGINES.acquire(self.engine_key, self._start_engine)
+
+    def state_dict(self) -> dict:
+        """The number of ``generate`` calls so far: a resumed run seeds its requests where the interrupted one
+        stopped (``seed_requests``)."""
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = int(state["calls"])
 
     def close(self) -> None:
         if self.handle is not None:
@@ -129,7 +140,7 @@ class VLLMGenerator(Generator):
             model_dir=model_dir,
             tokenizer_dir=tokenizer_dir,
             load_format=load_format,
-            seed=engine_seed(self.options, self.context.seed, self.layout),
+            seed=self.seed,
         )
         with launch_environment(self.options, self.layout):
             return self.engine_factory(**kwargs)
@@ -170,9 +181,10 @@ class VLLMGenerator(Generator):
         group = self.handle.group
         encoded_by_member = group.gather(encoded)
         all_encoded = [ids for member_prompts in encoded_by_member for ids in member_prompts]
+        call, self.calls = self.calls, self.calls + 1
         completions = None
         if self.handle.engine is not None:
-            completions = self._generate_on_engine(all_encoded, num_samples)
+            completions = self._generate_on_engine(all_encoded, num_samples, call)
         if not self.options.colocate:
             completions = group.broadcast_from_first(completions)
         counts = [len(member_prompts) for member_prompts in encoded_by_member]
@@ -182,12 +194,17 @@ class VLLMGenerator(Generator):
         """The eos ids of the model's generation config (end-of-turn tokens too) and the tokenizer's."""
         return list(eos_token_ids(self.context.model, self.tokenizer))
 
-    def _generate_on_engine(self, encoded: list[list[int]], num_samples: int) -> list[list[Completion]]:
+    def _generate_on_engine(self, encoded: list[list[int]], num_samples: int, call: int) -> list[list[Completion]]:
         if not encoded:
             return []
-        sampling_params = self.sampling_params_factory(
-            **sampling_params_kwargs(self.options, num_samples, self._stop_token_ids())
-        )
+        kwargs = sampling_params_kwargs(self.options, num_samples, self._stop_token_ids())
+        if self.options.do_sample and self.options.seed_requests:
+            sampling_params = [
+                self.sampling_params_factory(**kwargs, seed=request_seed(self.seed, call, index))
+                for index in range(len(encoded))
+            ]
+        else:
+            sampling_params = self.sampling_params_factory(**kwargs)
         outputs = self.handle.engine.generate(
             [{"prompt_token_ids": ids} for ids in encoded], sampling_params, use_tqdm=False
         )
@@ -215,3 +232,11 @@ class VLLMGenerator(Generator):
             prompt_token_ids=list(prompt_ids),
             tokenizer_hash=tokenizer_fingerprint(self.tokenizer),
         )
+
+
+def request_seed(seed: int, call: int, index: int) -> int:
+    """The seed of prompt ``index``'s request in ``generate`` call ``call``: a 63-bit hash of the three, so each
+    prompt of each call samples from its own stream, and a resumed run (the call count restored) from the same
+    one as the uninterrupted run."""
+    digest = hashlib.sha256(f"{seed}:{call}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1

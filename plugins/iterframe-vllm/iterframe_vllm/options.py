@@ -85,6 +85,13 @@ class VLLMOptions:
     seed: Optional[int] = dataclasses.field(
         default=None, metadata={"help": "Engine sampling seed (default: the run's seed)."}
     )
+    seed_requests: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "Seed each prompt's request from the seed, the call and the prompt, so a resumed run samples "
+            "as the uninterrupted one (false: vLLM's own stream, a little faster; a resumed run restarts it)."
+        },
+    )
     colocate: bool = dataclasses.field(
         default=True,
         metadata={
