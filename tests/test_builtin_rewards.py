@@ -36,6 +36,10 @@ REWARD_SOURCE = textwrap.dedent(
         return ["good" for _ in completions]
 
 
+    def completions_in_call(prompts, completions, references):
+        return [float(len(completions))] * len(completions)
+
+
     NOT_CALLABLE = 3
     """
 )
@@ -76,6 +80,20 @@ def test_python_reward_passes_prompts_completions_references_and_returns_floats(
     assert scores == [3.0, 2.0]
     assert all(type(value) is float for value in scores)
     assert my_rewards.CALLS == [(["p1", "p2"], ["abc", "de"], ["r1", None])]
+
+
+def test_python_reward_in_the_pool_is_called_with_the_completions_of_each_prompt(plugin_manager, reward_module):
+    from iterframe.plugins.reward_pool import RewardPool
+
+    reward = create_component("reward", "python", {"function": "my_rewards:completions_in_call", "workers": 1})
+    reward.setup(CONTEXT)
+    samples = make_samples([("p", "a", None), ("p", "b", None), ("q", "c", None)])
+    samples[1].prompt_id = 0
+    pool = RewardPool(reward, "Reward 'python'")
+    try:
+        assert [outcome.score for outcome in pool.score(samples)] == [2.0, 2.0, 1.0]
+    finally:
+        pool.close()
 
 
 def test_python_reward_resolves_dotted_attributes(plugin_manager, reward_module):

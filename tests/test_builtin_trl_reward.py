@@ -136,3 +136,61 @@ def test_iterframe_run_scores_with_a_trl_function_and_its_dataset_column(
         float(answer in sample["completion"]) for answer, sample in zip(answers, samples)
     ]
     assert len(set(answers)) == 2  # each prompt's own column value reached the function
+
+
+def group(prompt_id: int, *completions: str, solution: str = "7") -> list[Sample]:
+    return [
+        Sample(0, prompt_id, f"prompt {prompt_id}", text, info={"extra": {"solution": solution}})
+        for text in completions
+    ]
+
+
+@pytest.mark.parametrize(
+    ("workers", "expected"),
+    [(2, [0.5, -0.5, 0.0, 0.5, -0.5]), (0, [0.25, -0.25, 0.0, 0.5, -0.5])],  # with workers=0: one call for all
+)
+def test_a_reward_comparing_completions_sees_its_prompts_group(plugin_manager, workers, expected):
+    reward = set_up("trl_functions:len_reward", workers=workers)
+    pool = RewardPool(reward, "Reward 'trl'")
+    try:
+        outcomes = pool.score(
+            group(0, "so 7", "so it is 7", "it is 7") + group(1, "4", "the answer: 4", solution="4")
+        )
+    finally:
+        pool.close()
+    assert [outcome.score for outcome in outcomes] == expected
+
+
+@pytest.mark.parametrize(("workers", "sizes"), [(0, [5.0] * 5), (2, [3.0, 3.0, 3.0, 2.0, 2.0])])
+def test_workers_zero_calls_once_with_every_sample_a_pool_once_per_prompt(plugin_manager, workers, sizes):
+    reward = set_up("trl_functions:batch_size_reward", workers=workers)
+    pool = RewardPool(reward, "Reward 'trl'")
+    try:
+        outcomes = pool.score(group(0, "a", "b", "c") + group(1, "d", "e"))
+    finally:
+        pool.close()
+    assert [outcome.score for outcome in outcomes] == sizes
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_batch_that_raises_is_split_until_the_failing_sample_fails_alone(plugin_manager, workers):
+    reward = set_up("trl_functions:scripted_batch_reward", workers=workers)
+    pool = RewardPool(reward, "Reward 'trl'")
+    try:
+        outcomes = pool.score(group(0, "a", "bb", "boom", "dddd") + group(1, "eeeee"))
+    finally:
+        pool.close()
+    assert [outcome.score for outcome in outcomes] == [1.0, 2.0, None, 4.0, 5.0]
+    assert outcomes[2].failure == "error" and "cannot score 'boom'" in outcomes[2].message
+
+
+def test_a_batch_that_times_out_fails_its_samples_and_the_others_are_scored(plugin_manager):
+    reward = set_up("trl_functions:scripted_batch_reward", workers=1, timeout_s=0.5)
+    pool = RewardPool(reward, "Reward 'trl'")
+    try:
+        outcomes = pool.score(group(0, "a", "hang") + group(1, "ccc"))
+    finally:
+        pool.close()
+    assert [outcome.failure for outcome in outcomes] == ["timeout", "timeout", None]
+    assert "batch of 2 samples took longer than 2 x timeout_s=0.5 s" in outcomes[0].message
+    assert outcomes[2].score == 3.0

@@ -7,6 +7,7 @@ column; ``None`` when the solution cannot be parsed), with a body of its own.
 from __future__ import annotations
 
 import re
+import time
 from typing import Optional
 
 CALLS: list[dict] = []
@@ -60,3 +61,36 @@ def answer_column_reward(prompts, completions, answer, **kwargs) -> list[float]:
     """1.0 when the completion contains the ``answer`` column's value; records the answers it was given."""
     CALLS.append({"answer": list(answer)})
     return [1.0 if str(expected) in completion else 0.0 for completion, expected in zip(completions, answer)]
+
+
+def len_reward(completions, solution, **kwargs) -> list[float]:
+    """open-r1's ``len_reward`` (Kimi 1.5's length penalty), with an exact-match check in place of math-verify: a
+    correct completion scores ``0.5 - (length - shortest) / (longest - shortest)`` among the completions of its
+    call, a wrong one at most 0; all 0.0 when every completion has the same length."""
+    contents = [
+        completion[0]["content"] if isinstance(completion, list) else completion for completion in completions
+    ]
+    correct = [content.strip().endswith(str(answer)) for content, answer in zip(contents, solution)]
+    lengths = [len(content) for content in contents]
+    shortest, longest = min(lengths), max(lengths)
+    if shortest == longest:
+        return [0.0] * len(completions)
+    rewards = []
+    for length, is_correct in zip(lengths, correct):
+        value = 0.5 - (length - shortest) / (longest - shortest)
+        rewards.append(float(value if is_correct else min(0.0, value)))
+    return rewards
+
+
+def batch_size_reward(completions, **kwargs) -> list[float]:
+    """Scores every completion with the number of completions in its call."""
+    return [float(len(completions))] * len(completions)
+
+
+def scripted_batch_reward(completions, **kwargs) -> list[float]:
+    """Each completion's length; a batch with ``"hang"`` sleeps for a minute, one with ``"boom"`` raises."""
+    if "hang" in completions:
+        time.sleep(60)
+    if "boom" in completions:
+        raise ValueError("cannot score 'boom'")
+    return [float(len(completion)) for completion in completions]

@@ -47,7 +47,10 @@ def load_callable(spec: str) -> Callable:
 class FunctionOptionReward(PooledReward):
     """Base of the rewards that call a user's function, named by the ``function`` option (loaded in ``setup``, and
     again in each worker process: a function loaded from a file cannot be pickled) or passed in code with
-    :meth:`from_function`."""
+    :meth:`from_function`. The function gets the samples of one prompt per call (every sample of the iteration
+    with ``workers=0``), as TRL gives a reward function a batch: it may compare completions."""
+
+    batching = "prompt"
 
     @classmethod
     def from_function(cls, function: Callable, **options):
