@@ -266,3 +266,55 @@ def test_a_completion_trimmed_by_a_plugin_trains_on_the_trim_with_a_real_tokeniz
     trained = batch["input_ids"][0][len(prompt_ids) :]
     assert tokenizer.decode(trained, skip_special_tokens=True) == "The answer is 42."
     assert trained[-1] == tokenizer.eos_token_id
+
+
+# --- samples longer than max_length ----------------------------------------------------------------------------
+
+
+def fitting_tokenizer(name, tokenizer, max_length, model=CAUSAL_LM):
+    component = create_component("tokenizer", name)
+    trainer = types.SimpleNamespace(model=model, args=types.SimpleNamespace(max_length=max_length))
+    component.setup(RunContext(trainer=trainer, tokenizer=tokenizer))
+    return component
+
+
+def test_a_sample_longer_than_max_length_loses_the_end_of_its_completion_never_its_prompt(
+    plugin_manager, tokenizer
+):
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    prompt = [bos, *ids(tokenizer, "abcd")]
+    batch = fitting_tokenizer("completion-only", tokenizer, 7).tokenize(
+        [sample("abcd", "xyz"), sample("abcd", "x")]
+    )
+    assert batch["input_ids"] == [prompt + ids(tokenizer, "xy"), prompt + ids(tokenizer, "x") + [eos]]
+    assert batch["labels"][0] == [-100] * 5 + ids(tokenizer, "xy")
+    full = fitting_tokenizer("full-text", tokenizer, 6).tokenize([sample("abcd", "xyz")])
+    assert full["input_ids"] == [prompt + ids(tokenizer, "x")]
+    messages = [{"role": "user", "content": "hi"}]
+    chat_prompt = ids(tokenizer, "<user>hi\n<assistant>")
+    chat = fitting_tokenizer("chat", tokenizer, len(chat_prompt) + 2).tokenize([sample(messages, "yo!")])
+    assert chat["input_ids"] == [chat_prompt + ids(tokenizer, "yo")]
+    seq2seq = fitting_tokenizer("completion-only", tokenizer, 5, model=SEQ2SEQ_LM).tokenize(
+        [sample("abcd", "xyzwv")]
+    )
+    assert seq2seq["input_ids"] == [prompt] and seq2seq["labels"] == [ids(tokenizer, "xyzwv")]
+
+
+def test_keep_end_truncation_never_cuts_the_prompt_of_a_loop_sample(plugin_manager, tiny_llama_path, tmp_path):
+    from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+
+    args = IterativeSFTConfig(output_dir=str(tmp_path), report_to=[], max_length=40, truncation_mode="keep_end")
+    trainer = IterativeSFTTrainer(tiny_llama_path, args=args)
+    component = create_component("tokenizer", "completion-only")
+    component.setup(RunContext(trainer=trainer, tokenizer=trainer.processing_class))
+    prompt, completion = "Question: what is 12 + 7?", " It is nineteen, since twelve and seven make nineteen."
+    batch = component.tokenize([sample(prompt, completion)])
+    (trained,) = trainer._prepare_samples(batch["input_ids"], batch["attention_mask"], batch["labels"], None, None)
+    prompt_ids = trainer.processing_class(prompt)["input_ids"]
+    assert len(prompt_ids) < 40 and len(trained.input_ids) == 40
+    assert trained.input_ids.tolist()[: len(prompt_ids)] == prompt_ids
+
+
+def test_a_prompt_that_leaves_no_room_for_its_completion_is_an_error_not_a_cut(plugin_manager, tokenizer):
+    with pytest.raises(ValueError, match="prompt 2: 5 tokens.*max_length=5"):
+        fitting_tokenizer("completion-only", tokenizer, 5).tokenize([sample("abcd", "xyz", prompt_id=2)])

@@ -2,7 +2,8 @@
 
 ``completion-only`` trains on the completion (prompt labels are -100), ``full-text`` on every token, ``chat`` on
 the assistant turn of the chat-templated conversation. A completion the generator cut at ``max_new_tokens``
-(``finish_reason == "length"``) is trained as it is, without eos or end of turn: it did not end.
+(``finish_reason == "length"``) is trained as it is, without eos or end of turn: it did not end. A sample longer
+than the trainer's ``max_length`` loses the end of its completion, never its prompt.
 
 A sample whose generator recorded its token ids (``Sample.completion_token_ids``, ``Sample.prompt_token_ids``)
 trains on exactly those ids: encoding the completion's text again can give other ids (BPE merges across the
@@ -62,6 +63,7 @@ class _PromptCompletionTokenizer(SampleTokenizer):
             getattr(getattr(context.model, "config", None), "is_encoder_decoder", False)
         )
         self.eos_token_ids = eos_token_ids(context.model, self.tokenizer)
+        self.max_length = getattr(getattr(context.trainer, "args", None), "max_length", None)
         self._reported_edited = False
 
     def tokenize(self, samples: list[Sample]) -> dict[str, list[list[int]]]:
@@ -96,6 +98,23 @@ class _PromptCompletionTokenizer(SampleTokenizer):
             self._reported_edited = True
         return None
 
+    def _fit(self, sample: Sample, prompt_ids: list[int], completion_ids: list[int]) -> list[int]:
+        """``completion_ids`` cut so that the sample fits ``max_length`` (an encoder-decoder's target alone): the
+        trainer's truncation would otherwise cut the start of the prompt (``keep_end``). A prompt that leaves no
+        room for a completion token is an error."""
+        if self.max_length is None:
+            return completion_ids
+        if self.is_encoder_decoder:
+            return completion_ids[: self.max_length]
+        room = self.max_length - len(prompt_ids)
+        if room < 1:
+            raise ValueError(
+                f"The {self.name!r} tokenizer: prompt {sample.prompt_id}: {len(prompt_ids)} tokens leave no room "
+                f"for the completion in train.max_length={self.max_length}; raise max_length or shorten the "
+                "prompt."
+            )
+        return completion_ids[:room]
+
     def _prompt_ids(self, sample: Sample, sampled: Optional[list[int]]) -> list[int]:
         """The prompt's ids as the generator encoded them, when the completion trains on its sampled ids."""
         if sampled is not None and sample.prompt_token_ids is not None:
@@ -128,7 +147,7 @@ class CompletionOnlyTokenizer(_PromptCompletionTokenizer):
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
         sampled = self._sampled_ids(sample)
         prompt_ids = self._prompt_ids(sample, sampled)
-        completion_ids = self._completion_ids(sample, sampled, self.options.add_eos)
+        completion_ids = self._fit(sample, prompt_ids, self._completion_ids(sample, sampled, self.options.add_eos))
         if self.is_encoder_decoder:
             return prompt_ids, completion_ids
         return prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids
@@ -152,7 +171,10 @@ class FullTextTokenizer(_PromptCompletionTokenizer):
 
     def _encode(self, sample: Sample) -> tuple[list[int], list[int]]:
         sampled = self._sampled_ids(sample)
-        input_ids = self._prompt_ids(sample, sampled) + self._completion_ids(sample, sampled, self.options.add_eos)
+        prompt_ids = self._prompt_ids(sample, sampled)
+        input_ids = prompt_ids + self._fit(
+            sample, prompt_ids, self._completion_ids(sample, sampled, self.options.add_eos)
+        )
         return input_ids, list(input_ids)
 
 
@@ -201,6 +223,7 @@ class ChatTokenizer(_PromptCompletionTokenizer):
                 prompt_ids = list(self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
             if not (sampled and sampled[-1] in self.eos_token_ids) and not was_cut_at_max_new_tokens(sample):
                 sampled = sampled + self._end_of_turn_ids(messages)
+            sampled = self._fit(sample, prompt_ids, sampled)
             return prompt_ids + sampled, [IGNORE_INDEX] * len(prompt_ids) + sampled
         conversation = messages + [{"role": "assistant", "content": sample.completion}]
         full_text = self.tokenizer.apply_chat_template(
@@ -214,6 +237,7 @@ class ChatTokenizer(_PromptCompletionTokenizer):
             )
         prompt_ids = list(self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
         reply_ids = list(self.tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"])
+        reply_ids = self._fit(sample, prompt_ids, reply_ids)
         return prompt_ids + reply_ids, [IGNORE_INDEX] * len(prompt_ids) + reply_ids
 
     def _end_of_turn_ids(self, messages: list[dict[str, str]]) -> list[int]:
