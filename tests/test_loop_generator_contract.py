@@ -53,7 +53,7 @@ def test_eval_prompts_go_to_the_generators_eval_copy(tiny_llama_path, tmp_path):
 
 
 class OptionsNamedLikeHf(ScriptedGenerator):
-    """Has options named do_sample and batch_size but declares neither contract: they mean nothing to the loop."""
+    """Has options named do_sample and batch_size but overrides neither eval_copy() nor prompts_per_call."""
 
     name = "options-named-like-hf"
 
@@ -67,13 +67,14 @@ class OptionsNamedLikeHf(ScriptedGenerator):
         self.options = self.Options()
 
 
-def test_option_names_alone_make_no_contract(tiny_llama_path, tmp_path):
+def test_a_do_sample_option_gives_the_eval_a_greedy_copy_and_batch_size_means_nothing(tiny_llama_path, tmp_path):
     generator = OptionsNamedLikeHf()
     loop = make_loop(
         tiny_llama_path, tmp_path / "out", generator=generator, eval_prompts=make_prompts(2, "e"), iterations=1
     )
     loop.run()
-    assert loop.eval_generator is generator
+    assert loop.eval_generator is not generator
+    assert loop.eval_generator.options == OptionsNamedLikeHf.Options(do_sample=False, batch_size=1)
     # all prompts at once: the eval prompts of the starting model, the iteration's, the eval prompts after it
     assert [len(prompts) for prompts, _ in generator.calls] == [2, 2, 2]
 
@@ -81,7 +82,8 @@ def test_option_names_alone_make_no_contract(tiny_llama_path, tmp_path):
 def test_the_default_generator_contract():
     generator = OptionsNamedLikeHf()
     assert Generator.prompts_per_call.fget(generator) is None
-    assert Generator.eval_copy(generator) is generator
+    copy = Generator.eval_copy(generator)
+    assert copy is not generator and copy.options.do_sample is False and generator.options.do_sample is True
 
 
 def test_hf_generator_declares_batches_and_a_greedy_eval_copy(plugin_manager):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import warnings
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
@@ -207,6 +208,10 @@ class Component(ABC):
         return copied
 
 
+#: Generator classes already warned that their eval samples (:meth:`Generator.eval_copy`).
+_EVAL_SAMPLES_WARNED: set[type] = set()
+
+
 class Generator(Component):
     """Turns prompts into completions with the current model."""
 
@@ -222,8 +227,22 @@ class Generator(Component):
 
     def eval_copy(self) -> Generator:
         """The generator that scores the eval prompts: one completion per prompt, deterministic where the
-        generator can be. Called once, before ``setup()``; the default is the generator itself. The ``hf``
-        generator returns a copy with ``do_sample=False`` (greedy decoding)."""
+        generator can be. Called once, before ``setup()``. The default: when the generator's ``Options`` have a
+        ``do_sample`` field, a copy with ``do_sample=False`` (greedy decoding, as for ``hf``); else the generator
+        itself, with a warning (once per class) that the eval samples."""
+        options = getattr(self, "options", None)
+        if dataclasses.is_dataclass(options) and "do_sample" in {
+            field.name for field in dataclasses.fields(options)
+        }:
+            return self.with_options(dataclasses.replace(options, do_sample=False))
+        if type(self) not in _EVAL_SAMPLES_WARNED:
+            _EVAL_SAMPLES_WARNED.add(type(self))
+            warnings.warn(
+                f"Generator {self.name or type(self).__name__!r} has no eval_copy() and no do_sample option: the "
+                "eval samples its completions, so eval/reward varies from eval to eval. Override eval_copy() to "
+                "return a deterministic copy, or pass eval_generator=.",
+                stacklevel=2,
+            )
         return self
 
     def update_weights(self, model) -> None:
