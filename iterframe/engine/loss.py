@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from iterframe.engine import batching
+from iterframe.engine import batching, label_logits
 from iterframe.engine.packing_support import base_model
 
 __all__ = ["router_aux_loss", "summed_token_loss"]
@@ -37,7 +38,12 @@ def router_aux_loss(model, outputs, attention_mask: Optional[torch.Tensor]) -> O
 
 
 def summed_token_loss(
-    model, batch: batching.MicroBatch, *, is_encoder_decoder: bool, padding_mask: bool = True
+    model,
+    batch: batching.MicroBatch,
+    *,
+    is_encoder_decoder: bool,
+    padding_mask: bool = True,
+    head_transform: Optional[Callable] = None,
 ) -> torch.Tensor:
     """Summed token cross-entropy of one micro-batch (the mean is taken over the whole update).
 
@@ -49,8 +55,14 @@ def summed_token_loss(
             model builds no padding mask (on tiny models that costs as much as its layers); only for models
             whose real positions never see the right padding after them
             (:func:`~iterframe.engine.packing_support.ignores_right_padding`).
+        head_transform: for a causal model whose head may be run apart from its forward
+            (:func:`~iterframe.engine.label_logits.logit_transform`): the head runs only at the positions whose
+            label carries loss, and the cross-entropy in chunks. ``None``: the loss comes from the model's logits.
     """
     mask = None
+    if head_transform is not None and not is_encoder_decoder:
+        loss, outputs, mask = _loss_at_label_positions(model, batch, padding_mask, head_transform)
+        return _with_router_aux_loss(loss, model, outputs, mask, batch.num_loss_tokens)
     if is_encoder_decoder:
         outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
         logits, targets = outputs.logits, batch.labels
@@ -74,7 +86,34 @@ def summed_token_loss(
         ignore_index=batching.IGNORE_INDEX,
         reduction="sum",
     )
-    aux_loss = None if is_encoder_decoder else router_aux_loss(model, outputs, mask)
-    # weighted by the micro-batch's label tokens, as its cross-entropy is: the update's mean then adds each
-    # micro-batch's aux loss in proportion to its tokens (exactly transformers' loss for a single micro-batch)
-    return loss if aux_loss is None else loss + aux_loss.to(loss.device) * batch.num_loss_tokens
+    if is_encoder_decoder:
+        return loss
+    return _with_router_aux_loss(loss, model, outputs, mask, batch.num_loss_tokens)
+
+
+def _with_router_aux_loss(loss, model, outputs, mask, num_loss_tokens: int) -> torch.Tensor:
+    """``loss`` plus the router aux loss (:func:`router_aux_loss`) weighted by the micro-batch's label tokens, as
+    its cross-entropy is: the update's mean then adds each micro-batch's aux loss in proportion to its tokens
+    (exactly transformers' loss for a single micro-batch)."""
+    aux_loss = router_aux_loss(model, outputs, mask)
+    return loss if aux_loss is None else loss + aux_loss.to(loss.device) * num_loss_tokens
+
+
+def _loss_at_label_positions(model, batch: batching.MicroBatch, padding_mask: bool, head_transform: Callable):
+    """The summed cross-entropy of a causal micro-batch with the head run only where a target carries loss (at
+    least once, so that every parameter is in the graph, as DDP needs); returns it, the model's outputs and the
+    mask of its real tokens (``None``: all are)."""
+    if batch.segments is not None:
+        targets, mask = batching.packed_targets(batch), None
+        inputs = {"input_ids": batch.input_ids, "position_ids": batch.position_ids}
+    else:
+        targets = F.pad(batch.labels[:, 1:], (0, 1), value=batching.IGNORE_INDEX).reshape(-1)
+        mask = batch.attention_mask
+        inputs = {"input_ids": batch.input_ids, "attention_mask": mask if padding_mask else None}
+    with label_logits.head_inputs(model) as captured:
+        outputs = model(**inputs)
+    hidden_states = captured.hidden_states.reshape(-1, captured.hidden_states.shape[-1])
+    keep = (targets != batching.IGNORE_INDEX).nonzero().squeeze(-1)
+    keep = keep if keep.numel() else targets.new_zeros(1)
+    loss = label_logits.chunked_cross_entropy(model, head_transform, hidden_states[keep], targets[keep])
+    return loss, outputs, mask

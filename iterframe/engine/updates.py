@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import torch
 
-from iterframe.engine import batching, packing, schedule
+from iterframe.engine import batching, label_logits, packing, schedule
 from iterframe.engine.loss import summed_token_loss
 from iterframe.engine.process_sync import accumulating, backward, equalized_across_processes, global_sum
 
@@ -23,8 +23,21 @@ class MicroBatchUpdates:
 
     def _loss_sum(self, batch: batching.MicroBatch) -> torch.Tensor:
         return summed_token_loss(
-            self.model_wrapped, batch, is_encoder_decoder=self.is_encoder_decoder, padding_mask=self._padding_mask
+            self.model_wrapped,
+            batch,
+            is_encoder_decoder=self.is_encoder_decoder,
+            padding_mask=self._padding_mask,
+            head_transform=self._label_logits_transform(),
         )
+
+    def _label_logits_transform(self):
+        """What :func:`~iterframe.engine.label_logits.logit_transform` gives for the model (its head then runs
+        only at label positions), decided once; ``None`` under FSDP and DeepSpeed, whose head weights are
+        gathered only inside the model's forward."""
+        if "_head_transform" not in self.__dict__:
+            sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+            self._head_transform = None if sharded else label_logits.logit_transform(self.model)
+        return self._head_transform
 
     def _train_micro_batches(self, micro_batches: list[batching.MicroBatch]) -> dict[str, Any]:
         if not self._train_begun:
