@@ -192,6 +192,66 @@ def test_python_reward_specs_are_never_evaluated(reward_package, spec, message):
     assert not marker.exists()
 
 
+# --- code a saved config names ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def foreign_run(finished_run, tiny_llama_path, tmp_path) -> tuple[str, str, object]:
+    """A copy of a finished run whose ``config.yaml`` names a ``trl`` reward in a file that, imported, leaves a
+    marker: ``(run folder, the function spec, the marker path)``."""
+    run = tmp_path / "foreign-run"
+    shutil.copytree(finished_run, run)
+    marker = tmp_path / "their-code-ran"
+    code = tmp_path / "their_reward.py"
+    code.write_text(
+        f"open({str(marker)!r}, 'w').close()\n\n\ndef score(completions, **kwargs):\n"
+        "    return [1.0] * len(completions)\n"
+    )
+    dataset = tmp_path / "prompts.jsonl"
+    dataset.write_text(json.dumps({"prompt": "1+1=", "reference": "2"}) + "\n")
+    function = f"{code}:score"
+    (run / "config.yaml").write_text(
+        f"model: {tiny_llama_path}\ndataset: {{path: {dataset}}}\n"
+        f"reward: {{name: trl, options: {{function: {function!r}}}}}\noutput_dir: {run}\n"
+    )
+    return str(run), function, marker
+
+
+def test_resume_names_and_refuses_the_code_a_saved_config_would_import(foreign_run):
+    from iterframe.api import prepare
+
+    run, function, marker = foreign_run
+    with pytest.raises(RunConfigError) as refused:
+        prepare(output_dir=run, resume=True)
+    message = str(refused.value)
+    assert f"reward 'trl': function={function}, in the file {function.rsplit(':', 1)[0]}" in message
+    assert "--trust-config-code" in message
+    result = CliRunner().invoke(cli, ["run", "--output-dir", run, "--resume"])
+    assert result.exit_code == 1 and "--trust-config-code" in result.output
+    assert not marker.exists()
+
+
+def test_resume_takes_a_saved_configs_code_when_trusted_or_named_on_the_command_line(foreign_run):
+    from iterframe.api.preparation import build_run_config
+
+    run, function, marker = foreign_run
+    trusted, _ = build_run_config(existing_output="resume", output_dir=run, trust_config_code=True)
+    named, _ = build_run_config(existing_output="resume", output_dir=run, reward=f"trl:{function}")
+    assert trusted.reward.options["function"] == named.reward.options["function"] == function
+    assert not marker.exists()  # checked before anything is imported
+
+
+def test_rescore_refuses_the_code_a_saved_config_would_import_unless_trusted(foreign_run, tmp_path):
+    run, function, marker = foreign_run
+    command = ["rescore", run, "--output-dir", str(tmp_path / "rescored")]
+    refused = CliRunner().invoke(cli, command)
+    assert refused.exit_code == 1 and f"function={function}" in refused.output
+    assert "--trust-config-code" in refused.output and not marker.exists()
+    trusted = CliRunner().invoke(cli, [*command, "--trust-config-code"])
+    assert trusted.exit_code == 0, trusted.output
+    assert marker.exists()
+
+
 # --- the plugin allow-list ------------------------------------------------------------------------------------
 
 

@@ -68,12 +68,16 @@ def build_run_config(
     flags: Optional[Mapping[str, Any]] = None,
     assignments: Sequence[str] = (),
     existing_output: str = "error",
+    trust_config_code: bool = False,
     **overrides: Any,
 ) -> tuple[RunConfig, str]:
-    """The resolved config of a run and where its base came from (see :class:`PreparedRun`).
+    """The resolved config of a run and where its base came from (see :class:`PreparedRun`). A resumed run's saved
+    config may name code to import (a ``python`` or ``trl`` reward's function) only with ``trust_config_code`` or
+    when the command line names it too (see :mod:`iterframe.api.config_code`).
 
     Raises:
-        RunConfigError: a config file that does not read, or any key that is wrong (all of them named).
+        RunConfigError: a config file that does not read, any key that is wrong (all of them named), or code
+            named by the saved config without ``trust_config_code``.
     """
     flags = dict(flags or {})
     if isinstance(config, (str, os.PathLike)):
@@ -81,16 +85,28 @@ def build_run_config(
     else:
         source, layer = "dict", normalise_config(config)
     user = _layers(normalise_config(None), layer, flags, assignments, overrides)
-    base = normalise_config(None)
+    base, resumed_from = normalise_config(None), None
     if not _names_model_or_dataset(user):
         saved = os.path.join(user["output_dir"] or "", CONFIG_FILE)
         if existing_output == "resume" and user["output_dir"] and os.path.isfile(saved):
-            source, base = saved, load_config_file(saved)
+            source, base, resumed_from = saved, load_config_file(saved), saved
         else:
             from iterframe.demo import demo_run_spec
 
             source, base = "demo", normalise_config(demo_run_spec())
-    return resolve_run_config(_layers(base, layer, flags, assignments, overrides), existing_output), source
+    run_config = resolve_run_config(_layers(base, layer, flags, assignments, overrides), existing_output)
+    if resumed_from is not None:
+        from iterframe.api.config_code import check_config_code
+
+        check_config_code(_component_specs(run_config), _component_specs(user), resumed_from, trust_config_code)
+    return run_config, source
+
+
+def _component_specs(config) -> list:
+    """The component specs of a resolved :class:`RunConfig`, or of a draft (a dict; unset kinds are ``None``)."""
+    get = config.get if isinstance(config, Mapping) else lambda key: getattr(config, key)
+    singles = [get("generator"), get("reward"), get("sample_tokenizer")]
+    return [spec for spec in singles + list(get("filters") or []) + list(get("loggers") or []) if spec is not None]
 
 
 def _likely_reference_column(columns: list[str]) -> Optional[str]:

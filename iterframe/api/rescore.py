@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 from iterframe.run_config import RunConfigError
+from iterframe.run_config.files import CONFIG_FILE
 
 __all__ = ["rescore"]
 
@@ -15,9 +16,13 @@ __all__ = ["rescore"]
 RESCORE_KEYS = ("reward", "filter", "filters")
 
 
-def _components(reward: Any, filters: Any, assignments: Sequence[str], source: dict[str, Any]):
+def _components(
+    reward: Any, filters: Any, assignments: Sequence[str], source: dict[str, Any], run_dir: str, trusted: bool
+):
     """The reward and filters to judge with: those given (names, ``{name, options}`` mappings or objects; a reward
-    may be a function), else the source run's (from its ``config.yaml``), with the ``--set`` assignments on top."""
+    may be a function), else the source run's (from its ``config.yaml``), with the ``--set`` assignments on top.
+    Code the source's config names and the caller does not is imported only when ``trusted``."""
+    from iterframe.api.config_code import check_config_code
     from iterframe.api.preparation import build_component
     from iterframe.run_config import apply_overrides, normalise_config
     from iterframe.run_config.schema import SECTIONS, split_assignment
@@ -38,6 +43,10 @@ def _components(reward: Any, filters: Any, assignments: Sequence[str], source: d
     draft = apply_overrides(draft, list(assignments))
     reward_spec = SECTIONS["reward"].resolve(draft["reward"], {})["reward"]
     filter_specs = SECTIONS["filters"].resolve(draft["filters"], {})["filters"]
+    given = apply_overrides(normalise_config({"reward": reward, "filters": filters}), list(assignments))
+    given_specs = [spec for spec in [given["reward"], *(given["filters"] or [])] if spec is not None]
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    check_config_code([reward_spec, *filter_specs], given_specs, config_path, trusted)
     return build_component(reward_spec), [build_component(spec) for spec in filter_specs]
 
 
@@ -63,6 +72,7 @@ def rescore(
     iterations: Union[None, int, str, range] = None,
     overwrite: bool = False,
     assignments: Sequence[str] = (),
+    trust_config_code: bool = False,
 ):
     """Score the samples ``run_dir`` saved with ``reward``, filter them with ``filters`` and write them, with their
     metrics and provenance, to ``output_dir`` (see :func:`iterframe.loop.rescore.rescore_run`).
@@ -76,6 +86,9 @@ def rescore(
         iterations: which of the run's iterations: ``N``, ``"A:B"`` (A up to B-1), ``"A:"``, ``":B"``; default all.
         assignments: ``--set`` strings for the reward's and filters' options (``reward.OPTION=VALUE``,
             ``filter.NAME.OPTION=VALUE``).
+        trust_config_code: import the code that the source run's ``config.yaml`` names (a ``python`` or ``trl``
+            reward's function) when the reward is not given here (``--trust-config-code``); without it that is
+            refused, naming the code.
 
     Returns:
         A :class:`~iterframe.loop.rescore.RescoreResult` (``output_dir``, ``iterations``, ``metrics``).
@@ -91,7 +104,9 @@ def rescore(
     check_plugin_load_errors()
     run_dir, output_dir = os.fspath(run_dir), os.fspath(output_dir)
     select_iterations(set_iterations(run_dir), iterations)
-    reward_component, filter_components = _components(reward, filters, assignments, source_config(run_dir))
+    reward_component, filter_components = _components(
+        reward, filters, assignments, source_config(run_dir), run_dir, trust_config_code
+    )
     _check_output_dir(output_dir, overwrite)
     existing_output = "overwrite" if overwrite else "error"
     return rescore_run(

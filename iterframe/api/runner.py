@@ -47,6 +47,7 @@ def prepare(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    trust_config_code: bool = False,
     flags: Optional[Mapping[str, Any]] = None,
     assignments: Sequence[str] = (),
     **overrides: Any,
@@ -61,7 +62,12 @@ def prepare(
     """
     existing_output = existing_output_mode(resume, overwrite)
     run_config, source = build_run_config(
-        config, flags=flags, assignments=assignments, existing_output=existing_output, **overrides
+        config,
+        flags=flags,
+        assignments=assignments,
+        existing_output=existing_output,
+        trust_config_code=trust_config_code,
+        **overrides,
     )
     return prepare_run(run_config, source)
 
@@ -78,7 +84,13 @@ def execute(prepared: PreparedRun) -> RunResult:
 
 
 def run(
-    config: ConfigSource = None, /, *, resume: bool = False, overwrite: bool = False, **overrides: Any
+    config: ConfigSource = None,
+    /,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    trust_config_code: bool = False,
+    **overrides: Any,
 ) -> RunResult:
     """Run the generate -> score -> filter -> train loop, as ``iterframe run`` does.
 
@@ -87,6 +99,9 @@ def run(
             nor an override names a model or a dataset, the run is the built-in demo with these settings on top.
         resume: continue the run in the output directory after its last finished iteration (``--resume``).
         overwrite: replace the run in the output directory (``--overwrite``).
+        trust_config_code: on resume, import the code that the run's saved ``config.yaml`` names (a ``python`` or
+            ``trl`` reward's function) though no argument names it (``--trust-config-code``); without it such a
+            run is refused, naming the code.
         **overrides: config keys, applied last: ``output_dir="runs/x"``, ``loop={"iterations": 2}`` (merged into
             the section), ``reward="answer-match"``. Components may also be Python objects:
             ``reward=my_function`` (a function ``(samples) -> list[float]``), ``filters=[MyFilter()]``.
@@ -103,4 +118,6 @@ def run(
         result = iterframe.run({"loop": {"iterations": 2}}, output_dir="runs/demo")
         print(result.metrics[-1]["eval/reward"], result.final_model_dir)
     """
-    return execute(prepare(config, resume=resume, overwrite=overwrite, **overrides))
+    return execute(
+        prepare(config, resume=resume, overwrite=overwrite, trust_config_code=trust_config_code, **overrides)
+    )

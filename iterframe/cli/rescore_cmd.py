@@ -34,7 +34,13 @@ __all__ = ["command"]
 )
 @click.option("--output-dir", metavar="DIR", required=True, help="Where the rescored set goes (a new folder).")
 @click.option("--overwrite", is_flag=True, help="Replace a run or rescored set already in --output-dir.")
-def command(run_dir, reward, filters, assignments, iterations, output_dir, overwrite):
+@click.option(
+    "--trust-config-code",
+    is_flag=True,
+    help="Import the code a saved config.yaml names (a python or trl reward's file.py:function) though the "
+    "command line does not: only for a run folder whose code you trust.",
+)
+def command(run_dir, reward, filters, assignments, iterations, output_dir, overwrite, trust_config_code):
     """Score and filter the samples the run in RUN_DIR saved, without generating them again, and write them to
     --output-dir with their metrics and where they came from. The reward and filters are the run's unless named
     here. Train on the result with `iterframe run --train-from DIR`; see it with `iterframe report DIR`."""
@@ -52,6 +58,7 @@ def command(run_dir, reward, filters, assignments, iterations, output_dir, overw
             iterations=iterations,
             overwrite=overwrite,
             assignments=assignments,
+            trust_config_code=trust_config_code,
         )
     except ComponentError as error:  # a component's bug: its traceback, for its author, then what happened
         click.echo("".join(traceback.format_exception(error.__cause__)), err=True, nl=False)

@@ -91,6 +91,12 @@ def _echo_dry_run(prepared, model_description: str) -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --output-dir after its last finished iteration.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --output-dir.")
 @click.option(
+    "--trust-config-code",
+    is_flag=True,
+    help="With --resume, import the code the run's saved config.yaml names (a python or trl reward's "
+    "file.py:function) though the command line does not: only for a run folder whose code you trust.",
+)
+@click.option(
     "--set",
     "assignments",
     metavar="KEY=VALUE",
@@ -104,7 +110,7 @@ def _echo_dry_run(prepared, model_description: str) -> None:
     is_flag=True,
     help="Check everything (config, dataset, components, output dir, model config and tokenizer), train nothing.",
 )
-def command(config_file, assignments, resume, overwrite, print_config, dry_run, **flags):
+def command(config_file, assignments, resume, overwrite, trust_config_code, print_config, dry_run, **flags):
     """Fine-tune a model iteratively: generate completions, score them, keep the best, train on them, repeat.
 
     Settings come from CONFIG.yaml (see docs/config.md), then flags, then --set overrides. With no config, model
@@ -121,7 +127,14 @@ def command(config_file, assignments, resume, overwrite, print_config, dry_run, 
             "--overwrite deletes it and starts again. Pass one of them."
         )
     try:
-        prepared = prepare(config_file, resume=resume, overwrite=overwrite, flags=flags, assignments=assignments)
+        prepared = prepare(
+            config_file,
+            resume=resume,
+            overwrite=overwrite,
+            trust_config_code=trust_config_code,
+            flags=flags,
+            assignments=assignments,
+        )
         if print_config:
             from iterframe.run_config import config_text
 
