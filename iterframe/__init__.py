@@ -7,9 +7,77 @@ stays fast; torch and transformers load only when the engine or the loop is touc
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Modules that moved into the layers, old name -> new: the old name still imports (as the new module) for one
+#: release, with a DeprecationWarning. See CHANGELOG.md.
+MOVED_MODULES = {
+    f"iterframe.{old}": f"iterframe.{new}"
+    for old, new in {
+        "adapters": "engine.adapters",
+        "batching": "engine.batching",
+        "config": "engine.config",
+        "model_card": "engine.model_card",
+        "model_support": "engine.model_support",
+        "packing": "engine.packing",
+        "peft_settings": "engine.peft_settings",
+        "trainer": "engine.trainer",
+        "builtin.decoding": "generation.decoding",
+        "builtin.kv_buffers": "generation.kv_buffers",
+        "builtin.prompt_cache": "generation.prompt_cache",
+        "builtin.prompts": "generation.prompt_encoding",
+        "artifacts": "loop.artifacts",
+        "component_checks": "loop.checks",
+        "loop_config": "loop.config",
+        "prompts": "loop.datasets",
+        "distributed": "loop.distributed",
+        "iteration_metrics": "loop.metrics",
+        "progress": "loop.progress",
+        "prompt_sampler": "loop.prompt_sampler",
+        "replay": "loop.replay",
+        "report": "loop.report",
+        "run_state": "loop.run_state",
+        "components": "plugins.components",
+        "component_errors": "plugins.errors",
+        "lifecycle": "plugins.hooks",
+        "hookspecs": "plugins.hookspecs",
+        "options": "plugins.options",
+    }.items()
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module name of :data:`MOVED_MODULES` as the module now at its new name (the same object),
+    warning that the old name is deprecated."""
+
+    specs: dict[str, Any] = {}
+
+    def find_spec(self, fullname, path=None, target=None):
+        return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED_MODULES else None
+
+    def create_module(self, spec):
+        new_name = MOVED_MODULES[spec.name]
+        warnings.warn(  # stacklevel 2: the import statement (warnings skips the import system's frames)
+            f"{spec.name} is deprecated and goes in the next release: import {new_name} instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        module = importlib.import_module(new_name)
+        self.specs[new_name] = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self.specs.pop(module.__name__)  # the import system gave it the old name's spec
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 #: Public name -> module that defines it.
 _PUBLIC = {

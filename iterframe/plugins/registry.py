@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import warnings
 from typing import Any, Optional, Union
 
 from iterframe.plugins.components import (
@@ -44,6 +45,7 @@ __all__ = [
     "KIND_BASES",
     "ComponentInfo",
     "ComponentRegistrationError",
+    "PluginEntry",
     "UnknownComponentError",
     "create_component",
     "get_component_class",
@@ -283,20 +285,42 @@ def _installed_version(distribution: str) -> Optional[str]:
         return None
 
 
-def _plugin_entry(name, distribution, version, builtin, hooks, provides, config, error=None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "version": version,
-        "distribution": distribution,
-        "builtin": builtin,
-        "hooks": hooks,
-        "provides": provides,
-        "config": config,
-        "error": error,
-    }
+class PluginEntry(dict):
+    """A plugin as :func:`list_plugins` lists it: a dict, as ``iterframe plugins --json`` prints it.
+
+    Reading its fields as attributes (``entry.name``, ``entry.provides``), as on the ``PluginInfo`` objects of
+    earlier versions, still works for one release, with a ``DeprecationWarning``; ``entry.provides`` then has the
+    old shape, ``{kind: [component names]}``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("name", "distribution", "version", "builtin", "hooks", "provides", "error"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        warnings.warn(
+            f"list_plugins() returns dicts: read entry[{name!r}], not entry.{name} (attribute access goes in the "
+            "next release).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if name == "provides":
+            return {kind: [item["name"] for item in items] for kind, items in self["provides"].items()}
+        return self[name]
 
 
-def list_plugins(include_builtins: bool = False) -> list[dict[str, Any]]:
+def _plugin_entry(name, distribution, version, builtin, hooks, provides, config, error=None) -> PluginEntry:
+    return PluginEntry(
+        name=name,
+        version=version,
+        distribution=distribution,
+        builtin=builtin,
+        hooks=hooks,
+        provides=provides,
+        config=config,
+        error=error,
+    )
+
+
+def list_plugins(include_builtins: bool = False) -> list[PluginEntry]:
     """Registered plugins as ``iterframe plugins --json`` prints them (see docs/plugins.md): built-ins first when
     included, then in registration order, followed by the entry points that failed to load."""
     manager = get_plugin_manager()
