@@ -203,6 +203,24 @@ ZOO_FAMILIES = ("qwen2.5-instruct", "qwen3", "phi-3-mini-instruct", "smollm2-ins
 
 
 @pytest.fixture(scope="session")
+def zoo_tokenizer():
+    """Family -> the real tokenizer of that model-zoo family, loaded once per session (no model is built)."""
+    from transformers import AutoTokenizer
+
+    loaded = {}
+
+    def load(family: str):
+        folder = os.path.join(MODEL_ZOO, family)
+        if not os.path.isdir(folder):
+            pytest.skip(f"the model zoo is not at {os.path.normpath(MODEL_ZOO)}")
+        if family not in loaded:
+            loaded[family] = AutoTokenizer.from_pretrained(folder)
+        return loaded[family]
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def zoo_models(tmp_path_factory) -> dict[str, str]:
     """Family name -> folder of a tiny random-weight model of that family, built once per session with the zoo's
     ``make_tiny.py`` (the real tokenizer, chat template and generation config, the real architecture class)."""

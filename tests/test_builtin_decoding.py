@@ -374,3 +374,15 @@ def test_errors_of_a_model_the_loop_has_served_are_not_hidden(plugin_manager, ti
     monkeypatch.setattr(decoding, "decode", broken)
     with pytest.raises(RuntimeError, match="a bug in the loop"):
         generator.generate(PROMPTS, 1)
+
+
+def test_a_stop_string_spelled_by_more_tokens_than_the_tail_window_is_found(zoo_tokenizer):
+    tokenizer = zoo_tokenizer("tinyllama-chat")  # byte fallback: each of these characters is four byte tokens
+    stop = "𝔘𝔫𝔦𝔱"
+    tokens = tokenizer("Hello there " + stop, add_special_tokens=False)["input_ids"]
+    assert len(tokenizer(stop, add_special_tokens=False)["input_ids"]) > len(stop) + 8
+    check = decoding.stop_string_check(tokenizer, [stop])
+    assert check(tokens)
+    assert not check(tokens[:-1])
+    assert decoding.stop_string_check(tokenizer, ["", "never"]) is not None
+    assert decoding.stop_string_check(tokenizer, [""]) is None

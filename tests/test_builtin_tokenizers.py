@@ -24,27 +24,6 @@ def tokenizer():
     return build_char_tokenizer(ALPHABET, chat_template=CHAT_TEMPLATE)
 
 
-@pytest.fixture(scope="module")
-def zoo_tokenizer():
-    """Family -> the real tokenizer of that model-zoo family (loaded once per module)."""
-    import os
-
-    from conftest import MODEL_ZOO
-    from transformers import AutoTokenizer
-
-    loaded = {}
-
-    def load(family):
-        folder = os.path.join(MODEL_ZOO, family)
-        if not os.path.isdir(folder):
-            pytest.skip(f"the model zoo is not at {os.path.normpath(MODEL_ZOO)}")
-        if family not in loaded:
-            loaded[family] = AutoTokenizer.from_pretrained(folder)
-        return loaded[family]
-
-    return load
-
-
 def ids(tokenizer, text):
     return [tokenizer.convert_tokens_to_ids(char) for char in text]
 

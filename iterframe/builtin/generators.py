@@ -277,18 +277,10 @@ class HFGenerator(Generator):
         )
 
     def _stop_check(self) -> Optional[Callable[[list[int]], bool]]:
-        """Whether generated tokens end in a stop string; only their tail is decoded (a token spells at least
-        one character, the margin covers tokens that spell part of one)."""
-        stop = [marker for marker in self.options.stop if marker]
-        if not stop:
-            return None
-        window = max(map(len, stop)) + 8
+        """Whether generated tokens hold a stop string (``decoding.stop_string_check``)."""
+        from iterframe.generation.decoding import stop_string_check
 
-        def stopped(tokens: list[int]) -> bool:
-            tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
-            return any(marker in tail for marker in stop)
-
-        return stopped
+        return stop_string_check(self.tokenizer, self.options.stop)
 
     def _call_generate(self, input_ids, attention_mask, num_samples: int, lockstep: bool) -> torch.Tensor:
         """The new tokens of ``model.generate``, from the prompts' shared KV cache where the model allows it."""

@@ -22,7 +22,7 @@ from iterframe.generation.kv_buffers import PreallocatedKV
 from iterframe.generation.lockstep import all_processes_finished
 from iterframe.generation.prompt_cache import cache_argument
 
-__all__ = ["DecodingSettings", "decode", "draw_tokens", "unsupported_reason", "warp_logits"]
+__all__ = ["DecodingSettings", "decode", "draw_tokens", "stop_string_check", "unsupported_reason", "warp_logits"]
 
 #: Generation-config fields the loop honours or that do not change what is sampled.
 _HONOURED_GENERATION_FIELDS = {
@@ -165,6 +165,28 @@ def _additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The [rows, 1, 1, keys] mask of one decoding step: 0 where a row attends, the dtype's minimum elsewhere."""
     blocked = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
     return blocked.masked_fill_(~keep, torch.finfo(dtype).min)[:, None, None, :]
+
+
+def stop_string_check(tokenizer, stop: Sequence[str]) -> Optional[Callable[[list[int]], bool]]:
+    """``stopped(tokens)``: whether generated tokens contain one of the ``stop`` strings (``None`` when there are
+    none). Only their tail is decoded, grown until it spells ``len(longest stop string) + 8`` characters (tokens
+    that spell a part of a character, as byte-fallback pieces do, or none, as special tokens do, need more)."""
+    markers = [marker for marker in stop if marker]
+    if not markers:
+        return None
+    characters = max(map(len, markers)) + 8
+
+    def stopped(tokens: list[int]) -> bool:
+        window = characters
+        while True:
+            tail = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+            if any(marker in tail for marker in markers):
+                return True
+            if window >= len(tokens) or len(tail.lstrip("\ufffd")) >= characters:
+                return False
+            window *= 2
+
+    return stopped
 
 
 def decode(
