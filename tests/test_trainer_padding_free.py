@@ -189,7 +189,7 @@ def test_the_cost_model_counts_parameters_zero3_keeps_as_shards(tiny_llama_path)
 
 
 def test_step_chooses_packed_or_padded_per_micro_batch_when_padding_free_is_left_unset(tmp_path, tiny_llama_path):
-    trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=4)
+    trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=4, group_by_length=True)
     assert trainer.padding_free is True and trainer.args.padding_free is None
     micro_batches = trainer._micro_batches(samples_of([400, 400, 400, 400, 300, 3, 3, 2]))
     packed = {tuple(sorted(batch.sample_indices)): batch.segments is not None for batch in micro_batches}
@@ -243,3 +243,12 @@ def test_packing_is_refused_by_the_config_switch_that_makes_attention_bidirectio
     assert not packing_support.ignores_right_padding(model)
     with pytest.raises(ValueError, match="use_bidirectional_attention"):
         packing_support.resolve_padding_free(model, True, None)
+
+
+def test_with_the_head_at_label_positions_prompt_masking_is_no_reason_to_pack(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path)
+    costs = trainer._packing_costs
+    assert costs.head_at_labels, "padded micro-batches of this model run the head at label positions only"
+    costs.head = 100 * costs.body  # a large vocabulary
+    assert not costs(samples_of([12] * 8, loss_from=9)), "equal lengths: the head costs the same both ways"
+    assert costs(samples_of([300, 12, 9, 5])), "most of the padded micro-batch would be padding"

@@ -185,12 +185,15 @@ class PackingCostModel:
     """Chooses, for each micro-batch, packed or padded: whichever costs less, in multiply-adds.
 
     Per token, the model's layers cost ``body`` multiply-adds (every weight but the input embeddings and the
-    language-model head) and the head ``head``. A padded micro-batch runs both at all ``samples x longest``
-    positions; a packed one runs the layers at its tokens only and the head only where a target carries loss,
-    plus its overhead (:data:`PACKING_OVERHEAD`). Called with a micro-batch's samples, it says whether to pack.
+    language-model head) and the head ``head``. A padded micro-batch runs the layers at all ``samples x longest``
+    positions, and the head there too unless ``head_at_labels`` (the loss runs it only where a target carries
+    loss, :mod:`iterframe.engine.label_logits`); a packed one runs the layers at its tokens only and the head
+    only where a target carries loss, plus its overhead (:data:`PACKING_OVERHEAD`). Called with a micro-batch's
+    samples, it says whether to pack.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, head_at_labels: bool = False):
+        self.head_at_labels = head_at_labels
         base = base_model(model)
         embeddings, head = base.get_input_embeddings(), base.get_output_embeddings()
         total = sum(_full_numel(parameter) for parameter in base.parameters())
@@ -200,8 +203,9 @@ class PackingCostModel:
         self.hidden_size = _full_shape(embeddings.weight)[-1]
         self.num_layers = int(getattr(base.config, "num_hidden_layers", 1) or 1)
 
-    def padded_cost(self, lengths: list[int]) -> float:
-        return len(lengths) * max(lengths) * (self.body + self.head)
+    def padded_cost(self, lengths: list[int], loss_positions: int = 0) -> float:
+        head_positions = max(loss_positions, 1) if self.head_at_labels else len(lengths) * max(lengths)
+        return len(lengths) * max(lengths) * self.body + head_positions * self.head
 
     def packed_cost(self, lengths: list[int], loss_positions: int) -> float:
         equal = min(lengths) == max(lengths)
@@ -220,7 +224,7 @@ class PackingCostModel:
     def __call__(self, samples) -> bool:
         lengths = [len(sample.input_ids) for sample in samples]
         padded = self.padded_cost(lengths)
-        if self.packed_cost(lengths, 0) >= padded:  # the least packing can cost: no need to count loss positions
-            return False
+        if self.packed_cost(lengths, 0) >= padded or self.head_at_labels:  # loss positions cost alike both ways
+            return self.packed_cost(lengths, 0) < padded
         loss_positions = int(torch.cat([sample.labels[1:] for sample in samples]).ne(-100).sum())
         return self.packed_cost(lengths, loss_positions) < padded

@@ -143,7 +143,11 @@ class IterativeSFTTrainer(MicroBatchUpdates, Trainer):
         self.padding_free = packing_support.resolve_padding_free(
             self.model, self.args.padding_free, self.args.pad_to_multiple_of
         )
-        self._packing_costs = packing_support.PackingCostModel(self.model) if self.padding_free else None
+        self._packing_costs = (
+            packing_support.PackingCostModel(self.model, head_at_labels=self._label_logits_transform() is not None)
+            if self.padding_free
+            else None
+        )
         self._padding_mask = not packing_support.ignores_right_padding(self.model)
         use_one_thread_for_tiny_models(self.model, self.accelerator.device)
         self._pending_logs = {"loss_sum": 0.0, "tokens": 0}
