@@ -163,6 +163,8 @@ class IterationRecord:
     generated_tokens: int
     trained_tokens: int
     stages: dict[str, float]
+    #: Mean training loss of the iteration's last epoch (the demo recipe; ``None`` when nothing was trained).
+    train_loss: Optional[float] = None
 
 
 class IterationClock:
@@ -187,8 +189,9 @@ def run_iterframe(args, workload: Workload, output_dir: str, checkpoint: bool):
     from iterframe import IterativeSFTConfig, IterativeSFTTrainer, plugins
     from iterframe.loop import IterativeLoop, LoopConfig, PromptRecord
 
+    overrides = getattr(args, "iterframe_overrides", None) or {}  # benchmarks/learning_parity.py's ablations
     trainer = IterativeSFTTrainer(
-        workload.model_dir, args=IterativeSFTConfig(**shared_trainer_settings(args, output_dir))
+        workload.model_dir, args=IterativeSFTConfig(**{**shared_trainer_settings(args, output_dir), **overrides})
     )
     num_iterations = args.warmup + args.iterations + 1
     generator_options = {
@@ -247,7 +250,7 @@ def run_iterframe(args, workload: Workload, output_dir: str, checkpoint: bool):
         stages = {stage: row[f"time/{stage}_s"] for stage in ("generate", "score", "filter", "train")}
         stages["other"] = row["time/total_s"] - sum(stages.values())
         stages["record + checkpoint"] = seconds - row["time/total_s"]
-        records.append(IterationRecord(seconds, tokens, row["train/tokens"], stages))
+        records.append(IterationRecord(seconds, tokens, row["train/tokens"], stages, row.get("train/loss")))
     return records, rows[-1].get("eval/reward")
 
 
@@ -377,17 +380,19 @@ def run_hand_demo_loop(args, workload: Workload, output_dir: str, checkpoint: bo
             ids = prompt_ids[index // k] + answer
             kept_samples.append((ids, [-100] * len(prompt_ids[index // k]) + answer))
         train_samples = kept_samples + replay
-        trained = 0
+        trained, loss = 0, None
         if train_samples:
             input_ids = [torch.tensor(ids) for ids, _ in train_samples]
             labels = [torch.tensor(labels) for _, labels in train_samples]
             attention_mask = [torch.ones_like(ids) for ids in input_ids]
+            vars(trainer)["losses"] = []
             for _ in range(args.train_epochs):
                 trainer.step(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+            loss = statistics.fmean(trainer.losses)  # micro-batches of every epoch, as iterframe's train/loss
             trained = args.train_epochs * sum(sum(x != -100 for x in labels[1:]) for _, labels in train_samples)
         replay = (kept_samples + replay)[: args.replay_buffer_size]
         end, stages = finish_hand_iteration(trainer, checkpoint, start, generated_at, scored_at, filtered_at)
-        records.append(IterationRecord(end - start, sum(map(len, generated)), int(trained), stages))
+        records.append(IterationRecord(end - start, sum(map(len, generated)), int(trained), stages, loss))
     eval_prompts = [prompt for prompt, _ in workload.eval_prompts]
     answers = tokenizer.batch_decode(
         hand_generate(model, tokenizer, args, eval_prompts, 1, sample=False), skip_special_tokens=True

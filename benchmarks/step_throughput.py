@@ -270,14 +270,47 @@ def trainer_settings(args, output_dir: str) -> dict:
 
 
 def load_trl():
-    """TRL's ``(IterativeSFTTrainer, IterativeSFTConfig, version)``, or ``None`` when TRL lacks them."""
+    """TRL's ``(IterativeSFTTrainer, IterativeSFTConfig, version)``, or ``None`` when TRL lacks them.
+
+    The trainer is TRL's, less one thing: TRL 0.23.1's ``step()`` drops the ``labels`` it is given for a
+    decoder-only model (its language-modelling collator makes labels of every non-pad token), so a completion-only
+    comparison would train TRL on the prompts as well. The subclass keeps the given labels (padded with -100);
+    ``step(texts=...)`` and calls without labels are TRL's own.
+    """
     try:
         import trl
         from trl import IterativeSFTConfig as TRLConfig
         from trl import IterativeSFTTrainer as TRLTrainer
     except ImportError:
         return None
-    return TRLTrainer, TRLConfig, trl.__version__
+
+    class TRLTrainerKeepingLabels(TRLTrainer):
+        #: every micro-batch's loss, in order (TRL 0.23.1's ``step()`` returns nothing)
+        losses: list
+
+        def compute_loss(self, *args, **kwargs):
+            loss = super().compute_loss(*args, **kwargs)
+            vars(self).setdefault("losses", []).append(float(loss.detach()))
+            return loss
+
+        def prepare_model_inputs(self, input_ids, attention_mask, labels):
+            if self.is_encoder_decoder or labels is None or labels is input_ids:
+                return super().prepare_model_inputs(input_ids, attention_mask, labels)
+            if attention_mask is None:
+                attention_mask = [torch.ones_like(ids) for ids in input_ids]
+            pad = self.tokenizer.pad_token_id
+
+            def padded(tensors, value):
+                return torch.nn.utils.rnn.pad_sequence(list(tensors), batch_first=True, padding_value=value)
+
+            inputs = {
+                "input_ids": padded(input_ids, pad),
+                "attention_mask": padded(attention_mask, 0),
+                "labels": padded(labels, -100),
+            }
+            return {key: value.to(self.model.device) for key, value in inputs.items()}
+
+    return TRLTrainerKeepingLabels, TRLConfig, trl.__version__
 
 
 def build_runs(args, model, tokenizer, output_dir: str, trl_classes) -> list[TrainerRun]:

@@ -126,8 +126,10 @@ def test_without_labels_a_final_eos_equal_to_pad_is_still_trained(tmp_path, tiny
     stats = trainer.step(input_ids=ids, attention_mask=mask)
     assert stats["num_tokens"] == (len(short) - 1) + (len(long) - 1)
     (batch,) = seen
-    if padding_free:  # one row, the long sample first (longest first), no padding at all
-        assert batch.labels.tolist() == [long + short] and batch.segments == [(0, 6), (6, 10)]
+    if padding_free:  # one row of both samples, each with its final eos, no padding at all
+        (row,) = batch.labels.tolist()
+        assert sorted(row[start:end] for start, end in batch.segments) == sorted([short, long])
+        assert len(row) == len(short) + len(long)
         return
     short_row = batch.labels[batch.attention_mask.sum(dim=1) == 4][0]
     assert short_row[3] == eos, "the real final eos must carry loss"
@@ -235,8 +237,12 @@ def test_global_step_accumulates_across_calls(tmp_path, tiny_llama_path):
     assert trainer.state.global_step == 3
 
 
-def test_micro_batches_are_grouped_by_length_and_padded_to_their_own_longest(tmp_path, tiny_llama_path):
-    trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=2, padding_free=False)
+def test_with_group_by_length_micro_batches_are_grouped_by_length_and_padded_to_their_own_longest(
+    tmp_path, tiny_llama_path
+):
+    trainer = make_trainer(
+        tmp_path, tiny_llama_path, per_device_train_batch_size=2, padding_free=False, group_by_length=True
+    )
     seen = record_micro_batches(trainer)
     texts = ["a", "a b c d e f g h i j k l", "b", "m n o p q r s t u v w x"]
     stats = trainer.step(texts=texts)
@@ -246,10 +252,9 @@ def test_micro_batches_are_grouped_by_length_and_padded_to_their_own_longest(tmp
     assert stats["padding_fraction"] < 0.1
 
 
-def test_without_group_by_length_micro_batches_mix_lengths_in_a_new_order_each_call(tmp_path, tiny_llama_path):
-    trainer = make_trainer(
-        tmp_path, tiny_llama_path, per_device_train_batch_size=2, padding_free=False, group_by_length=False
-    )
+def test_by_default_micro_batches_mix_lengths_in_a_new_order_each_call(tmp_path, tiny_llama_path):
+    trainer = make_trainer(tmp_path, tiny_llama_path, per_device_train_batch_size=2, padding_free=False)
+    assert trainer.args.group_by_length is False
     seen = record_micro_batches(trainer)
     words = "a b c d e f g h i j k l m n o p".split()
     texts = [" ".join(words[: 1 + index]) for index in range(16)]  # lengths 1..16 words

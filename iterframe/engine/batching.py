@@ -150,15 +150,16 @@ def build_micro_batches(
     pad_to_multiple_of: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     packed: Union[bool, Callable[[list[TokenizedSample]], bool]] = False,
-    group_by_length: bool = True,
+    group_by_length: bool = False,
 ) -> list[MicroBatch]:
-    """Group samples of similar length into micro-batches of ``batch_size``, each padded to its own longest
-    (or, with ``packed``, laid end to end without padding: :func:`pack_samples`). ``packed`` may also be a
-    function of a micro-batch's samples that says whether that micro-batch is packed.
+    """Put samples into micro-batches of ``batch_size``, each padded to its own longest (or, with ``packed``,
+    laid end to end without padding: :func:`pack_samples`). ``packed`` may also be a function of a
+    micro-batch's samples that says whether that micro-batch is packed.
 
-    Every sample lands in exactly one micro-batch. The micro-batches' order is shuffled with ``generator``
-    (when given) so that optimizer updates do not follow sequence length. With ``group_by_length=False`` the
-    samples go into micro-batches in an order drawn with ``generator`` instead (given order without one).
+    Every sample lands in exactly one micro-batch. The samples go into micro-batches in an order drawn with
+    ``generator`` (the given order without one). With ``group_by_length`` samples of similar length share a
+    micro-batch instead, and the micro-batches' order is shuffled with ``generator`` so that optimizer updates
+    do not follow sequence length.
     """
     if group_by_length:
         order = sorted(range(len(samples)), key=lambda index: len(samples[index]), reverse=True)

@@ -112,10 +112,12 @@ class IterativeSFTConfig(TrainingArguments):
         metadata={"help": "Run the garbage collector and empty the accelerator cache after every step()."},
     )
     group_by_length: bool = dataclasses.field(
-        default=True,
+        default=False,
         metadata={
-            "help": "Put samples of similar length together in a micro-batch (least padding). False: "
-            "micro-batches of samples drawn in a fresh random order on every step() call, as plain SGD would."
+            "help": "False (the default): micro-batches of samples drawn in a fresh random order on every step() "
+            "call, as plain SGD would. True: samples of similar length share a micro-batch (least padding, for "
+            "models that cannot pack), but the same samples then meet in every epoch and an update sees one "
+            "length class, which learns measurably worse when length follows the answer."
         },
     )
     pad_to_multiple_of: Optional[int] = dataclasses.field(
