@@ -92,3 +92,43 @@ def test_quiet_run_writes_nothing_to_stderr_and_no_iteration_lines(tiny_llama_pa
     result = _run(tiny_llama_path, arithmetic_path, tmp_path / "run", "--quiet")
     assert result.stderr == ""
     assert not any(line.startswith("iteration ") for line in result.stdout.splitlines())
+
+
+def test_output_into_a_pipe_names_each_stage_as_it_starts_beginning_with_the_initial_eval(
+    tiny_llama_path, arithmetic_path, tmp_path
+):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    args = [sys.executable, "-m", "iterframe", "run", "--model", tiny_llama_path, "--dataset", arithmetic_path]
+    args += ["--reference-column", "answer", "--reward", "answer-match", "--iterations", "1"]
+    args += ["--prompts-per-iteration", "2", "--samples-per-prompt", "2", "--max-new-tokens", "3"]
+    args += ["--eval-fraction", "0.5", "--output-dir", str(tmp_path / "run")]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    arrivals: dict[str, list[tuple[float, str]]] = {"stdout": [], "stderr": []}
+
+    def read(name, stream):
+        for line in stream:
+            arrivals[name].append((time.monotonic(), line.rstrip("\n")))
+
+    readers = [threading.Thread(target=read, args=(name, getattr(process, name))) for name in arrivals]
+    for reader in readers:
+        reader.start()
+    process.wait(timeout=300)
+    for reader in readers:
+        reader.join()
+    lines = [line for _, line in arrivals["stderr"]]
+    assert process.returncode == 0, lines + [line for _, line in arrivals["stdout"]]
+    assert re.fullmatch(r"evaluating the starting model on \d+ prompts", lines[0]), lines
+    first_result = next(when for when, line in arrivals["stdout"] if line.startswith("iteration 0/1"))
+    assert arrivals["stderr"][0][0] < first_result  # as the stage starts, not with the results
+    assert lines[1:] == [
+        "iteration 0: generating 2 samples for each of 2 prompts",
+        "iteration 0: scoring 4 samples",
+        "iteration 0: training on 4 samples",
+        lines[-2],
+        "iteration 0: saving a checkpoint",
+    ]
+    assert re.fullmatch(r"iteration 0: evaluating on \d+ prompts", lines[-2])

@@ -184,6 +184,7 @@ class IterativeLoop:
             self.hooks.call("on_run_start")
             if first_iteration == 0 and self.eval_prompts and self.config.initial_eval and self.config.eval_every:
                 timer = time.perf_counter()
+                self.progress.stage(f"evaluating the starting model on {len(self.eval_prompts)} prompts")
                 evaluate = functools.partial(self.sampling.evaluate, self.eval_generator, self.eval_prompts, None)
                 self._initial_eval = self.gate.evaluate_start(evaluate, self.trainer, self.config.output_dir)
                 self._initial_eval_s = time.perf_counter() - timer
@@ -220,6 +221,11 @@ class IterativeLoop:
 
         timer, times = time.perf_counter(), self.sampling.stage_times
         times.update(generate=0.0, score=0.0)
+        if self.training_set is None:
+            count = f"{'up to ' if self.config.until_accepted else ''}{self.config.samples_per_prompt}"
+            self.progress.stage(
+                f"iteration {iteration}: generating {count} samples for each of {len(records)} prompts"
+            )
         if self.training_set is not None:
             samples, sampling_stats = recorded, {}
         elif self.config.until_accepted:
@@ -260,6 +266,7 @@ class IterativeLoop:
             row.update({"global_step": self.trainer.state.global_step, "replay/size": len(self.replay)})
         eval_s, timer = time.perf_counter() - timer, time.perf_counter()
         if self._checkpoint_due(iteration, verdict):  # completed once the row is logged (_finish_iteration)
+            self.progress.stage(f"iteration {iteration}: saving a checkpoint")
             write_training_state(self.trainer, self.config.output_dir, iteration)
         row.update(
             {
@@ -311,6 +318,7 @@ class IterativeLoop:
         return self._eval_pass(iteration, row)
 
     def _eval_pass(self, iteration: Optional[int], row: dict[str, Any]) -> list[Sample]:
+        self.progress.stage(f"iteration {iteration}: evaluating on {len(self.eval_prompts)} prompts")
         samples, metrics = self.sampling.evaluate(self.eval_generator, self.eval_prompts, iteration)
         row.update(metrics)
         return samples

@@ -1,7 +1,8 @@
 """Progress bars of the loop (iterations, generation, training), and printing that never lands inside them.
 
 Bars go to stderr and only where stderr is a terminal: redirected to a file or a pipe, it gets no carriage-return
-redraws. Text for the user (per-iteration lines and tables, the closing summary) goes through :func:`echo`, which
+redraws, but a short line as each stage starts (:meth:`Progress.stage`), so a log shows at once what the run is
+doing. Text for the user (per-iteration lines and tables, the closing summary) goes through :func:`echo`, which
 clears the bars, prints, and draws them again below.
 """
 
@@ -46,6 +47,11 @@ class Progress:
     @property
     def _disable(self) -> bool:
         return self.disabled or not bars_wanted()
+
+    def stage(self, text: str) -> None:
+        """Say on stderr that a stage starts, where no bars are drawn (stderr is a file or a pipe)."""
+        if not self.disabled and not bars_wanted():
+            echo(text, file=sys.stderr)
 
     def iterations(self, first: int, total: int) -> Iterator[int]:
         """Iterate over ``range(first, total)`` with a bar that starts at ``first`` of ``total``."""

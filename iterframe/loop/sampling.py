@@ -74,6 +74,7 @@ class SampleMaker:
         self.hooks.call("on_samples_generated", iteration=iteration, samples=local_samples)
         self.stage_times["generate"] += time.perf_counter() - timer
         timer = time.perf_counter()
+        self.progress.stage(f"iteration {iteration}: scoring {len(local_samples)} samples")
         samples, _ = self.scored_and_gathered(local_samples, local_counts, iteration)
         self.stage_times["score"] += time.perf_counter() - timer
         return samples

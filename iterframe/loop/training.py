@@ -36,6 +36,7 @@ def train_on(
             batch = tokenizer.tokenize(local_samples)
             check_batch(tokenizer, batch, len(local_samples))
         hooks.call("before_step", iteration=iteration, batch=batch)
+        progress.stage(f"iteration {iteration}: training on {len(samples)} samples")
         with progress.bar(epochs, "train") as bar:
             for _ in range(epochs):
                 stats = trainer.step(
