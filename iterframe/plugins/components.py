@@ -239,8 +239,8 @@ class Generator(Component):
             _EVAL_SAMPLES_WARNED.add(type(self))
             warnings.warn(
                 f"Generator {self.name or type(self).__name__!r} has no eval_copy() and no do_sample option: the "
-                "eval samples its completions, so eval/reward varies from eval to eval. Override eval_copy() to "
-                "return a deterministic copy, or pass eval_generator=.",
+                "eval uses it as it is, so if it samples, the eval samples too and eval/reward varies from eval "
+                "to eval. Override eval_copy() to return a deterministic copy, or pass eval_generator=.",
                 stacklevel=2,
             )
         return self
