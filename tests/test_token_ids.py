@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 
-from iterframe.generation.token_ids import eos_token_ids, tokenizer_fingerprint
+from iterframe.generation.token_ids import eos_token_ids, ids_spelling, tokenizer_fingerprint
 from iterframe.testing import build_char_tokenizer
 
 ALPHABET = "abc"
@@ -33,3 +33,13 @@ def test_the_fingerprint_changes_with_the_vocabulary_and_the_chat_template_only(
     first.add_tokens(["abc"])  # a grown vocabulary is read again, not taken from the cache
     assert tokenizer_fingerprint(first) != tokenizer_fingerprint(same)
     assert tokenizer_fingerprint(object()) is None
+
+
+def test_the_ids_of_a_text_cut_before_a_stop_string_are_the_sampled_ones_that_spell_it(zoo_tokenizer):
+    tokenizer = zoo_tokenizer("qwen2.5-instruct")
+    sampled = tokenizer("x = 5; y = 6", add_special_tokens=False)["input_ids"]
+    kept = ids_spelling(tokenizer, sampled, "x =")  # cut before the stop string " 5"
+    assert kept == sampled[: len(kept)] and tokenizer.decode(kept) == "x ="
+    assert ids_spelling(tokenizer, sampled, "x = 5; y = 6") == sampled
+    spanning = tokenizer("The answer is 4.\n\nQuestion:", add_special_tokens=False)["input_ids"]
+    assert ids_spelling(tokenizer, spanning, "The answer is 4.\n") is None  # one token spells ".\n\n"
