@@ -137,3 +137,43 @@ def chat_samples(
         labels = torch.tensor([-100] * len(prompt_ids) + answer_ids)
         samples.append((input_ids, labels))
     return samples
+
+
+def chat_generate(
+    model,
+    tokenizer,
+    prompts: list,
+    samples: int,
+    max_new_tokens: int,
+    sample: bool,
+    temperature: float = 1.0,
+    batch_size: int = 8,
+) -> list[list[int]]:
+    """What a hand-written loop does: ``model.generate`` on ``batch_size`` chat prompts a call (chat template,
+    left-padded), ``samples`` completions each (``num_return_sequences``), sampled at ``temperature`` or greedy;
+    each completion's new tokens up to and including its eos."""
+    from loop_throughput import completion_tokens
+
+    from iterframe.builtin.generators import left_pad
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.eval()
+    completions = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts[start : start + batch_size]]
+        input_ids, attention_mask = left_pad(encoded, pad_id)
+        with torch.no_grad():
+            sequences = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_k=0 if sample else None,
+                top_p=1.0 if sample else None,
+                num_return_sequences=samples,
+                pad_token_id=pad_id,
+            )
+        new_tokens = sequences[:, input_ids.shape[1] :].tolist()
+        completions += [completion_tokens(row, tokenizer.eos_token_id, pad_id) for row in new_tokens]
+    return completions
