@@ -188,6 +188,17 @@ def test_an_unknown_flag_suggests_the_set_key(flag, key):
 # --- --print-config and --dry-run ---------------------------------------------------------------------------
 
 
+def test_print_config_prints_the_training_settings_the_run_uses_given_or_not(tmp_path, dataset, captured):
+    (tmp_path / "model").mkdir()
+    args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", "train.learning_rate=1e-3")
+    config = yaml.safe_load(_run(*args, "--print-config").output)
+    assert config["train"]["learning_rate"] == 1e-3  # given
+    assert config["train"]["per_device_train_batch_size"] == 8  # defaults
+    assert config["train"]["lr_scheduler_type"] == "constant_with_warmup"
+    assert {"warmup_steps", "weight_decay", "max_grad_norm", "gradient_accumulation_steps"} <= set(config["train"])
+    assert "max_steps" not in config["train"]  # worked out from the run's iterations each time
+
+
 def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, dataset, captured):
     (tmp_path / "model").mkdir()
     args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", "train.warmup_steps=3")
@@ -195,7 +206,7 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, da
     assert printed.exit_code == 0, printed.output
     assert not (tmp_path / "out").exists() and captured == []
     config = yaml.safe_load(printed.output)
-    assert config["train"] == {"warmup_steps": 3}
+    assert config["train"]["warmup_steps"] == 3
     assert config["generator"]["options"]["max_new_tokens"] == 64  # every option, at its value
     assert config["sample_tokenizer"] == {"name": "completion-only", "options": {"add_eos": True}}
     assert _run(*args).exit_code == 0  # the run itself resolves to what was printed

@@ -51,6 +51,23 @@ TRAIN_FIELDS_SET_ELSEWHERE = {
     "model_init_kwargs": "the top-level `model_init_kwargs:` key or --model-init-kwargs",
 }
 
+#: Training settings ``--print-config`` and ``config.yaml`` show at the value the run uses, given or not (the run's
+#: own ``max_steps`` horizon and the device's precision are left to be worked out again).
+SHOWN_TRAIN_FIELDS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "optim",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+)
+
 
 def _absolute_if_local(value: Optional[str]) -> Optional[str]:
     """An existing local path made absolute (so a saved config works from any folder); Hub ids unchanged."""
@@ -161,7 +178,11 @@ class TrainSection(SettingsSection):
         return {"train": train, "train_settings": coerced}
 
     def to_config(self, run_config):
-        return dict(run_config.train_settings)
+        """The training settings the run uses, given or not (:data:`SHOWN_TRAIN_FIELDS`), then the rest given."""
+        train = run_config.train
+        shown = {name: getattr(train, name) for name in SHOWN_TRAIN_FIELDS if hasattr(train, name)}
+        shown = {name: getattr(value, "value", value) for name, value in shown.items()}  # enums as their names
+        return {**shown, **run_config.train_settings}
 
 
 def _training_arguments(arguments: dict[str, Any], settings: dict[str, Any]):
