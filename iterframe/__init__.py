@@ -105,6 +105,7 @@ _PUBLIC = {
     "TrlReward": "iterframe.builtin.trl_reward",
     "MathVerifyReward": "iterframe.builtin.math_verify_reward",
     "HttpReward": "iterframe.builtin.http_reward",
+    "CodeTestsReward": "iterframe.builtin.code_reward",
     "ThresholdFilter": "iterframe.builtin.filters",
     "TopFractionFilter": "iterframe.builtin.filters",
     "BestOfNFilter": "iterframe.builtin.filters",
@@ -128,6 +129,7 @@ __all__ = [
     "AnswerMatchReward",
     "BestOfNFilter",
     "ChatTokenizer",
+    "CodeTestsReward",
     "Completion",
     "CompletionOnlyTokenizer",
     "ComponentError",
@@ -170,6 +172,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from iterframe.api.rescore import rescore
     from iterframe.api.runner import RunResult, run
+    from iterframe.builtin.code_reward import CodeTestsReward
     from iterframe.builtin.filters import (
         BestOfNFilter,
         DedupFilter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -61,6 +62,15 @@ def test_expert_iteration_example_keeps_only_verified_samples(tiny_llama_path, t
     assert [spec.name for spec in saved["filters"]] == ["threshold", "dedup"]
     assert saved["loop"]["replay_buffer_size"] == 32
     assert saved["dataset"]["path"] == os.path.join(EXAMPLES, "data", "arithmetic.jsonl")
+
+
+def test_code_tests_example_judges_every_program_with_a_verdict(tiny_llama_path, tmp_path):
+    row, samples = _run_example("code_tests.yaml", tiny_llama_path, str(tmp_path / "code"))
+    verdicts = [json.loads(sample["info"])["verdict"] for sample in samples]
+    assert len(verdicts) == row["num_generated"] == 4
+    assert set(verdicts) <= {"pass", "wrong-answer", "timeout", "crash", "syntax-error"}
+    assert sum(row.get(f"reward/verdict/{verdict}", 0) for verdict in set(verdicts)) == 4
+    assert all(sample["kept"] == (sample["reward"] == 1.0) for sample in samples)
 
 
 @pytest.mark.parametrize(

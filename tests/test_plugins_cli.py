@@ -75,7 +75,8 @@ def test_all_adds_the_builtin_plugins_first(long_filter_plugin):
     builtin_rewards = listed[DEFAULT_PLUGINS.index("iterframe.builtin.rewards")]
     assert builtin_rewards["provides"] == {
         "reward": [
-            {"name": name, "aliases": []} for name in ("python", "answer-match", "trl", "math-verify", "http")
+            {"name": name, "aliases": []}
+            for name in ("python", "answer-match", "trl", "math-verify", "http", "code-tests")
         ]
     }
     assert builtin_rewards["version"] == iterframe.__version__

@@ -11,6 +11,7 @@ from numbers import Real
 from typing import Optional
 
 from iterframe.builtin.callables import FunctionOptionReward, load_callable
+from iterframe.builtin.code_reward import CodeTestsReward
 from iterframe.builtin.http_reward import HttpReward
 from iterframe.builtin.math_verify_reward import MathVerifyReward
 from iterframe.builtin.trl_reward import TrlReward
@@ -21,6 +22,7 @@ from iterframe.plugins.reward_pool import checked_scores
 
 __all__ = [
     "AnswerMatchReward",
+    "CodeTestsReward",
     "HttpReward",
     "MathVerifyReward",
     "PythonReward",
@@ -133,3 +135,4 @@ def register_rewards(register):
     register(TrlReward)
     register(MathVerifyReward)
     register(HttpReward)
+    register(CodeTestsReward)

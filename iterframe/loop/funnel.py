@@ -12,6 +12,7 @@ __all__ = ["FUNNEL_TITLE", "draw_funnel", "funnel", "funnel_columns"]
 
 FUNNEL_TITLE = "samples: generated -> failed -> dropped by each filter -> kept -> trained"
 _FILTER_PREFIX, _FILTER_SUFFIX = "filter/", "/dropped"
+_VERDICT_PREFIX = "reward/verdict/"
 
 
 def _count(value: Any) -> Optional[int]:
@@ -30,10 +31,16 @@ def _filter_names(row: dict[str, Any]) -> list[str]:
 
 
 def funnel(row: dict[str, Any]) -> list[tuple[str, Optional[int]]]:
-    """``(stage, samples)`` of one metrics row: ``generated``, ``failed``, one ``dropped by NAME`` per filter
-    (or ``on_samples_scored`` plugin), ``kept`` and ``trained`` (kept + replayed samples trained on; 0 when the
-    iteration trained nothing). A count the row does not hold is ``None``."""
+    """``(stage, samples)`` of one metrics row: ``generated``, ``failed``, ``verdict V`` per verdict the
+    reward gave (``reward/verdict/V``: a breakdown of the scored samples, not a stage they leave by), one
+    ``dropped by NAME`` per filter (or ``on_samples_scored`` plugin), ``kept`` and ``trained`` (kept + replayed
+    samples trained on; 0 when the iteration trained nothing). A count the row does not hold is ``None``."""
     stages = [("generated", _count(row.get("num_generated"))), ("failed", _count(row.get("reward/num_failed")))]
+    stages += [  # how the reward judged the samples, where it says (code-tests: pass, timeout, crash, ...)
+        (f"verdict {key[len(_VERDICT_PREFIX) :]}", _count(value))
+        for key, value in row.items()
+        if key.startswith(_VERDICT_PREFIX)
+    ]
     stages += [
         (f"dropped by {name}", _count(row.get(f"{_FILTER_PREFIX}{name}{_FILTER_SUFFIX}")))
         for name in _filter_names(row)

@@ -10,7 +10,14 @@ from typing import Any
 from iterframe.loop.stages import FAILURE_REASONS, failure_reason
 from iterframe.plugins.components import Sample
 
-__all__ = ["eval_metrics", "failure_metrics", "reward_metrics", "token_metrics", "training_metrics"]
+__all__ = [
+    "eval_metrics",
+    "failure_metrics",
+    "reward_metrics",
+    "token_metrics",
+    "training_metrics",
+    "verdict_metrics",
+]
 
 
 def _mean(values: list[float]) -> float:
@@ -23,6 +30,13 @@ def failure_metrics(samples: list[Sample], prefix: str) -> dict[str, int]:
     metrics = {f"{prefix}/num_failed": sum(reasons[reason] for reason in FAILURE_REASONS)}
     metrics.update({f"{prefix}/num_failed/{reason}": reasons[reason] for reason in FAILURE_REASONS})
     return metrics
+
+
+def verdict_metrics(samples: list[Sample]) -> dict[str, int]:
+    """``reward/verdict/VERDICT``: how many samples the reward judged so, for the rewards that put a ``verdict`` in
+    a sample's ``info`` (``code-tests``: ``pass``, ``wrong-answer``, ``timeout``, ``crash``, ``syntax-error``)."""
+    verdicts = Counter(sample.info.get("verdict") for sample in samples)
+    return {f"reward/verdict/{name}": count for name, count in sorted(verdicts.items()) if isinstance(name, str)}
 
 
 def reward_metrics(samples: list[Sample]) -> dict[str, Any]:
@@ -43,6 +57,7 @@ def reward_metrics(samples: list[Sample]) -> dict[str, Any]:
         "reward/max": max(rewards, default=math.nan),
         "reward/kept_mean": _mean(kept_rewards),
         **failure_metrics(samples, "reward"),
+        **verdict_metrics(samples),
     }
 
 
