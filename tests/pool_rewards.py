@@ -80,6 +80,17 @@ class AlarmReward(PooledReward):
             signal.signal(signal.SIGALRM, previous)
 
 
+class InfoReward(PooledReward):
+    """Scores each completion's length and records it, and the process that scored it, in the sample's ``info``."""
+
+    name = "info"
+
+    def score(self, samples):
+        for sample in samples:
+            sample.info.update(length=len(sample.completion), scored_in=os.getpid())
+        return [float(len(sample.completion)) for sample in samples]
+
+
 class UnpicklableReward(PooledReward):
     """Holds a lambda, which pickle cannot send to a worker process."""
 

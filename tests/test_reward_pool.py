@@ -9,8 +9,9 @@ import signal
 import uuid
 
 import pytest
-from pool_rewards import AlarmReward, ScriptedPooledReward, UnpicklableReward, started, survivors
+from pool_rewards import AlarmReward, InfoReward, ScriptedPooledReward, UnpicklableReward, started, survivors
 
+from iterframe.loop.stages import score_samples
 from iterframe.plugins.components import RunContext, Sample
 from iterframe.plugins.reward_pool import RewardPool, ScoreOutcome, checked_scores, score_outcomes, scorer_for
 
@@ -43,6 +44,18 @@ def test_pool_scores_each_sample_in_a_worker_in_order(pool_of):
     outcomes = pool.score(samples_of("a", "bb", "ccc", "pid"))
     assert [outcome.score for outcome in outcomes[:3]] == [1.0, 2.0, 3.0]
     assert outcomes[3].score not in (None, float(os.getpid()))  # scored in another process
+
+
+@pytest.mark.parametrize("workers", [1, 0], ids=["worker", "in-process"])
+def test_info_a_reward_records_while_scoring_reaches_the_runs_sample(workers):
+    reward = InfoReward(InfoReward.Options(workers=workers))
+    samples = samples_of("a", "bbb")
+    samples[0].info["generator"] = "hf"
+    score_samples(reward, samples, iteration=0)
+    assert [sample.reward for sample in samples] == [1.0, 3.0]
+    assert [sample.info["length"] for sample in samples] == [1, 3]
+    assert samples[0].info["generator"] == "hf"  # what it did not set is kept
+    assert (samples[0].info["scored_in"] != os.getpid()) == (workers > 0)
 
 
 def test_a_sample_that_hangs_times_out_alone_and_the_pool_goes_on(pool_of):

@@ -124,8 +124,9 @@ def failure_reason(sample: Sample) -> Optional[str]:
 
 def score_samples(reward: Reward, samples: list[Sample], iteration: int, scorer=None) -> None:
     """Set each sample's reward, scored by ``scorer`` (default: :func:`~iterframe.plugins.reward_pool.scorer_for`
-    the reward, for this call only). A sample that gets no finite score is failed: NaN reward, ``dropped_by``
-    ``failed-reward:REASON`` and the reason's message as its ``drop_reason`` (``{"error": message}``)."""
+    the reward, for this call only), and the ``info`` entries the reward set on it while scoring (also in a worker
+    process). A sample that gets no finite score is failed: NaN reward, ``dropped_by`` ``failed-reward:REASON`` and
+    the reason's message as its ``drop_reason`` (``{"error": message}``)."""
     if not samples:
         return
     own_scorer = scorer is None
@@ -137,6 +138,8 @@ def score_samples(reward: Reward, samples: list[Sample], iteration: int, scorer=
         if own_scorer:
             scorer.close()
     for sample, outcome in zip(samples, outcomes):
+        if outcome.info:  # what the reward recorded, from a worker process as from this one
+            sample.info.update(outcome.info)
         if outcome.failure is None:
             sample.reward = outcome.score
         else:

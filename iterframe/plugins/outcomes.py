@@ -2,7 +2,8 @@
 
 A reward returns one entry per sample: a number, ``None`` (no score) or an exception instance. Each entry becomes a
 :class:`ScoreOutcome`: a finite score, or a failure with a reason (``timeout``, ``error`` or ``no-score``) and a
-message.
+message. What a reward wrote into a sample's ``info`` while scoring it travels with the outcome, so it reaches the
+run's sample from a worker process too.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ _MESSAGE_LIMIT = 500
 
 @dataclasses.dataclass
 class ScoreOutcome:
-    """What scoring one sample gave: a finite ``score``, or a ``failure`` reason and its ``message``."""
+    """What scoring one sample gave: a finite ``score``, or a ``failure`` reason and its ``message``; ``info``: the
+    entries the reward set in the sample's ``info`` while scoring it (``None`` when it set none)."""
 
     score: Optional[float] = None
     failure: Optional[str] = None
     message: Optional[str] = None
+    info: Optional[dict[str, Any]] = None
 
 
 def describe_error(error: BaseException, located: bool = False) -> str:
@@ -115,11 +118,17 @@ class BatchScorer:
 
 
 def score_batch(reward, source: str, samples: list) -> list[ScoreOutcome] | ScoreOutcome:
-    """One ``reward.score(samples)`` call: an outcome per sample, or, when the call raised (math-verify's timeouts
-    derive from ``BaseException``) or answered in the wrong shape, the one failure of the whole call."""
+    """One ``reward.score(samples)`` call: an outcome per sample, each with the ``info`` entries the reward set
+    (added or replaced), or, when the call raised (math-verify's timeouts derive from ``BaseException``) or
+    answered in the wrong shape, the one failure of the whole call."""
+    before = [dict(sample.info) for sample in samples]
     try:
-        return score_outcomes(source, reward.score(samples), len(samples))
+        outcomes = score_outcomes(source, reward.score(samples), len(samples))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:
         return failure_outcome(error, raised=True)
+    for outcome, sample, old in zip(outcomes, samples, before):
+        recorded = {key: value for key, value in sample.info.items() if key not in old or old[key] is not value}
+        outcome.info = recorded or None
+    return outcomes
