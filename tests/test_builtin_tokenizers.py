@@ -1,4 +1,5 @@
-"""Built-in sample tokenizers on a character-level tokenizer (one token per character, bos prepended)."""
+"""Built-in sample tokenizers on a character-level tokenizer (one token per character, bos prepended), and on a
+model-zoo tokenizer where real BPE matters."""
 
 from __future__ import annotations
 
