@@ -50,6 +50,12 @@ def _run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+def _model_folder(path):
+    """A folder that passes the model checks made before loading (it holds a config.json), and need not load."""
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+
+
 # --- a light start ------------------------------------------------------------------------------------------
 
 
@@ -121,11 +127,31 @@ def test_a_model_path_that_is_a_file_is_refused(tmp_path, dataset, captured):
     assert result.exit_code == 1 and "is a file; --model takes a model folder" in result.output
 
 
+def test_a_model_folder_without_config_json_is_refused_naming_a_folder_in_it_that_has_one(
+    tmp_path, dataset, captured
+):
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    (tmp_path / "run" / "final" / "config.json").write_text("{}")
+    result = _run(*_args(str(tmp_path / "run"), dataset, tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "has no config.json, so it holds no saved model" in result.output
+    assert "Folders in it that hold one: final." in result.output
+    assert "model_type" not in result.output and not (tmp_path / "out").exists() and captured == []
+
+
+def test_a_mistyped_dataset_path_names_the_similar_files_there(tmp_path, captured):
+    _model_folder(tmp_path / "model")
+    (tmp_path / "arithmetic.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n')
+    result = _run(*_args(str(tmp_path / "model"), str(tmp_path / "arithmetc.jsonl"), tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "does not exist. Similar names there: arithmetic.jsonl." in result.output
+
+
 # --- flags --------------------------------------------------------------------------------------------------
 
 
 def test_the_common_training_and_sampling_flags_reach_their_keys(tmp_path, dataset, captured):
-    (tmp_path / "model").mkdir()
+    _model_folder(tmp_path / "model")
     extra = ["--learning-rate", "0.001", "--batch-size", "3", "--max-length", "64", "--max-new-tokens", "5"]
     extra += ["--temperature", "0.5", "--eval-every", "2", "--tokenizer", "full-text"]
     result = _run(*_args(str(tmp_path / "model"), dataset, tmp_path / "out", *extra))
@@ -189,7 +215,7 @@ def test_an_unknown_flag_suggests_the_set_key(flag, key):
 
 
 def test_print_config_prints_the_training_settings_the_run_uses_given_or_not(tmp_path, dataset, captured):
-    (tmp_path / "model").mkdir()
+    _model_folder(tmp_path / "model")
     args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", "train.learning_rate=1e-3")
     config = yaml.safe_load(_run(*args, "--print-config").output)
     assert config["train"]["learning_rate"] == 1e-3  # given
@@ -200,7 +226,7 @@ def test_print_config_prints_the_training_settings_the_run_uses_given_or_not(tmp
 
 
 def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, dataset, captured):
-    (tmp_path / "model").mkdir()
+    _model_folder(tmp_path / "model")
     args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", "train.warmup_steps=3")
     printed = _run(*args, "--print-config")
     assert printed.exit_code == 0, printed.output
@@ -215,7 +241,7 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, da
 
 
 def test_print_config_shows_stop_strings_byte_for_byte_as_the_run_gets_them(tmp_path, dataset, captured):
-    (tmp_path / "model").mkdir()
+    _model_folder(tmp_path / "model")
     stops = {"generator.stop=\n\nQuestion:": ["\n\nQuestion:"], 'generator.stop=[" Q:", "a, b"]': [" Q:", "a, b"]}
     for assignment, expected in stops.items():
         args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", assignment)
@@ -227,7 +253,7 @@ def test_print_config_shows_stop_strings_byte_for_byte_as_the_run_gets_them(tmp_
 
 
 def test_the_chat_sample_tokenizer_with_text_prompts_is_refused_before_anything_runs(tmp_path, dataset, captured):
-    (tmp_path / "model").mkdir()
+    _model_folder(tmp_path / "model")
     result = _run(*_args(str(tmp_path / "model"), dataset, tmp_path / "out", "--sample-tokenizer", "chat"))
     assert result.exit_code == 1 and captured == []
     assert "is text" in result.output and "--sample-tokenizer completion-only" in result.output
@@ -240,7 +266,7 @@ def test_dry_run_checks_the_model_and_writes_nothing(tmp_path, dataset, tiny_lla
     assert "Dry run: everything checks out, nothing was written." in result.output
     assert "LlamaForCausalLM" in result.output and "4 to train on, 0 to evaluate" in result.output
     assert not (tmp_path / "out").exists() and captured == []
-    (tmp_path / "not-a-model").mkdir()
+    _model_folder(tmp_path / "not-a-model")
     broken = _run(*_args(str(tmp_path / "not-a-model"), dataset, tmp_path / "out", "--dry-run"))
     assert broken.exit_code == 1 and "Cannot load model" in broken.output
     assert not (tmp_path / "out").exists()
@@ -275,7 +301,7 @@ def test_chat_template_advice_names_only_flags_that_exist():
 
 
 def test_a_reward_that_needs_references_is_checked_before_the_model_loads(tmp_path, dataset, captured):
-    (tmp_path / "empty-folder").mkdir()  # would fail to load as a model: the check must come first
+    _model_folder(tmp_path / "empty-folder")  # would fail to load as a model: the check must come first
     args = ["run", "--model", str(tmp_path / "empty-folder"), "--dataset", dataset, "--prompt-column", "question"]
     result = _run(*args, "--reward", "answer-match", "--output-dir", str(tmp_path / "out"))
     assert result.exit_code == 1

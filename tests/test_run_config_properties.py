@@ -187,6 +187,7 @@ def test_broken_yaml_files_are_refused_with_a_message(tmp_path_factory, text):
 def cli_inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli-fuzz")
     (folder / "model").mkdir()
+    (folder / "model" / "config.json").write_text("{}")
     (folder / "prompts.jsonl").write_text(json.dumps({"prompt": "1+1=", "reference": "2"}) + "\n")
     return folder
 

@@ -3,12 +3,12 @@ id is refused at once when the Hub cannot be asked (offline) and the local cache
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 from typing import Optional
 from urllib.parse import urlparse
 
+from iterframe.loop.datasets import similar_paths
 from iterframe.run_config import RunConfigError
 
 __all__ = ["check_model_reference", "hub_is_offline", "inspect_model", "looks_like_path"]
@@ -60,12 +60,20 @@ def _in_local_cache(model: str) -> bool:
 
 
 def _similar_folders(path: str) -> str:
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        return ""
-    names = [name for name in os.listdir(parent) if os.path.isdir(os.path.join(parent, name))]
-    close = difflib.get_close_matches(os.path.basename(path), names, n=2)
+    close = similar_paths(path, folders_only=True)
     return f" Similar folders there: {', '.join(close)}." if close else ""
+
+
+def _check_model_folder(model: str, path: str) -> None:
+    """A model folder holds ``config.json`` (a full model) or ``adapter_config.json`` (adapters)."""
+    if any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", "adapter_config.json")):
+        return
+    inside = sorted(name for name in os.listdir(path) if os.path.isfile(os.path.join(path, name, "config.json")))
+    hint = f" Folders in it that hold one: {', '.join(inside[:3])}." if inside else ""
+    raise RunConfigError(
+        f"Model folder {model!r} has no config.json, so it holds no saved model (save_pretrained writes "
+        f"one).{hint} Pass the folder that holds the model's config.json with --model."
+    )
 
 
 def _check_gguf(model: str, init_kwargs: Optional[dict]) -> None:
@@ -111,6 +119,8 @@ def check_model_reference(model: str, init_kwargs: Optional[dict] = None) -> Non
                 "Hub id."
             )
         _check_gguf(model, init_kwargs)
+        if os.path.isdir(path) and not (init_kwargs or {}).get("gguf_file"):
+            _check_model_folder(model, path)
         return
     if looks_like_path(model):
         raise RunConfigError(

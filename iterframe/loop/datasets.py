@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import json
 import os
 import random
@@ -18,7 +19,7 @@ from typing import Any, Optional
 from iterframe.engine.json_object import parse_json_lines
 from iterframe.plugins.prompt_sources import PromptSource, find_prompt_source
 
-__all__ = ["DatasetSettings", "PromptSetError", "load_prompt_sets", "read_splits"]
+__all__ = ["DatasetSettings", "PromptSetError", "load_prompt_sets", "read_splits", "similar_paths"]
 
 #: Reference column used when none is named and the dataset has a column of this name.
 DEFAULT_REFERENCE_COLUMN = "reference"
@@ -74,6 +75,16 @@ class DatasetSettings:
                 )
 
 
+def similar_paths(path: str, folders_only: bool = False) -> list[str]:
+    """Up to two names in the folder of ``path`` that are close to its last part (what a mistyped path likely
+    meant), folders only with ``folders_only``; none when that folder does not exist."""
+    parent = os.path.dirname(os.path.expanduser(path)) or "."
+    if not os.path.isdir(parent):
+        return []
+    names = [name for name in os.listdir(parent) if not folders_only or os.path.isdir(os.path.join(parent, name))]
+    return difflib.get_close_matches(os.path.basename(path), names, n=2)
+
+
 # --- reading sources ----------------------------------------------------------------------------------------
 
 
@@ -91,7 +102,9 @@ def read_splits(path: str) -> dict[str, list[dict[str, Any]]]:
     if found is not None:
         return _read_prompt_source(*found)
     if _looks_like_local_path(path):
-        raise PromptSetError(f"Dataset file or folder {path!r} does not exist.")
+        close = similar_paths(path)
+        hint = f" Similar names there: {', '.join(close)}." if close else ""
+        raise PromptSetError(f"Dataset file or folder {path!r} does not exist.{hint}")
     return _read_hub_dataset(path)
 
 
