@@ -13,13 +13,13 @@ model's answer, not a failure of the reward. A sample without tests, or tests th
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from iterframe.builtin.code_tests import extract_program, judge, parse_tests
 from iterframe.plugins.components import Reward, Sample
+from iterframe.plugins.reward_pool import default_workers
 from iterframe.sandbox import Limits, isolation_available
 
 __all__ = ["CodeTestsReward"]
@@ -147,6 +147,6 @@ class CodeTestsReward(Reward):
         return judgement.passed / judgement.total
 
     def score(self, samples: list[Sample]) -> list:
-        workers = self.options.workers or max(1, min(4, len(os.sched_getaffinity(0))))
+        workers = self.options.workers or default_workers()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(self._score_one, samples))

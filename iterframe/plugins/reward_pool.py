@@ -320,7 +320,7 @@ class RewardPool:
 
     @staticmethod
     def _stop(worker: _Worker, graceful: bool) -> None:
-        if graceful and worker.process.poll() is None:
+        if graceful and worker.process.returncode is None:
             try:
                 worker.connection.send(None)
             except OSError:

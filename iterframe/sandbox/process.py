@@ -144,12 +144,13 @@ def _wait_unreaped(process: subprocess.Popen, timeout_s: float) -> bool:
         return True
     try:
         descriptor = os.pidfd_open(process.pid)
-    except (AttributeError, OSError):  # no pidfd: wait and reap
-        try:
-            process.wait(timeout=max(0.0, timeout_s))
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+    except (AttributeError, OSError):  # no pidfd: look every 10 ms, without reaping
+        deadline = time.monotonic() + timeout_s
+        while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
     try:
         poller = select.poll()
         poller.register(descriptor, select.POLLIN)
@@ -160,7 +161,10 @@ def _wait_unreaped(process: subprocess.Popen, timeout_s: float) -> bool:
 
 def stop_group(process: subprocess.Popen, grace_s: float = 0.0) -> Optional[int]:
     """Give ``process`` up to ``grace_s`` seconds to exit, then kill its whole process group (children it left
-    behind too) and reap it. Its exit status (negative: the signal that ended it)."""
+    behind too) and reap it. Its exit status (negative: the signal that ended it). A process already reaped was
+    stopped before: its id may belong to someone else now, so nothing is killed."""
+    if process.returncode is not None:
+        return process.returncode
     _wait_unreaped(process, grace_s)
     try:
         os.killpg(process.pid, signal.SIGKILL)
