@@ -1,17 +1,22 @@
 """User functions named in options: ``"package.module:function"`` or ``"path/to/file.py:function"``, and the base
-of the rewards that call one (``python``, ``trl``)."""
+of the rewards that call one (``python``, ``trl``, ``verl``, ``openrlhf``)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from iterframe.plugins.components import PooledReward, RunContext
+from iterframe.plugins.components import PooledReward, RunContext, Sample
+from iterframe.plugins.reward_pool import batches_of
 
-__all__ = ["FunctionOptionReward", "load_callable"]
+__all__ = ["FunctionOptionReward", "call_each", "is_async", "load_callable"]
 
 
 def _import_module(module_ref: str, spec: str):
@@ -44,11 +49,48 @@ def load_callable(spec: str) -> Callable:
     return target
 
 
+def is_async(function: Callable) -> bool:
+    """Whether calling ``function`` (an ``async def`` function, or an object whose ``__call__`` is one) gives a
+    coroutine to await."""
+    method = type(function).__call__ if callable(function) else None
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(method)
+
+
+async def _gathered(results: list) -> list:
+    async def ready(value):
+        return value
+
+    return list(await asyncio.gather(*(r if inspect.isawaitable(r) else ready(r) for r in results)))
+
+
+def call_each(calls: list[Callable[[], Any]]) -> list:
+    """What each of ``calls`` returns, in order; the coroutines of calls to an async function are awaited
+    concurrently, in one event loop (in a thread of its own when this thread already runs one)."""
+    results: list = []
+    try:
+        for call in calls:
+            results.append(call())
+    except BaseException:
+        for result in results:
+            if inspect.iscoroutine(result):
+                result.close()
+        raise
+    if not any(inspect.isawaitable(result) for result in results):
+        return results
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_gathered(results))
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, _gathered(results)).result()
+
+
 class FunctionOptionReward(PooledReward):
     """Base of the rewards that call a user's function, named by the ``function`` option (loaded in ``setup``, and
     again in each worker process: a function loaded from a file cannot be pickled) or passed in code with
     :meth:`from_function`. The function gets the samples of one prompt per call (every sample of the iteration
-    with ``workers=0``), as TRL gives a reward function a batch: it may compare completions."""
+    with ``workers=0``), as TRL gives a reward function a batch: it may compare completions. An ``async def``
+    function gets one prompt's samples per call, the calls awaited concurrently (:meth:`call_groups`)."""
 
     batching = "prompt"
 
@@ -67,6 +109,13 @@ class FunctionOptionReward(PooledReward):
         if getattr(self, "function", None) is None:
             self.function = load_callable(self.options.function)
         return self.function
+
+    def call_groups(self, samples: list[Sample]) -> list[list[int]]:
+        """The indices of ``samples`` that one call of the function gets: all of them, or, for an async function,
+        those of each prompt, the calls awaited concurrently (:func:`call_each`)."""
+        if is_async(self.loaded_function()):
+            return batches_of(self, samples, in_process=False)
+        return [list(range(len(samples)))] if samples else []
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

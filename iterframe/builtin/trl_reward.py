@@ -4,16 +4,18 @@ TRL's signature is ``f(prompts, completions, completion_ids, **columns) -> list[
 keyword: ``prompts`` and ``completions`` are strings, or, for chat prompts, message lists (a completion is
 ``[{"role": "assistant", "content": text}]``); ``completion_ids`` are the completions' token ids; every other
 dataset column comes as a keyword argument of the same name, one value per sample. ``None`` marks a sample the
-function could not score: it fails (``failed-reward:no-score``).
+function could not score: it fails (``failed-reward:no-score``). An ``async def`` function is called once per
+prompt, the calls awaited concurrently.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Optional
 
-from iterframe.builtin.callables import FunctionOptionReward
+from iterframe.builtin.callables import FunctionOptionReward, call_each
 from iterframe.plugins.components import PooledReward, RunContext, Sample
 from iterframe.plugins.reward_pool import checked_scores
 
@@ -99,7 +101,8 @@ class TrlReward(FunctionOptionReward):
                     return parameter.name
         return None
 
-    def score(self, samples: list[Sample]) -> list[Optional[float]]:
+    def _call_arguments(self, samples: list[Sample]) -> dict:
+        """The keyword arguments of one call for ``samples``, those the function takes."""
         tokenizer = getattr(self, "tokenizer", None)
         arguments = trl_arguments(samples, tokenizer, getattr(self, "reference_column", DEFAULT_REFERENCE_COLUMN))
         missing = self._missing(arguments)
@@ -110,5 +113,15 @@ class TrlReward(FunctionOptionReward):
                 f"dataset column (their columns: {', '.join(columns) or 'none'}). Name the dataset column "
                 f"{missing!r}, or set dataset.reference_column={missing} when it holds the reference answers."
             )
-        scores = self.loaded_function()(**self._accepted(arguments))
-        return checked_scores(f"reward function {self.options.function!r}", scores, len(samples))
+        return self._accepted(arguments)
+
+    def score(self, samples: list[Sample]) -> list[Optional[float]]:
+        groups = self.call_groups(samples)
+        function = self.loaded_function()
+        calls = [functools.partial(function, **self._call_arguments([samples[i] for i in g])) for g in groups]
+        scores: list = [None] * len(samples)
+        for group, answer in zip(groups, call_each(calls)):
+            checked = checked_scores(f"reward function {self.options.function!r}", answer, len(group))
+            for index, score in zip(group, checked):
+                scores[index] = score
+        return scores
