@@ -87,7 +87,7 @@ def test_console_prints_a_table_of_the_iterations_metrics(plugin_manager, capsys
 
 
 def test_console_shows_only_the_chosen_metrics_in_their_order(plugin_manager, capsys):
-    logger = make_logger("console", format="table", metrics="keep_rate,reward_mean,missing")
+    logger = make_logger("console", format="table", metrics='["keep_rate", "reward_mean", "missing"]')
     logger.log_metrics({"iteration": 0, "reward_mean": 0.5, "keep_rate": 0.25, "loss": 1.0}, iteration=0)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[3:]] == ["keep_rate", "reward_mean"]
@@ -163,7 +163,7 @@ def quick_offline_wandb(monkeypatch):
 def test_wandb_offline_logs_metrics_and_a_samples_table_per_iteration(
     plugin_manager, tmp_path, quick_offline_wandb, monkeypatch
 ):
-    logger = make_logger("wandb", output_dir=str(tmp_path), project="iterframe-test", tags="a,b")
+    logger = make_logger("wandb", output_dir=str(tmp_path), project="iterframe-test", tags='["a", "b"]')
     logged = []
     original_log = logger.run.log
 
