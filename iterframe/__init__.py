@@ -103,6 +103,8 @@ _PUBLIC = {
     "PythonReward": "iterframe.builtin.rewards",
     "AnswerMatchReward": "iterframe.builtin.rewards",
     "TrlReward": "iterframe.builtin.trl_reward",
+    "VerlReward": "iterframe.builtin.framework_rewards",
+    "OpenRlhfReward": "iterframe.builtin.framework_rewards",
     "MathVerifyReward": "iterframe.builtin.math_verify_reward",
     "HttpReward": "iterframe.builtin.http_reward",
     "CodeTestsReward": "iterframe.builtin.code_reward",
@@ -150,6 +152,7 @@ __all__ = [
     "Logger",
     "LoopConfig",
     "MathVerifyReward",
+    "OpenRlhfReward",
     "PooledReward",
     "PooledRewardOptions",
     "PromptRecord",
@@ -163,6 +166,7 @@ __all__ = [
     "ThresholdFilter",
     "TopFractionFilter",
     "TrlReward",
+    "VerlReward",
     "WandbLogger",
     "hookimpl",
     "rescore",
@@ -182,6 +186,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ThresholdFilter,
         TopFractionFilter,
     )
+    from iterframe.builtin.framework_rewards import OpenRlhfReward, VerlReward
     from iterframe.builtin.generators import HFGenerator
     from iterframe.builtin.http_reward import HttpReward
     from iterframe.builtin.loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger, WandbLogger

@@ -76,7 +76,7 @@ def test_all_adds_the_builtin_plugins_first(long_filter_plugin):
     assert builtin_rewards["provides"] == {
         "reward": [
             {"name": name, "aliases": []}
-            for name in ("python", "answer-match", "trl", "math-verify", "http", "code-tests")
+            for name in ("python", "answer-match", "trl", "math-verify", "http", "code-tests", "verl", "openrlhf")
         ]
     }
     assert builtin_rewards["version"] == iterframe.__version__

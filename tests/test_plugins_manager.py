@@ -26,7 +26,7 @@ from iterframe.plugins.components import Reward
 
 BUILTIN_NAMES = {
     "generator": {"hf"},
-    "reward": {"python", "answer-match", "trl", "math-verify", "http"},
+    "reward": {"python", "answer-match", "trl", "math-verify", "http", "code-tests", "verl", "openrlhf"},
     "filter": {"threshold", "top-fraction", "best-of-n", "dedup", "length", "drop-uniform", "drop-truncated"},
     "tokenizer": {"completion-only", "full-text", "chat"},
     "logger": {"console", "jsonl", "wandb", "tensorboard"},

@@ -30,6 +30,21 @@ def test_trl_shorthand_is_the_trl_reward_with_its_function(plugin_manager, how):
     assert reward.options["function"] == "trl_functions:format_reward"
 
 
+@pytest.mark.parametrize(
+    ("shorthand", "name", "function"),
+    [
+        ("verl:my_rewards:compute_score", "verl", "my_rewards:compute_score"),
+        ("verl:rewards/gsm8k.py:compute_score", "verl", "rewards/gsm8k.py:compute_score"),
+        ("openrlhf:my_rewards:reward_func", "openrlhf", "my_rewards:reward_func"),
+    ],
+)
+def test_verl_and_openrlhf_shorthands_are_their_rewards_with_the_function(
+    plugin_manager, shorthand, name, function
+):
+    reward = resolve({"reward": shorthand}).reward
+    assert (reward.name, reward.options["function"]) == (name, function)
+
+
 def test_the_shorthand_keeps_other_options(plugin_manager):
     reward = resolve({"reward": {"name": "trl:trl_functions:format_reward", "timeout_s": 30}}).reward
     assert reward.options["timeout_s"] == 30.0

@@ -1,6 +1,6 @@
-"""Built-in rewards: ``python`` (any ``module:function``), ``answer-match`` (verify a final answer), ``trl`` (a TRL
-GRPO reward function), ``math-verify`` (mathematical equivalence with the reference) and ``http`` (a reward
-server)."""
+"""Built-in rewards: ``python`` (any ``module:function``), ``answer-match`` (verify a final answer), ``trl``,
+``verl`` and ``openrlhf`` (reward functions written for those frameworks), ``math-verify`` (mathematical
+equivalence with the reference), ``http`` (a reward server) and ``code-tests``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Optional
 
 from iterframe.builtin.callables import FunctionOptionReward, load_callable
 from iterframe.builtin.code_reward import CodeTestsReward
+from iterframe.builtin.framework_rewards import OpenRlhfReward, VerlReward
 from iterframe.builtin.http_reward import HttpReward
 from iterframe.builtin.math_verify_reward import MathVerifyReward
 from iterframe.builtin.trl_reward import TrlReward
@@ -25,8 +26,10 @@ __all__ = [
     "CodeTestsReward",
     "HttpReward",
     "MathVerifyReward",
+    "OpenRlhfReward",
     "PythonReward",
     "TrlReward",
+    "VerlReward",
     "extract_final_number",
     "load_callable",
 ]
@@ -136,3 +139,5 @@ def register_rewards(register):
     register(MathVerifyReward)
     register(HttpReward)
     register(CodeTestsReward)
+    register(VerlReward)
+    register(OpenRlhfReward)

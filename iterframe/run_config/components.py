@@ -181,8 +181,8 @@ def renamed_list(current: Optional[list[ComponentSpec]], new: list[ComponentSpec
 
 
 #: Rewards that may be written ``NAME:FUNCTION``: ``trl:package.module:function`` is the ``trl`` reward with
-#: ``function="package.module:function"`` (``python:...`` likewise).
-FUNCTION_SHORTHANDS = ("trl", "python")
+#: ``function="package.module:function"`` (``python:``, ``verl:`` and ``openrlhf:`` likewise).
+FUNCTION_SHORTHANDS = ("trl", "python", "verl", "openrlhf")
 
 
 def _expanded_shorthand(spec: ComponentSpec, where: str) -> ComponentSpec:
