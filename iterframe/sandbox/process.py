@@ -251,8 +251,7 @@ def run(
                 stderr=err,
                 pass_fds=(report.fileno(),),
             )
-            deadline = time.monotonic() + timeout_s
-            exited = _wait_unreaped(process, deadline - time.monotonic())
+            exited = _wait_unreaped(process, timeout_s)
             code = stop_group(process)
         cap = None if limits.file_size_mb is None else int(limits.file_size_mb * _MIB)
         captured = {}
