@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from iterframe.cli import cli
+from iterframe.loop.artifacts import read_samples, sample_from_row, write_samples
+from iterframe.loop.metrics import eval_metrics, reward_metrics
 from iterframe.loop.stages import score_samples
 from iterframe.plugins import create_component
 from iterframe.plugins.components import RunContext, Sample
@@ -59,6 +61,18 @@ def test_a_verl_dicts_score_is_the_reward_and_its_other_keys_the_samples_metrics
         {"acc": True, "pred": "19"},
         {"acc": False, "pred": "20"},
     ]
+
+
+def test_sample_metrics_are_saved_with_the_samples_and_averaged_in_the_metrics(plugin_manager, tmp_path):
+    samples = [sample(0, "so 19", "19"), sample(0, "so 20", "19"), sample(1, "so 7", "7")]
+    score_samples(reward_of("verl", "verl_exact", workers=0), samples, iteration=0)
+    metrics = reward_metrics(samples)
+    assert metrics["reward/metrics/acc"] == pytest.approx(2 / 3)  # True counts 1
+    assert "reward/metrics/pred" not in metrics  # text is saved, not averaged
+    assert eval_metrics(samples)["eval/metrics/acc"] == pytest.approx(2 / 3)
+    write_samples(tmp_path / "samples.parquet", samples)
+    saved = [sample_from_row(row).info["reward_metrics"] for row in read_samples(tmp_path / "samples.parquet")]
+    assert saved == [{"acc": True, "pred": "19"}, {"acc": False, "pred": "20"}, {"acc": True, "pred": "7"}]
 
 
 def test_a_verl_number_is_the_reward(plugin_manager):

@@ -5,8 +5,8 @@ verl calls ``compute_score(data_source=..., solution_str=..., ground_truth=..., 
 and takes a number, or a dict whose ``score`` is the reward. OpenRLHF calls ``reward_func(queries, prompts,
 labels)`` with lists and takes ``{"rewards": ..., "scores": ..., "extra_logs": {...}}`` (tensors or lists). What
 such a function gives besides the reward (a verl dict's other keys; OpenRLHF's ``scores`` and ``extra_logs``) goes
-to each sample's ``info["reward_metrics"]``, saved with the samples. An ``async def`` function is awaited, its
-calls of a batch concurrently.
+to each sample's ``info["reward_metrics"]``, saved with the samples and averaged in the metrics
+(``reward/metrics/NAME``). An ``async def`` function is awaited, its calls of a batch concurrently.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from typing import Any, Optional
 
 from iterframe.builtin.callables import FunctionOptionReward, call_each
 from iterframe.generation.prompt_encoding import render_prompt
+from iterframe.loop.metrics import REWARD_METRICS_KEY
 from iterframe.plugins.components import PooledReward, RunContext, Sample
 from iterframe.plugins.reward_pool import checked_scores
 
-__all__ = ["METRICS_KEY", "OpenRlhfReward", "VerlReward"]
-
-#: The ``Sample.info`` key of the values a reward function gave besides the reward: ``{name: value}``.
-METRICS_KEY = "reward_metrics"
+__all__ = ["OpenRlhfReward", "VerlReward"]
 
 
 def _plain(value: Any) -> Any:
@@ -34,7 +32,7 @@ def _plain(value: Any) -> Any:
 
 def _record_metrics(sample: Sample, metrics: dict[str, Any]) -> None:
     if metrics:
-        sample.info[METRICS_KEY] = {**(sample.info.get(METRICS_KEY) or {}), **metrics}
+        sample.info[REWARD_METRICS_KEY] = {**(sample.info.get(REWARD_METRICS_KEY) or {}), **metrics}
 
 
 class VerlReward(FunctionOptionReward):

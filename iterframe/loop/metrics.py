@@ -11,17 +11,35 @@ from iterframe.loop.stages import FAILURE_REASONS, failure_reason
 from iterframe.plugins.components import Sample
 
 __all__ = [
+    "REWARD_METRICS_KEY",
     "eval_metrics",
     "failure_metrics",
     "reward_metrics",
+    "sample_metric_means",
     "token_metrics",
     "training_metrics",
     "verdict_metrics",
 ]
 
 
+#: The ``Sample.info`` key under which a reward records a sample's metrics, ``{name: value}`` (the ``verl`` and
+#: ``openrlhf`` rewards put there what their functions return besides the reward).
+REWARD_METRICS_KEY = "reward_metrics"
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def sample_metric_means(samples: list[Sample], prefix: str) -> dict[str, float]:
+    """``PREFIX/metrics/NAME``: the mean of each numeric sample metric (``info["reward_metrics"]``; ``True`` counts
+    1) over the samples that have a finite value of it."""
+    values: dict[str, list[float]] = {}
+    for sample in samples:
+        for name, value in (sample.info.get(REWARD_METRICS_KEY) or {}).items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                values.setdefault(str(name), []).append(float(value))
+    return {f"{prefix}/metrics/{name}": _mean(numbers) for name, numbers in sorted(values.items())}
 
 
 def failure_metrics(samples: list[Sample], prefix: str) -> dict[str, int]:
@@ -40,7 +58,8 @@ def verdict_metrics(samples: list[Sample]) -> dict[str, int]:
 
 
 def reward_metrics(samples: list[Sample]) -> dict[str, Any]:
-    """``num_generated``, ``num_kept``, ``keep_rate`` and ``reward/*`` over the scored samples.
+    """``num_generated``, ``num_kept``, ``keep_rate`` and ``reward/*`` over the scored samples
+    (``reward/metrics/NAME``: the mean of each sample metric the reward recorded).
 
     Failed samples (NaN reward) count in ``num_generated`` and ``reward/num_failed`` (split by reason) but not in
     the reward statistics; a statistic with no value is NaN.
@@ -58,14 +77,20 @@ def reward_metrics(samples: list[Sample]) -> dict[str, Any]:
         "reward/kept_mean": _mean(kept_rewards),
         **failure_metrics(samples, "reward"),
         **verdict_metrics(samples),
+        **sample_metric_means(samples, "reward"),
     }
 
 
 def eval_metrics(samples: list[Sample]) -> dict[str, Any]:
     """``eval/reward``: the mean over the eval samples that were scored (NaN when none was), failed ones left out
-    and counted in ``eval/num_failed``; and ``eval/num_prompts``."""
+    and counted in ``eval/num_failed``; ``eval/num_prompts``; and ``eval/metrics/NAME`` per sample metric."""
     rewards = [sample.reward for sample in samples if failure_reason(sample) is None]
-    return {"eval/reward": _mean(rewards), "eval/num_prompts": len(samples), **failure_metrics(samples, "eval")}
+    return {
+        "eval/reward": _mean(rewards),
+        "eval/num_prompts": len(samples),
+        **failure_metrics(samples, "eval"),
+        **sample_metric_means(samples, "eval"),
+    }
 
 
 def training_metrics(stats_per_epoch: list[dict[str, Any]], num_samples: int) -> dict[str, Any]:
