@@ -47,9 +47,10 @@ def captured(monkeypatch) -> list:
 
 @pytest.fixture
 def model_dir(tmp_path) -> str:
-    """A folder standing in for a model: these runs stop before a model is loaded."""
+    """A folder standing in for a model (its config.json empty): these runs stop before a model is loaded."""
     path = tmp_path / "some-model"
     path.mkdir()
+    (path / "config.json").write_text("{}")
     return str(path)
 
 
@@ -60,6 +61,7 @@ def _invoke(*args):
 def _base_args(tmp_path, prompts_path, *extra):
     model = tmp_path / "some-model"
     model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")  # passes the checks made before loading, and does not load
     return [
         "--model",
         str(model),
@@ -322,6 +324,22 @@ def test_no_arguments_resolves_the_demo_spec_and_flags_override_it(captured, tmp
     assert len(prepared.prompts) > 0
 
 
+def test_the_demo_run_again_in_the_same_folder_starts_a_numbered_run_beside_the_last(
+    captured, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("iterframe-demo", "iterframe-demo-2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "run.json").write_text("{}")
+    result = _invoke("--iterations", "2")
+    assert result.exit_code == 0, result.output
+    assert "running the built-in demo into iterframe-demo-3/" in result.output
+    assert captured[-1].config.loop.output_dir == str(tmp_path / "iterframe-demo-3")
+    resumed = _invoke("--iterations", "2", "--resume")  # --resume and --overwrite act on the default folder
+    assert resumed.exit_code == 0, resumed.output
+    assert captured[-1].config.loop.output_dir == str(tmp_path / "iterframe-demo")
+
+
 # --- refused input: clear errors, nothing written -----------------------------------------------------------
 
 
@@ -459,7 +477,7 @@ def test_plugin_load_errors_stop_the_run(captured, tmp_path, prompts_path, monke
 
 
 def test_unloadable_model_leaves_no_output_dir(tmp_path, prompts_path):
-    result = _invoke(*_base_args(tmp_path, prompts_path))  # the folder holds no model
+    result = _invoke(*_base_args(tmp_path, prompts_path))  # the folder holds no loadable model
     assert result.exit_code == 1
     assert f"Cannot load model {str(tmp_path / 'some-model')!r}" in result.output
     assert not (tmp_path / "out").exists()
@@ -482,3 +500,23 @@ def test_docs_describe_every_flag():
         text = handle.read()
     missing = [flag for flag in FLAGS if f"`{flag}" not in text]
     assert not missing, f"docs/cli.md does not describe {missing}"
+
+
+def test_the_folders_the_readme_commands_and_the_demo_write_are_git_ignored():
+    import re
+    import shutil
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if shutil.which("git") is None or not os.path.exists(os.path.join(root, ".git")):
+        pytest.skip("not a git checkout")
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    written = re.findall(r"build_tiny_causal_lm\('([^']+)'\)", readme) + re.findall(r"--output-dir (\S+)", readme)
+    assert "my-model" in written and "runs/math" in written
+    paths = [*written, "iterframe-demo", "iterframe-demo-2"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *[f"{path}/x" for path in paths]],
+        cwd=root, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    assert ignored == [f"{path}/x" for path in paths]

@@ -94,12 +94,30 @@ def build_run_config(
             from iterframe.demo import demo_run_spec
 
             source, base = "demo", normalise_config(demo_run_spec())
+            if existing_output == "error" and not user["output_dir"]:
+                base["output_dir"] = _unused_demo_output_dir(base["output_dir"])
     run_config = resolve_run_config(_layers(base, layer, flags, assignments, overrides), existing_output)
     if resumed_from is not None:
         from iterframe.api.config_code import check_config_code
 
         check_config_code(_component_specs(run_config), _component_specs(user), resumed_from, trust_config_code)
     return run_config, source
+
+
+def _unused_demo_output_dir(output_dir: str) -> str:
+    """The demo's default folder, or, when it holds a run, the first of ``DIR-2``, ``DIR-3``, ... that holds
+    none: running the demo again starts a new run beside the last one (``--resume``/``--overwrite`` still act on
+    the default folder)."""
+    from iterframe.loop.run_state import RUN_ARTIFACTS
+
+    def holds_a_run(path: str) -> bool:
+        return any(os.path.lexists(os.path.join(path, name)) for name in RUN_ARTIFACTS)
+
+    number, candidate = 1, output_dir
+    while holds_a_run(candidate) or os.path.isfile(candidate):
+        number += 1
+        candidate = f"{output_dir}-{number}"
+    return candidate
 
 
 def _component_specs(config) -> list:

@@ -6,6 +6,7 @@ checking every input before anything is written, running the loop) is the API's.
 
 from __future__ import annotations
 
+import os
 import traceback
 
 import click
@@ -148,7 +149,8 @@ def command(config_file, assignments, resume, overwrite, trust_config_code, prin
     except (ValueError, PluginLoadError) as error:
         raise click.ClickException(str(error)) from None
     if prepared.source == "demo" and not prepared.config.loop.quiet:
-        click.echo("No config, --model or --dataset given: running the built-in demo.", err=True)
+        where = os.path.relpath(prepared.config.loop.output_dir)
+        click.echo(f"No config, --model or --dataset given: running the built-in demo into {where}/.", err=True)
     output_dir = prepared.config.loop.output_dir
     try:
         with output_mode(prepared.config.loop.quiet, prepared.config.loop.verbose):
