@@ -205,3 +205,15 @@ def test_plugins_all_lists_the_verl_and_openrlhf_rewards_and_show_gives_their_op
     assert options["openrlhf"][0] == "function" and "timeout_s" in options["openrlhf"]
     assert "compute_score(data_source, solution_str, ground_truth" in shown["verl"]["description"]
     assert "reward_func(queries, prompts, labels)" in shown["openrlhf"]["description"]
+
+
+@pytest.mark.parametrize("kind", ["verl", "openrlhf"])
+def test_a_saved_configs_verl_or_openrlhf_function_is_not_imported_without_trust(plugin_manager, kind):
+    from iterframe.api.config_code import check_config_code
+    from iterframe.run_config import RunConfigError, resolve_run_config
+
+    config = {"model": "m", "output_dir": "out", "dataset": "d.jsonl", "reward": f"{kind}:rewards.py:score"}
+    saved = resolve_run_config(config).reward
+    with pytest.raises(RunConfigError, match=rf"reward '{kind}': function=rewards.py:score, in the file"):
+        check_config_code([saved], [], "out/config.yaml", trusted=False)
+    check_config_code([saved], [saved], "out/config.yaml", trusted=False)  # named again: allowed

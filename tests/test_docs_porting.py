@@ -1,5 +1,5 @@
-"""docs/plugins.md, "Porting from TRL and ms-swift": its reward file scores as it says through the trl reward, and
-its commands run as written (with a tiny model, one short iteration each)."""
+"""docs/plugins.md, "Porting from TRL, ms-swift, verl and OpenRLHF": its reward files score as they say through the
+trl, verl and openrlhf rewards, and its commands run as written (with a tiny model, one short iteration each)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from iterframe.cli import cli
+from iterframe.loop.stages import score_samples
 from iterframe.plugins import create_component
 from iterframe.plugins.components import RunContext, Sample
 
 DOCS = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
-SECTION = DOCS[DOCS.index("## Porting from TRL and ms-swift") :]
+SECTION = DOCS[DOCS.index("## Porting from TRL, ms-swift, verl and OpenRLHF") :]
 SECTION = SECTION[: SECTION.index("\n## ", 1)]
 REWARDS = re.search(r'^```python title="my_rewards.py"\n(.*?)^```$', SECTION, re.M | re.S).group(1)
+OTHER_REWARDS = re.search(r'^```python title="other_rewards.py"\n(.*?)^```$', SECTION, re.M | re.S).group(1)
 COMMANDS = [
     shlex.split(command.replace("\\\n", " "))
     for command in re.search(r"^```bash\n(.*?)^```$", SECTION, re.M | re.S).group(1).split("\niterframe ")
@@ -64,6 +66,30 @@ def test_the_documented_trl_and_ms_swift_rewards_score_through_the_trl_reward(
     assert score("exact_answer", batch) == [1.0, 0.0, None]
     assert score("weighted", batch) == [1.1, 0.1, None]
     assert score("exact_answer_orm", batch) == [1.0, 0.0, 0.0]
+
+
+def test_the_documented_verl_openrlhf_and_async_trl_rewards_score_through_their_rewards(
+    plugin_manager, rewards_module
+):
+    (rewards_module / "other_rewards.py").write_text(OTHER_REWARDS)
+    batch = samples("12 + 7 = ?", *COMPLETIONS)
+    for sample in batch:
+        sample.reference = "19"
+
+    def scored(kind, function):
+        reward = create_component("reward", kind, {"function": function, "workers": 0})
+        reward.setup(RunContext(trainer=None, tokenizer=None))
+        score_samples(reward, batch, iteration=0)
+        return [sample.reward for sample in batch], [sample.info.get("reward_metrics") for sample in batch]
+
+    rewards, metrics = scored("verl", "other_rewards.py:compute_score")
+    assert rewards == [1.0, 0.0, 0.0]
+    assert [m["formatted"] for m in metrics] == [True, True, False]
+    rewards, metrics = scored("openrlhf", "other_rewards.py:reward_func")
+    assert rewards == [1.0, 0.0, 0.0]
+    assert [m["score"] for m in metrics] == [1.0, 0.0, 0.0]
+    assert [m["accuracy"] for m in metrics] == pytest.approx([1 / 3] * 3)
+    assert scored("trl", "other_rewards.py:judged_answer")[0] == [1.0, 0.0, 0.0]
 
 
 @pytest.fixture(scope="module")
