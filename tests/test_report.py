@@ -171,11 +171,26 @@ def test_reward_panel_marks_initial_and_final_eval_and_has_no_kept_reward_line()
 
     rows = [_row(0, **{"eval/initial_reward": 0.05}), _row(1), _row(2)]
     assert eval_endpoints(rows) == (0.05, 0.8)
-    axes = _axes(build_figure(rows), "reward")
-    assert [text.get_text() for text in axes.texts] == ["eval 0.05 -> 0.80"]
+    axes = _axes(build_figure(rows), "reward (eval 0.05 -> 0.80)")
     labels = [line.get_label() for line in axes.get_lines()]
     assert "initial eval 0.05" in labels
     assert not any("kept" in label for label in labels)
+
+
+def test_legends_and_the_eval_change_sit_where_they_cover_no_curve_or_bar():
+    import io
+
+    from iterframe.loop.report import build_figure
+
+    rows = [_row(i, **{"filter/threshold/dropped": 5, "eval/reward": 0.2 + 0.1 * i}) for i in range(6)]
+    figure = build_figure(rows)
+    figure.savefig(io.BytesIO(), format="png", dpi=100)  # laid out as report.png is
+    reward_axes, funnel_axes = figure.axes[:2]
+    assert reward_axes.get_title() == "reward (eval 0.20 -> 0.70)" and not reward_axes.texts  # not on the line
+    for axes in (reward_axes, funnel_axes):
+        legend, plot_area = axes.get_legend().get_window_extent(), axes.get_window_extent()
+        assert legend.y1 <= plot_area.y0  # below the plot, over neither bars nor curves
+        assert figure.bbox.y0 <= legend.y0  # and inside the picture
 
 
 def test_without_a_recorded_initial_eval_the_first_eval_is_the_initial_one():
@@ -191,6 +206,17 @@ def test_initial_to_final_leaves_out_rolled_back_iterations():
     rows = [_row(0, **{"eval/initial_reward": 0.1}), _row(1, rolled_back=True, **{"eval/reward": 0.05})]
     assert eval_endpoints(rows) == (0.1, 0.2)
     assert trend_line(rows) == "eval/reward: 0.100 (initial) -> 0.200 (iteration 0), change +0.100"
+
+
+def test_a_single_value_is_stated_once_not_compared_with_itself():
+    from iterframe.loop.report import trend_line
+
+    eval_only_after = [_row(0, **{"eval/reward": 0.217})]
+    assert trend_line(eval_only_after) == (
+        "eval/reward: 0.217 (iteration 0, the only value) (initial_eval off: the starting model was not evaluated)"
+    )
+    no_eval = [{"iteration": 0, "reward/mean": 0.5}]
+    assert trend_line(no_eval) == "reward/mean: 0.500 (iteration 0, the only value)"
 
 
 def test_report_says_when_a_run_stopped_early(tmp_path):

@@ -84,4 +84,9 @@ def draw_funnel(axes, rows: list[dict[str, Any]]) -> None:
         bottom = [low + value for low, value in zip(bottom, columns[name])]
     axes.plot(iterations, columns["trained"], marker="o", color="black", label="trained")
     axes.set_title("samples per iteration")
-    axes.legend(loc="best", fontsize="small")
+    legend_below(axes)
+
+
+def legend_below(axes) -> None:
+    """The legend of matplotlib ``axes`` under its x-axis label, where it covers no curve or bar."""
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize="small", frameon=False)

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from iterframe.loop.artifacts import METRICS_FILE, atomic_write_bytes
-from iterframe.loop.funnel import FUNNEL_TITLE, draw_funnel, funnel_columns
+from iterframe.loop.funnel import FUNNEL_TITLE, draw_funnel, funnel_columns, legend_below
 from iterframe.loop.run_state import FINAL_DIR
 
 __all__ = [
@@ -141,33 +141,21 @@ def eval_endpoints(rows: list[dict[str, Any]]) -> Optional[tuple[float, float]]:
 
 def _draw_rewards(axes, rows: list[dict[str, Any]]) -> None:
     """Reward curves, and the initial -> final eval reward marked: a dashed line at the initial value and the
-    change written beside the last point."""
+    change in the title."""
     iterations = [row["iteration"] for row in rows]
     for key, label in REWARD_CURVES:
         values = [_number(row.get(key)) for row in rows]
         if any(math.isfinite(value) for value in values):
             axes.plot(iterations, values, marker="o", label=label)
     endpoints = eval_endpoints(rows)
+    title = "reward"
     if endpoints is not None:
         initial, final = endpoints
         axes.axhline(initial, linestyle="--", color="tab:gray", linewidth=1, label=f"initial eval {initial:.2f}")
-        last = max(
-            row["iteration"]
-            for row in rows
-            if not row.get("rolled_back") and math.isfinite(_number(row.get("eval/reward")))
-        )
-        axes.annotate(
-            f"eval {initial:.2f} -> {final:.2f}",
-            xy=(last, final),
-            xytext=(-6, 8),
-            textcoords="offset points",
-            ha="right",
-            fontweight="bold",
-            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-        )
-    axes.set_title("reward")
+        title = f"reward (eval {initial:.2f} -> {final:.2f})"
+    axes.set_title(title)
     if axes.get_lines():
-        axes.legend(loc="best", fontsize="small")
+        legend_below(axes)
 
 
 def _draw_keep_rate(axes, rows: list[dict[str, Any]]) -> None:
@@ -265,6 +253,11 @@ def trend_line(rows: list[dict[str, Any]]) -> Optional[str]:
         if key == "eval/reward" and rows:
             points.insert(0, ("initial", _number(rows[0].get("eval/initial_reward"))))
         points = [(label, value) for label, value in points if math.isfinite(value)]
+        if len(points) == 1:  # nothing to compare it with
+            ((label, value),) = points
+            starting_model_left_out = key == "eval/reward" and label != "initial"
+            why = " (initial_eval off: the starting model was not evaluated)" if starting_model_left_out else ""
+            return f"{key}: {value:.3f} ({label}, the only value){why}"
         if points:
             (first_label, first), (last_label, last) = points[0], points[-1]
             return f"{key}: {first:.3f} ({first_label}) -> {last:.3f} ({last_label}), change {last - first:+.3f}"
