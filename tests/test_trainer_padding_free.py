@@ -199,22 +199,10 @@ def test_step_chooses_packed_or_padded_per_micro_batch_when_padding_free_is_left
 
 
 def tiny_gemma3(vocab_size: int, **settings):
+    from test_packing_architectures import ALTERNATING, COMMON
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(
-        "gemma3_text",
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        sliding_window=4,
-        layer_types=["sliding_attention", "full_attention"],
-        initializer_range=0.2,
-        **settings,
-    )
+    config = AutoConfig.for_model("gemma3_text", **{**COMMON, **ALTERNATING, "vocab_size": vocab_size, **settings})
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
 
