@@ -85,7 +85,9 @@ def test_the_starting_model_is_evaluated_first(tiny_llama_path, tmp_path, capsys
 def test_initial_eval_can_be_turned_off(tiny_llama_path, tmp_path):
     _, rows, _ = gated_run(tiny_llama_path, tmp_path / "out", 0.5, 0.75, initial_eval=False)
     assert "eval/initial_reward" not in rows[0]
-    assert trend_line(rows) == "eval/reward: 0.500 (iteration 0) -> 0.500 (iteration 0), change +0.000"
+    assert trend_line(rows) == (
+        "eval/reward: 0.500 (iteration 0, the only value) (initial_eval off: the starting model was not evaluated)"
+    )
 
 
 def test_an_iteration_whose_eval_drops_too_far_is_rolled_back(tiny_llama_path, tmp_path):
@@ -207,3 +209,42 @@ def test_a_plugin_adding_eval_reward_to_an_iteration_without_eval_stops_the_run(
         "iterframe's own metrics use"
     )
     assert not os.path.exists(tmp_path / "out" / "metrics.jsonl")  # no row holds the forged eval
+
+
+def _diverging_run(tiny_llama_path, tmp_path, train, caplog):
+    from iterframe.plugins.components import Reward
+
+    class Diverging(Reward):
+        name = "diverging"
+
+        def score(self, samples):  # eval prompts (e*) score lower each iteration
+            return [
+                0.9 - 0.2 * sample.iteration if sample.prompt.startswith("e") else train(sample.iteration)
+                for sample in samples
+            ]
+
+    loop = make_loop(
+        tiny_llama_path, tmp_path / "out", reward=Diverging(), eval_prompts=make_prompts(2, "e"), iterations=3,
+        initial_eval=False,
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="iterframe"):
+        loop.run()
+    return [
+        record.getMessage() for record in caplog.records if "fell two iterations in a row" in record.getMessage()
+    ]
+
+
+def test_a_run_warns_when_eval_falls_two_iterations_in_a_row_while_training_reward_rises(
+    tiny_llama_path, tmp_path, caplog
+):
+    warnings = _diverging_run(tiny_llama_path, tmp_path, lambda iteration: 0.2 + 0.2 * iteration, caplog)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "eval/reward fell two iterations in a row (0.900 -> 0.700 -> 0.500, iteration 2) while the training "
+        "reward rose (0.200 -> 0.400 -> 0.600)"
+    )
+    assert "train.learning_rate" in warnings[0] and "loop.accept_if_eval_drop_below" in warnings[0]
+
+
+def test_no_warning_when_eval_and_training_reward_fall_together(tiny_llama_path, tmp_path, caplog):
+    assert _diverging_run(tiny_llama_path, tmp_path, lambda iteration: 0.8 - 0.2 * iteration, caplog) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ from iterframe.plugins.errors import blame
 from iterframe.plugins.hooks import HookMetrics, Hooks
 
 __all__ = ["IterativeLoop", "LoopConfig", "PromptRecord"]
+
+log = logging.getLogger(__name__)
 
 SAMPLES_FILE_EVAL = "eval_samples.parquet"
 #: The starting model's eval completions, saved with iteration 0's samples.
@@ -338,6 +341,12 @@ class IterativeLoop:
                     logger.log_metrics(dict(row), iteration)
                     logger.log_samples(samples, iteration)
         self.metrics.append(row)
+        if self.is_main_process:
+            from iterframe.loop.report import eval_falls_while_reward_rises
+
+            warning = eval_falls_while_reward_rises(self.metrics)
+            if warning:
+                log.warning(warning)
         if self._checkpoint_due(iteration, verdict):
             path = complete_loop_checkpoint(
                 self.trainer,

@@ -264,6 +264,30 @@ def trend_line(rows: list[dict[str, Any]]) -> Optional[str]:
     return None
 
 
+def eval_falls_while_reward_rises(rows: list[dict[str, Any]]) -> Optional[str]:
+    """A warning when the last three evaluated iterations (rolled-back ones left out) have ``eval/reward`` falling
+    twice in a row while ``reward/mean`` rose: the model may be learning the training prompts (or the reward's
+    blind spots) rather than the task. ``None`` otherwise."""
+    points = [
+        (row["iteration"], _number(row.get("eval/reward")), _number(row.get("reward/mean")))
+        for row in rows
+        if not row.get("rolled_back")
+    ]
+    points = [point for point in points if math.isfinite(point[1]) and math.isfinite(point[2])][-3:]
+    if len(points) < 3:
+        return None
+    (_, eval_a, reward_a), (_, eval_b, reward_b), (last, eval_c, reward_c) = points
+    if not (eval_a > eval_b > eval_c and reward_a < reward_b < reward_c):
+        return None
+    return (
+        f"eval/reward fell two iterations in a row ({eval_a:.3f} -> {eval_b:.3f} -> {eval_c:.3f}, iteration "
+        f"{last}) while the training reward rose ({reward_a:.3f} -> {reward_b:.3f} -> {reward_c:.3f}): the model "
+        "may be fitting the training prompts or the reward rather than the task. Consider a lower "
+        "train.learning_rate, loop.replay_buffer_size, or loop.accept_if_eval_drop_below to roll such iterations "
+        "back (docs/loop.md)."
+    )
+
+
 def closing_summary(
     rows: list[dict[str, Any]], output_dir: str, notes: Sequence[str] = (), table: bool = True
 ) -> str:
