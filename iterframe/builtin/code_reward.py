@@ -8,21 +8,32 @@ pass). Each sample's verdict (``pass``, ``wrong-answer``, ``timeout``, ``crash``
 metrics count it (``reward/verdict/VERDICT``). A program that fails scores 0 for the tests it failed: it is the
 model's answer, not a failure of the reward. A sample without tests, or tests that do not read, fails
 (``failed-reward:error``).
+
+With ``sandbox: sandbox-fusion`` the programs run on a SandboxFusion server instead
+(:mod:`iterframe.builtin.sandbox_fusion`), with the same verdicts; a request the server cannot serve fails its
+sample (``failed-reward:error``, or ``failed-reward:timeout`` past the request's deadline), never the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from iterframe.builtin.code_tests import extract_program, judge, parse_tests
+from iterframe.builtin.code_tests import Runner, extract_program, judge, local_runner, parse_tests
+from iterframe.builtin.http_client import JsonService, RewardServerError
+from iterframe.builtin.sandbox_fusion import SandboxFusionRunner
 from iterframe.plugins.components import Reward, Sample
 from iterframe.plugins.reward_pool import default_workers
 from iterframe.sandbox import Limits, isolation_available
 
 __all__ = ["CodeTestsReward"]
+
+SANDBOXES = ("local", "sandbox-fusion")
+#: Samples judged at once on a remote sandbox, by default.
+REMOTE_WORKERS = 16
 
 
 class CodeTestsReward(Reward):
@@ -81,7 +92,48 @@ class CodeTestsReward(Reward):
             },
         )
         workers: Optional[int] = dataclasses.field(
-            default=None, metadata={"help": "Samples judged at once (default: min(4, CPUs))."}
+            default=None,
+            metadata={
+                "help": f"Samples judged at once (default: min(4, CPUs); {REMOTE_WORKERS} with sandbox-fusion)."
+            },
+        )
+        sandbox: str = dataclasses.field(
+            default="local",
+            metadata={
+                "help": "'local': programs run here, in iterframe's sandbox; 'sandbox-fusion': on a SandboxFusion "
+                "server (POST /run_code at sandbox_url), which isolates them its own way: timeout_s and "
+                "memory_limit_mb go with each request, the other limits and network apply only locally."
+            },
+        )
+        sandbox_url: Optional[str] = dataclasses.field(
+            default=None,
+            metadata={"help": "The server's /run_code URL, e.g. http://localhost:8080/run_code (sandbox-fusion)."},
+        )
+        sandbox_token_env: Optional[str] = dataclasses.field(
+            default=None,
+            metadata={
+                "help": "Name of an environment variable holding a token, sent to sandbox_url as 'Authorization: "
+                "Bearer TOKEN' (for a server behind a gateway that asks for one; the token never goes into the "
+                "run's config)."
+            },
+        )
+        sandbox_wait_s: float = dataclasses.field(
+            default=30.0,
+            metadata={
+                "help": "Seconds a request to sandbox_url may take beyond the program's own deadline (queueing, "
+                "start-up, the whole reply); past it the request is given up (and retried)."
+            },
+        )
+        sandbox_retries: int = dataclasses.field(
+            default=2,
+            metadata={
+                "help": "Further attempts after a request to sandbox_url times out, cannot connect, or gets "
+                "5xx/429 (waiting 1 s, doubled each time)."
+            },
+        )
+        sandbox_max_reply_bytes: int = dataclasses.field(
+            default=16 * 1024 * 1024,
+            metadata={"help": "Largest answer read from sandbox_url; a longer one fails its sample (16 MiB)."},
         )
 
         def __post_init__(self):
@@ -94,6 +146,29 @@ class CodeTestsReward(Reward):
             if self.workers is not None and self.workers < 1:
                 raise ValueError(f"workers must be >= 1, got {self.workers!r}.")
             self.limits()  # each limit is checked there
+            self._check_sandbox()
+
+        def _check_sandbox(self) -> None:
+            if self.sandbox not in SANDBOXES:
+                raise ValueError(f"sandbox must be 'local' or 'sandbox-fusion', got {self.sandbox!r}.")
+            remote_only = [name for name in ("sandbox_url", "sandbox_token_env") if getattr(self, name)]
+            if self.sandbox == "local" and remote_only:
+                raise ValueError(
+                    f"{remote_only[0]} is set but sandbox is 'local'; set sandbox: sandbox-fusion to run the "
+                    "programs on that server."
+                )
+            if self.sandbox == "sandbox-fusion" and not str(self.sandbox_url or "").startswith(
+                ("http://", "https://")
+            ):
+                raise ValueError(
+                    "sandbox: sandbox-fusion needs sandbox_url, the server's /run_code URL starting with http:// "
+                    f"or https:// (e.g. http://localhost:8080/run_code); got {self.sandbox_url!r}."
+                )
+            if isinstance(self.sandbox_wait_s, bool) or not self.sandbox_wait_s > 0:
+                raise ValueError(f"sandbox_wait_s must be a number of seconds > 0, got {self.sandbox_wait_s!r}.")
+            for name, minimum in (("sandbox_retries", 0), ("sandbox_max_reply_bytes", 1)):
+                if getattr(self, name) < minimum:
+                    raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)!r}.")
 
         def limits(self) -> Limits:
             return Limits(
@@ -105,7 +180,13 @@ class CodeTestsReward(Reward):
             )
 
     def setup(self, context) -> None:
-        if not self.options.network and not isolation_available():
+        token_env = self.options.sandbox_token_env
+        if token_env and not os.environ.get(token_env):
+            raise ValueError(
+                f"sandbox_token_env={token_env!r}, but that environment variable is not set; export it or leave "
+                "sandbox_token_env out."
+            )
+        if self.options.sandbox == "local" and not self.options.network and not isolation_available():
             warnings.warn(
                 "code-tests: this OS does not let an unprivileged process enter a user and network namespace, so "
                 "programs run with the network (and a process that leaves its group with setsid can outlive its "
@@ -132,10 +213,17 @@ class CodeTestsReward(Reward):
             return error
         options = self.options
         program = extract_program(sample.completion, last_code_block=options.extract == "last-block")
-        isolate = None if not options.network else False
-        judgement = judge(
-            program, tests, options.timeout_s, options.limits(), isolate, stop_early=options.scoring == "all"
-        )
+        try:
+            judgement = judge(
+                program,
+                tests,
+                options.timeout_s,
+                options.limits(),
+                stop_early=options.scoring == "all",
+                runner=self._runner(),
+            )
+        except (TimeoutError, RewardServerError) as error:  # the remote sandbox failed: this sample fails
+            return error
         sample.info.update(
             verdict=judgement.verdict,
             tests_passed=judgement.passed,
@@ -146,7 +234,22 @@ class CodeTestsReward(Reward):
             return 1.0 if judgement.verdict == "pass" else 0.0
         return judgement.passed / judgement.total
 
+    def _runner(self) -> Runner:
+        options = self.options
+        if options.sandbox == "local":
+            return local_runner(options.limits(), isolate=None if not options.network else False)
+        service = JsonService(
+            options.sandbox_url,
+            retries=options.sandbox_retries,
+            max_reply_bytes=options.sandbox_max_reply_bytes,
+            token_env=options.sandbox_token_env,
+            url_option="sandbox_url",
+            size_option="sandbox_max_reply_bytes",
+        )
+        return SandboxFusionRunner(service, options.sandbox_wait_s, options.memory_limit_mb)
+
     def score(self, samples: list[Sample]) -> list:
-        workers = self.options.workers or default_workers()
+        remote = self.options.sandbox != "local"
+        workers = self.options.workers or (REMOTE_WORKERS if remote else default_workers())
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(self._score_one, samples))

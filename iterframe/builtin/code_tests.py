@@ -3,8 +3,10 @@
 Two forms of tests, as code datasets give them: assert statements (MBPP, HumanEval: a list of strings, or one
 string of statements) run after the program in one process; and stdin -> expected stdout pairs (APPS,
 CodeContests, LiveCodeBench: ``{"inputs": [...], "outputs": [...]}`` or ``[{"input": ..., "output": ...}]``), one
-process per pair. Every run is an :func:`iterframe.sandbox.run`: its own process group, killed at the deadline,
-under limits, in a temporary directory, with a clean environment and, where the OS allows, no network.
+process per pair. Each run starts ``harness.py`` beside the program and its tests and reads its verdicts from the
+report it writes: by default an :func:`iterframe.sandbox.run` (its own process group, killed at the deadline, under
+limits, in a temporary directory, with a clean environment and, where the OS allows, no network), or any other
+:data:`Runner` (a remote sandbox, :mod:`iterframe.builtin.sandbox_fusion`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import dataclasses
 import json
 import re
 import sys
+from collections.abc import Callable
 from typing import Any, Optional
 
-from iterframe.sandbox import Limits, run
+from iterframe.sandbox import Finished, Limits, run
 
-__all__ = ["VERDICTS", "Judgement", "extract_program", "judge", "parse_tests"]
+__all__ = ["VERDICTS", "Judgement", "Runner", "extract_program", "judge", "local_runner", "parse_tests"]
+
+#: Runs ``harness.py`` of ``files`` (name -> text) within ``timeout_s`` seconds with ``stdin`` as its input; how it
+#: ended, with what it wrote to its report (the file descriptor named by ``$ITERFRAME_REPORT_FD``).
+Runner = Callable[[dict[str, str], float, bytes], Finished]
 
 #: A program's verdict: every test passed; a test's output or assertion was wrong; it ran past its deadline or CPU
 #: limit; it raised, exited with an error or was killed (memory, output size); it does not parse.
@@ -157,11 +164,19 @@ def _ended(finished, limits: Limits) -> Optional[tuple[str, str]]:
     return None
 
 
-def _judge_asserts(program: str, tests: list[str], timeout_s: float, limits: Limits, isolate) -> Judgement:
+def local_runner(limits: Limits, isolate: Optional[bool] = None) -> Runner:
+    """A :data:`Runner` that runs the harness here, in :func:`iterframe.sandbox.run` under ``limits``."""
+
+    def run_here(files: dict[str, str], timeout_s: float, stdin: bytes = b"") -> Finished:
+        argv = [sys.executable, "-I", "harness.py"]
+        return run(argv, timeout_s, limits, stdin=stdin, files=files, isolate=isolate)
+
+    return run_here
+
+
+def _judge_asserts(program: str, tests: list[str], timeout_s: float, limits: Limits, runner: Runner) -> Judgement:
     files = {"solution.py": program, "tests.json": json.dumps(tests), "harness.py": _ASSERT_HARNESS}
-    finished = run(
-        [sys.executable, "-I", "harness.py"], timeout_s * len(tests), limits, files=files, isolate=isolate
-    )
+    finished = runner(files, timeout_s * len(tests), b"")
     lines = [line.split() for line in finished.report.decode("utf-8", "replace").splitlines() if line.strip()]
     if lines and lines[0][0] in ("syntax-error", "crash") and (len(lines[0]) < 2 or not lines[0][1].isdigit()):
         return Judgement(0, len(tests), lines[0][0], _clip(" ".join(lines[0][1:])))
@@ -179,18 +194,11 @@ def _judge_asserts(program: str, tests: list[str], timeout_s: float, limits: Lim
     return Judgement(passed, len(tests), verdicts[first], _clip(f"test {first}: {reason}".strip()))
 
 
-def _judge_io(program: str, tests: list, timeout_s: float, limits: Limits, isolate, stop_early: bool) -> Judgement:
+def _judge_io(program: str, tests: list, timeout_s: float, limits: Limits, runner: Runner, stop_early: bool):
     files = {"solution.py": program, "harness.py": _IO_HARNESS}
     passed, first = 0, None
     for index, (stdin, expected) in enumerate(tests):
-        finished = run(
-            [sys.executable, "-I", "harness.py"],
-            timeout_s,
-            limits,
-            stdin=stdin.encode("utf-8"),
-            files=files,
-            isolate=isolate,
-        )
+        finished = runner(files, timeout_s, stdin.encode("utf-8"))
         report = finished.report.decode("utf-8", "replace").split()
         if report and report[0] == "syntax-error":
             return Judgement(0, len(tests), "syntax-error", _clip(" ".join(report[1:])))
@@ -218,10 +226,17 @@ def judge(
     limits: Limits,
     isolate: Optional[bool] = None,
     stop_early: bool = False,
+    runner: Optional[Runner] = None,
 ) -> Judgement:
     """Run ``program`` against ``tests`` (from :func:`parse_tests`), each test within ``timeout_s``; with
-    ``stop_early``, stdin/stdout tests stop at the first that fails."""
+    ``stop_early``, stdin/stdout tests stop at the first that fails. ``runner`` runs each harness (default: here,
+    under ``limits``, isolated as ``isolate`` says).
+
+    Raises:
+        Exception: whatever ``runner`` raises (a remote sandbox that could not run the program).
+    """
     kind, cases = tests
+    runner = runner or local_runner(limits, isolate)
     if kind == "asserts":
-        return _judge_asserts(program, cases, timeout_s, limits, isolate)
-    return _judge_io(program, cases, timeout_s, limits, isolate, stop_early)
+        return _judge_asserts(program, cases, timeout_s, limits, runner)
+    return _judge_io(program, cases, timeout_s, limits, runner, stop_early)
