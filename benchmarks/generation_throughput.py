@@ -59,6 +59,8 @@ class TimeSplit:
             try:
                 return function(*args, **kwargs)
             finally:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
                 stage = stage_of(kwargs)
                 self.seconds[stage] += time.perf_counter() - start
                 self.decode_calls += stage == "decode steps"
@@ -160,13 +162,15 @@ def parse_args(argv=None):
     add_model_arguments(parser)
     parser.add_argument("--prompts", type=int, default=32, help="prompts of one iteration (sampling)")
     parser.add_argument("--k", type=int, default=8, help="samples per prompt")
-    parser.add_argument("--max-new-tokens", nargs="+", type=int, default=[24, 128])
+    parser.add_argument("--max-new-tokens", nargs="*", type=int, default=[24, 128], help="none: greedy eval only")
     parser.add_argument("--eval-prompts", type=int, default=64)
     parser.add_argument("--eval-max-new-tokens", type=int, default=16)
     parser.add_argument("--eval-batch-size", type=int, default=64, help="iterframe's eval batch (its default)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile's top N functions too")
     return parser.parse_args(argv)
 
@@ -181,14 +185,17 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = model_path(args, directory)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
-    model.eval()
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, args.dtype), attn_implementation="sdpa"
+        )
+    model.to(args.device).eval()
     rng = random.Random(args.seed)
     prompts = [messages for messages, _ in addition_prompts(rng, args.prompts)]
     eval_prompts = [messages for messages, _ in addition_prompts(rng, args.eval_prompts)]
     print("=== generation ===")
     print_command_and_machine(None)
-    print(f"model: {path} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)")
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"model: {path} ({parameters / 1e6:.1f}M params, {args.dtype}, {args.device})")
     run_method("iterframe loop", model, tokenizer, prompts[:2], args, 4, False, args.seed)  # warm-up
     run_method("model.generate", model, tokenizer, prompts[:2], args, 4, False, args.seed)
     for max_new_tokens in args.max_new_tokens:
@@ -205,6 +212,8 @@ def main(argv=None) -> None:
     )
     methods = ("iterframe loop", "model.generate")
     compare(label, model, tokenizer, eval_prompts, args, args.eval_max_new_tokens, methods, greedy=True)
+    if args.device.startswith("cuda"):
+        print(f"RESULT generation peak memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """One-device GPU check: ``step()`` tokens/s and MFU beside TRL 0.23.1, and 5 iterations of ``iterframe run``.
 
-The model is Qwen2.5-0.5B-shaped with random weights, built from the model zoo's ``qwen2.5-instruct/config.json``
-with its real tokenizer (``--preset tiny`` shrinks it to a few layers of width 64, for a CPU dry run). Run by
-``benchmarks/gpu_check.sh``; each part prints one ``RESULT`` line per measurement.
+The model has random weights of a model-zoo config with its real tokenizer: ``--family qwen2.5`` (Qwen2.5-0.5B,
+``qwen2.5-instruct/config.json``) or ``smollm2`` (SmolLM2-135M, the real-model benchmarks' architecture);
+``--preset tiny`` shrinks it to 2 layers of width 64, for a CPU dry run. Run by ``benchmarks/gpu_check.sh``; each
+part prints one ``RESULT`` line per measurement.
 
     python benchmarks/gpu_check.py step --device cuda    # iterframe (+ TRL 0.23.1 when importable), bf16
     python benchmarks/gpu_check.py loop --device cuda    # iterframe run: 5 iterations, hf generator
@@ -23,31 +24,19 @@ import warnings
 from pathlib import Path
 
 import torch
+from chat_workload import REAL_MODEL_FAMILY, zoo_model
 from step_throughput import load_trl, make_lexicon, make_texts, real_token_count
 
-ZOO = Path(os.environ.get("ITERFRAME_MODEL_ZOO", Path(__file__).resolve().parents[2] / "shared" / "model-zoo"))
 #: Dense bf16 peak of the device, for MFU (H200 SXM: 989 TFLOP/s); on CPU the best fp32 matmul measured here.
 PEAK_TFLOPS = {"cuda": 989.0}
-TINY = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
-)
+#: ``--family``: the model-zoo config the random-weight model is built from.
+FAMILIES = {"qwen2.5": "qwen2.5-instruct", "smollm2": REAL_MODEL_FAMILY}
 
 
-def build_model(preset: str, directory: str):
-    """Save a random Qwen2.5-0.5B-shaped model (or its tiny version) with the zoo's tokenizer; return the path."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    source = ZOO / "qwen2.5-instruct"
-    config = AutoConfig.from_pretrained(source, **(TINY if preset == "tiny" else {}))
-    if preset == "tiny":
-        config.layer_types = config.layer_types[: config.num_hidden_layers]
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    path = os.path.join(directory, f"qwen2.5-{preset}")
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(source).save_pretrained(path)
-    GenerationConfig.from_pretrained(source).save_pretrained(path)
-    return path
+def build_model(args, directory: str) -> str:
+    """Save a random-weight model of ``--family``'s zoo config (``--preset tiny``: shrunk for a CPU dry run)
+    with its real tokenizer; return the path."""
+    return zoo_model(FAMILIES[args.family], directory, tiny=args.preset == "tiny")
 
 
 def peak_flops(device: str) -> float:
@@ -82,7 +71,7 @@ def check_step(args) -> None:
     from iterframe import IterativeSFTConfig, IterativeSFTTrainer
 
     with tempfile.TemporaryDirectory() as directory:
-        path = build_model(args.preset, directory)
+        path = build_model(args, directory)
         tokenizer = AutoTokenizer.from_pretrained(path)
         rng = random.Random(0)
         lexicon = make_lexicon(rng, 4000)
@@ -136,14 +125,15 @@ def check_step(args) -> None:
         for name in trainers:
             rate = tokens / seconds[name]
             print(
-                f"RESULT step {name}: {rate:.0f} real tokens/s; MFU {6 * parameters * rate / peak:.1%} "
+                f"RESULT step {args.family} {name}: {rate:.0f} real tokens/s; "
+                f"MFU {6 * parameters * rate / peak:.1%} "
                 f"(6 x {parameters / 1e6:.1f}M params x tokens/s / {peak / 1e9:.0f} GFLOP/s); peak memory "
                 f"{memory[name]:.0f} MiB",
                 flush=True,
             )
         if len(trainers) > 1:
             ours, theirs = seconds["iterframe"], seconds[list(trainers)[1]]
-            print(f"RESULT step ratio iterframe / trl: {theirs / ours:.2f}x", flush=True)
+            print(f"RESULT step {args.family} ratio iterframe / trl: {theirs / ours:.2f}x", flush=True)
 
 
 def check_loop(args) -> None:
@@ -151,7 +141,7 @@ def check_loop(args) -> None:
     import pandas
 
     with tempfile.TemporaryDirectory() as directory:
-        path = build_model(args.preset, directory)
+        path = build_model(args, directory)
         demo_prompts = Path(__file__).resolve().parents[1] / "iterframe" / "demo" / "addition_train.jsonl"
         output = os.path.join(directory, "run")
         config = {
@@ -186,7 +176,8 @@ def check_loop(args) -> None:
         generate_seconds = sum(row.get("time/generate_s", 0.0) for row in rows)
         total_seconds = sum(row.get("time/total_s", 0.0) for row in rows)
         print(
-            f"RESULT loop: {len(rows)} iterations in {wall:.1f} s wall ({total_seconds:.1f} s in iterations); "
+            f"RESULT loop {args.family}: {len(rows)} iterations in {wall:.1f} s wall "
+            f"({total_seconds:.1f} s in iterations); "
             f"{generated} generated tokens, {generated / generate_seconds:.0f} tokens/s while generating, "
             f"{generated / total_seconds:.0f} tokens/s over whole iterations",
             flush=True,
@@ -198,6 +189,9 @@ def main(argv=None) -> None:
     parser.add_argument("part", choices=("step", "loop"))
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--preset", choices=("full", "tiny"), default="full", help="tiny: a CPU dry run")
+    parser.add_argument(
+        "--family", choices=sorted(FAMILIES), default="qwen2.5", help="zoo config: Qwen2.5-0.5B or SmolLM2-135M"
+    )
     parser.add_argument("--texts-per-step", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
