@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from iterframe.plugins import create_component
+from iterframe.plugins import ComponentOptionError, create_component
 from iterframe.plugins.components import RunContext, Sample
 from iterframe.plugins.reward_pool import RewardPool, score_outcomes
 
@@ -104,7 +104,41 @@ def test_without_the_package_setup_says_how_to_install_it(plugin_manager, monkey
 
 
 def test_timeouts_must_be_whole_seconds(plugin_manager):
-    from iterframe.plugins import ComponentOptionError
-
     with pytest.raises(ComponentOptionError, match="parsing_timeout_s must be a whole number of seconds >= 1"):
         create_component("reward", "math-verify", {"parsing_timeout_s": 0})
+
+
+def _scored(reward, prompt, completion, reference, finish_reason="stop"):
+    sample = Sample(0, 0, prompt, completion, reference=reference, info={"finish_reason": finish_reason})
+    return reward.score([sample])[0]
+
+
+def test_a_cut_off_restatement_of_the_question_scores_nothing(reward):
+    completion = "To find 83 + 97, you can start by adding "  # parses as the expression 83 + 97, equal to 180
+    assert _scored(reward, "What is 83 + 97?", completion, "180", finish_reason="length") == 0.0
+    assert _scored(reward, "What is 83 + 97?", completion, "180") == 0.0  # copied from the prompt, even finished
+
+
+def test_an_expression_before_the_last_equals_sign_is_not_the_answer(reward):
+    assert _scored(reward, "What is 19 + 98?", "19 + 98 = a mix of mix", "117") == 0.0
+    assert _scored(reward, "What is 19 + 98?", "19 + 98 = 117", "117") == 1.0
+    assert _scored(reward, "What is 83 + 97?", "83 + 97 = 170 + 10 = 180", "180") == 1.0
+
+
+def test_a_truncated_completion_scores_nothing_unless_asked(plugin_manager, reward):
+    assert _scored(reward, "What is 83 + 97?", "83 + 97 = 180, and", "180", finish_reason="length") == 0.0
+    lenient = create_component("reward", "math-verify", {"workers": 0, "score_truncated": True})
+    assert _scored(lenient, "What is 83 + 97?", "83 + 97 = 180, and", "180", finish_reason="length") == 1.0
+
+
+def test_a_number_that_is_also_in_the_prompt_still_counts(reward):
+    assert _scored(reward, [{"role": "user", "content": "What is 5 * 1?"}], "The answer is 5", "5") == 1.0
+
+
+def test_the_whole_completion_and_prompt_expressions_can_be_asked_for(plugin_manager):
+    anywhere = create_component(
+        "reward", "math-verify", {"workers": 0, "answer_from": "anywhere", "prompt_expressions": True}
+    )
+    assert _scored(anywhere, "What is 19 + 98?", "19 + 98 = a mix of mix", "117") == 1.0
+    with pytest.raises(ComponentOptionError, match="answer_from must be one of"):
+        create_component("reward", "math-verify", {"answer_from": "first"})

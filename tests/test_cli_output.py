@@ -42,6 +42,18 @@ def test_verbose_prints_every_metric_of_each_iteration_as_a_table(tiny_llama_pat
     assert any(line.split()[:1] == ["reward/std"] for line in lines)
 
 
+def test_verbose_shows_the_top_rewarded_samples_of_the_first_iteration_only(
+    tiny_llama_path, arithmetic_path, tmp_path
+):
+    verbose = _run(tiny_llama_path, arithmetic_path, tmp_path / "run", "-v").stderr
+    assert verbose.count("Top-rewarded samples of iteration") == 1
+    heading = "Top-rewarded samples of iteration 0 (does the reward pay for what you mean?):"
+    lines = verbose.split(heading, 1)[1].splitlines()[1:4]
+    assert len(lines) == 3 and all(re.match(r"  reward \d\.\d{3}: prompt '.*' -> '.*'$", line) for line in lines)
+    default = _run(tiny_llama_path, arithmetic_path, tmp_path / "again").stderr
+    assert "Top-rewarded samples" not in default
+
+
 def test_quiet_and_verbose_exclude_each_other(tiny_llama_path, arithmetic_path, tmp_path):
     args = ["run", "--model", tiny_llama_path, "--dataset", arithmetic_path, "--reward", "answer-match"]
     args += ["-q", "-v"]

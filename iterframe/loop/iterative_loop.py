@@ -238,6 +238,12 @@ class IterativeLoop:
             samples, sampling_stats = self._sample_round(records, counts, iteration), {}
         if self.training_set is None:  # a recorded set's failures are not this run's reward's
             check_failed_rate(self.reward, samples, self.config.max_failed_rate, iteration)
+            if iteration == 0 and self.is_main_process:
+                from iterframe.loop.report import top_rewarded_samples
+
+                best = top_rewarded_samples(samples)
+                if best:
+                    log.info(best)
         sampling_s, timer = time.perf_counter() - timer, time.perf_counter()
         if self.training_set is not None:  # the set's recorded fates stand: no hooks, no filters
             kept_samples, dropped_counts = recorded_fates(samples)

@@ -264,6 +264,27 @@ def trend_line(rows: list[dict[str, Any]]) -> Optional[str]:
     return None
 
 
+def top_rewarded_samples(samples: list, count: int = 3, width: int = 160) -> Optional[str]:
+    """The ``count`` best-rewarded samples (prompt and completion, each cut at ``width`` characters) as lines to
+    read: a reward that pays for the wrong thing shows in its best samples at once. ``None`` without a score."""
+    scored = [sample for sample in samples if math.isfinite(_number(sample.reward))]
+    if not scored:
+        return None
+    best = sorted(scored, key=lambda sample: -sample.reward)[:count]
+
+    def cut(text) -> str:
+        text = text if isinstance(text, str) else " ".join(str(part.get("content", "")) for part in text)
+        return repr(text if len(text) <= width else text[:width] + "...")
+
+    lines = [
+        f"reward {sample.reward:.3f}: prompt {cut(sample.prompt)} -> {cut(sample.completion)}" for sample in best
+    ]
+    return (
+        f"Top-rewarded samples of iteration {best[0].iteration} (does the reward pay for what you mean?):\n  "
+        + ("\n  ".join(lines))
+    )
+
+
 def eval_falls_while_reward_rises(rows: list[dict[str, Any]]) -> Optional[str]:
     """A warning when the last three evaluated iterations (rolled-back ones left out) have ``eval/reward`` falling
     twice in a row while ``reward/mean`` rose: the model may be learning the training prompts (or the reward's
