@@ -11,7 +11,7 @@ from test_packing_architectures import build_tiny
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
 from iterframe.engine import batching, label_logits
 from iterframe.engine.loss import summed_token_loss
-from iterframe.engine.packing_support import PACKABLE_ARCHITECTURES
+from iterframe.engine.packing_support import PACKABLE_ARCHITECTURES, unsupported_reason
 from iterframe.engine.step_inputs import TokenizedSample
 
 #: (prompt, answer) lengths of chat-like samples: most positions are prompt.
@@ -134,6 +134,8 @@ def test_every_packable_architecture_s_loss_at_label_positions_equals_its_full_l
     assert transform is not None
     monkeypatch.setattr(label_logits, "CHUNK_LOGITS", 4 * model.get_output_embeddings().weight.shape[0])
     for layout, batch in micro_batches(model.config.vocab_size).items():
+        if layout == "packed" and unsupported_reason(model) is not None:
+            continue  # this transformers release cannot pack it: its micro-batches are all padded
         results = []
         for head_transform in (None, transform):
             model.zero_grad()
