@@ -120,9 +120,7 @@ def micro_batches(vocab: int):
 
 
 @pytest.mark.parametrize("model_type", sorted(PACKABLE_ARCHITECTURES))
-def test_every_packable_architecture_s_loss_at_label_positions_equals_its_full_logits_loss(
-    model_type, monkeypatch
-):
+def test_every_packable_architecture_s_loss_at_label_positions_equals_its_full_loss(model_type, monkeypatch):
     """Each architecture's logits as its forward returns them (soft-capping, logit scaling included) are what
     the head path computes: loss and gradients of a padded and a packed micro-batch, in chunks of 4 positions."""
     from iterframe.engine import packing
