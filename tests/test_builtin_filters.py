@@ -124,6 +124,19 @@ def test_drop_uniform_tolerance_treats_close_rewards_as_equal(plugin_manager):
     assert select("drop-uniform", batch, tolerance=0.05) == [False, False, True, True]
 
 
+def test_drop_uniform_min_std_treats_reward_model_noise_as_no_signal(plugin_manager):
+    batch = samples(
+        (0, "a", 0.71), (0, "b", 0.70), (0, "c", 0.72), (0, "d", 0.69),  # std 0.011: noise
+        (1, "e", 0.20), (1, "f", 0.90), (1, "g", 0.25), (1, "h", 0.85),  # std 0.33: signal
+    )  # fmt: skip
+    assert select("drop-uniform", batch) == [True] * 8  # any difference counts by default
+    assert select("drop-uniform", batch, min_std=0.05) == [False] * 4 + [True] * 4
+    reasons = create_component("filter", "drop-uniform", {"min_std": 0.05}).drop_reasons(batch, [False] * 8)
+    assert reasons[0]["min_std"] == 0.05 and reasons[0]["reward_std"] == pytest.approx(0.01118, abs=1e-4)
+    with pytest.raises(ComponentOptionError, match="min_std must be >= 0"):
+        create_component("filter", "drop-uniform", {"min_std": -0.1})
+
+
 def test_filters_chain_in_order_each_seeing_what_the_previous_kept(plugin_manager):
     batch = samples(
         (0, "4", 1.0), (0, "4 ", 1.0), (0, "5", 0.0),
@@ -193,10 +206,11 @@ def test_length_reason_is_the_length_and_the_bounds(plugin_manager):
 
 def test_drop_uniform_reason_is_the_prompts_reward_spread(plugin_manager):
     batch = samples((0, "a", 1.0), (0, "b", 1.0), (1, "c", 0.0), (1, "d", 1.0), (2, "e", NAN))
+    uniform = {"reward_spread": 0.0, "tolerance": 0.0, "reward_std": 0.0, "min_std": 0.0}
     assert dropped_reasons("drop-uniform", batch) == {
-        0: {"reward_spread": 0.0, "tolerance": 0.0},
-        1: {"reward_spread": 0.0, "tolerance": 0.0},
-        4: {"reward_spread": None, "tolerance": 0.0},
+        0: uniform,
+        1: uniform,
+        4: {"reward_spread": None, "tolerance": 0.0, "reward_std": None, "min_std": 0.0},
     }
 
 

@@ -206,38 +206,64 @@ class LengthFilter(Filter):
 
 class DropUniformFilter(Filter):
     """Drops every sample of a prompt whose samples all scored the same: they carry no signal about what is
-    better. A prompt with a single scored sample counts as uniform; unscored samples are never kept."""
+    better. "The same" allows for noise: rewards within ``tolerance`` of each other, or whose standard deviation
+    is at most ``min_std`` (a reward model's scores of equally good answers differ a little). A prompt with a
+    single scored sample counts as uniform; unscored samples are never kept."""
 
     name = "drop-uniform"
-    description = "Drop prompts whose samples all got the same reward (all right or all wrong)."
+    description = "Drop prompts whose samples all got the same reward (all right or all wrong), noise allowed for."
 
     @dataclasses.dataclass
     class Options:
         tolerance: float = dataclasses.field(
             default=0.0, metadata={"help": "Rewards within this distance of each other count as the same."}
         )
+        min_std: float = dataclasses.field(
+            default=0.0,
+            metadata={
+                "help": "A prompt whose rewards' standard deviation (population) is at most this counts as "
+                "uniform: for continuous rewards, whose scores differ by noise (0: any difference is signal)."
+            },
+        )
+
+        def __post_init__(self):
+            for name in ("tolerance", "min_std"):
+                if not getattr(self, name) >= 0:
+                    raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
 
     def select(self, samples: list[Sample]) -> list[bool]:
         keep = [False] * len(samples)
-        for positions, spread in self._spreads(samples):
-            if spread is not None and spread > self.options.tolerance:
+        for positions, spread, std in self._spreads(samples):
+            if spread is not None and spread > self.options.tolerance and std > self.options.min_std:
                 for position in positions:
                     keep[position] = _scored(samples[position])
         return keep
 
-    def _spreads(self, samples: list[Sample]) -> list[tuple[list[int], Optional[float]]]:
-        """Each prompt's sample positions and the spread of their finite rewards (``None``: none scored)."""
+    def _spreads(self, samples: list[Sample]) -> list[tuple[list[int], Optional[float], Optional[float]]]:
+        """Each prompt's sample positions, and the spread and standard deviation of their finite rewards (``None``:
+        none scored)."""
         spreads = []
         for positions in _by_prompt(samples).values():
             rewards = [samples[position].reward for position in positions if _scored(samples[position])]
-            spreads.append((positions, max(rewards) - min(rewards) if rewards else None))
+            if not rewards:
+                spreads.append((positions, None, None))
+                continue
+            mean = sum(rewards) / len(rewards)
+            std = math.sqrt(sum((reward - mean) ** 2 for reward in rewards) / len(rewards))
+            spreads.append((positions, max(rewards) - min(rewards), std))
         return spreads
 
     def drop_reasons(self, samples, keep):
         reasons: list[Optional[dict]] = [None] * len(samples)
-        for positions, spread in self._spreads(samples):
+        options = self.options
+        for positions, spread, std in self._spreads(samples):
             for position in positions:
-                reasons[position] = {"reward_spread": spread, "tolerance": self.options.tolerance}
+                reasons[position] = {
+                    "reward_spread": spread,
+                    "tolerance": options.tolerance,
+                    "reward_std": std,
+                    "min_std": options.min_std,
+                }
         return reasons
 
 
