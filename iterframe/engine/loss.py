@@ -67,11 +67,9 @@ def summed_token_loss(
         outputs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
         logits, targets = outputs.logits, batch.labels
     elif batch.segments is not None:
-        # Packed row: the head runs only where a target carries loss (at least once, so that every parameter
-        # is in the graph, as DDP needs).
+        # Packed row: the head runs only where a target carries loss.
         targets = batching.packed_targets(batch)
-        keep = (targets != batching.IGNORE_INDEX).nonzero().squeeze(-1)
-        keep = keep if keep.numel() else targets.new_zeros(1)
+        keep = _loss_positions(targets)
         outputs = model(input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=keep)
         logits, targets = outputs.logits, targets[keep]
     else:
@@ -91,6 +89,13 @@ def summed_token_loss(
     return _with_router_aux_loss(loss, model, outputs, mask, batch.num_loss_tokens)
 
 
+def _loss_positions(targets: torch.Tensor) -> torch.Tensor:
+    """The flat positions of ``targets`` that carry loss; position 0 when none does, so that the head still
+    runs once and every parameter is in the graph, as DDP needs."""
+    keep = (targets != batching.IGNORE_INDEX).nonzero().squeeze(-1)
+    return keep if keep.numel() else targets.new_zeros(1)
+
+
 def _with_router_aux_loss(loss, model, outputs, mask, num_loss_tokens: int) -> torch.Tensor:
     """``loss`` plus the router aux loss (:func:`router_aux_loss`) weighted by the micro-batch's label tokens, as
     its cross-entropy is: the update's mean then adds each micro-batch's aux loss in proportion to its tokens
@@ -100,9 +105,8 @@ def _with_router_aux_loss(loss, model, outputs, mask, num_loss_tokens: int) -> t
 
 
 def _loss_at_label_positions(model, batch: batching.MicroBatch, padding_mask: bool, head_transform: Callable):
-    """The summed cross-entropy of a causal micro-batch with the head run only where a target carries loss (at
-    least once, so that every parameter is in the graph, as DDP needs); returns it, the model's outputs and the
-    mask of its real tokens (``None``: all are)."""
+    """The summed cross-entropy of a causal micro-batch with the head run only where a target carries loss;
+    returns it, the model's outputs and the mask of its real tokens (``None``: all are)."""
     if batch.segments is not None:
         targets, mask = batching.packed_targets(batch), None
         inputs = {"input_ids": batch.input_ids, "position_ids": batch.position_ids}
@@ -113,7 +117,6 @@ def _loss_at_label_positions(model, batch: batching.MicroBatch, padding_mask: bo
     with label_logits.head_inputs(model) as captured:
         outputs = model(**inputs)
     hidden_states = captured.hidden_states.reshape(-1, captured.hidden_states.shape[-1])
-    keep = (targets != batching.IGNORE_INDEX).nonzero().squeeze(-1)
-    keep = keep if keep.numel() else targets.new_zeros(1)
+    keep = _loss_positions(targets)
     loss = label_logits.chunked_cross_entropy(model, head_transform, hidden_states[keep], targets[keep])
     return loss, outputs, mask
