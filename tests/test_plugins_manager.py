@@ -74,7 +74,15 @@ def test_builtin_component_info_names_plugin_and_iterframe_version(plugin_manage
     assert entry["distribution"] is None
     assert entry["version"] == iterframe.__version__
     assert entry["description"]
-    assert [option["name"] for option in entry["options"]] == ["pattern", "ignore_case", "timeout_s", "workers"]
+    assert [option["name"] for option in entry["options"]] == [
+        "pattern",
+        "ignore_case",
+        "timeout_s",
+        "workers",
+        "cpu_limit_s",
+        "memory_limit_mb",
+        "open_files_limit",
+    ]
     pattern = entry["options"][0]
     assert (pattern["type"], pattern["default"], pattern["required"]) == ("Optional[str]", None, False)
     assert "regex" in pattern["help"].lower()
@@ -249,7 +257,9 @@ def test_misspelled_option_names_component_key_and_closest_valid_key(plugin_mana
     message = str(error.value)
     assert "generator 'hf'" in message and "'max_new_token'" in message
     assert "Did you mean 'max_new_tokens'?" in message
-    assert "batch_size, do_sample, max_new_tokens, seed, stop, temperature, top_k, top_p" in message
+    valid = "batch_size, do_sample, eval_batch_size, max_new_tokens, seed, stop, temperature, top_k, top_p"
+    valid += ", use_generate"
+    assert f"Valid options: {valid}." in message
 
 
 def test_option_of_wrong_type_names_option_and_expected_type(plugin_manager):
