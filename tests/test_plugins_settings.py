@@ -27,7 +27,7 @@ def context_with(section) -> RunContext:
 
 def test_the_section_is_checked_converted_and_completed_with_defaults(settings_plugins):
     resolved = resolve_plugins_section(
-        {"Settings_Plugin": {"level": "3", "tags": "a,b"}, "untyped-plugin": {"x": 1}}
+        {"Settings_Plugin": {"level": "3", "tags": '["a", "b"]'}, "untyped-plugin": {"x": 1}}
     )
     assert resolved == {
         "settings-plugin": {"level": 3, "label": "run", "tags": ["a", "b"]},

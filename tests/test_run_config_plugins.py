@@ -89,6 +89,6 @@ def test_plugin_settings_are_saved_with_every_typed_value_and_load_back(plugins,
 def test_the_loop_context_reads_the_runs_settings(plugins):
     from iterframe.plugins.components import RunContext
 
-    run = _resolve({}, ["plugins.typed-plugin.tags=a,b"])
+    run = _resolve({}, ['plugins.typed-plugin.tags=["a", "b"]'])
     context = RunContext(trainer=None, tokenizer=None, config=run.to_config())
     assert context.plugin_config("typed-plugin") == SettingsPlugin.Config(tags=["a", "b"])
