@@ -23,7 +23,7 @@ from iterframe.run_config import (
     resolve_run_config,
 )
 
-__all__ = ["PreparedRun", "build_component", "build_run_config", "prepare_run"]
+__all__ = ["PreparedRun", "build_component", "build_run_config", "check_functions_import", "prepare_run"]
 
 #: The logger that prints a line per iteration; ``quiet`` leaves it out, ``verbose`` makes it print tables.
 CONSOLE_LOGGER = "console"
@@ -176,6 +176,18 @@ def _console_table(spec):
     return dataclasses.replace(spec, options={**spec.options, "format": "table"})
 
 
+def check_functions_import(components: Sequence[Any]) -> None:
+    """Import the function each function reward (``python``, ``trl``, ``verl``, ``openrlhf``) names, before any
+    model loads, so a name that does not import costs seconds, not a model load.
+
+    Raises:
+        ValueError: one line naming the function, why it did not import and the ``file.py:function`` form.
+    """
+    for component in components:
+        if callable(getattr(component, "loaded_function", None)):
+            component.loaded_function()
+
+
 def _check_sample_tokenizer_prompts(sample_tokenizer, prompts) -> None:
     """The ``chat`` sample tokenizer takes chat prompts only: text prompts are refused before anything runs."""
     from iterframe.builtin.tokenizers import ChatTokenizer
@@ -217,6 +229,7 @@ def prepare_run(run_config: RunConfig, source: str = "dict") -> PreparedRun:
             if not (quiet and spec.name == CONSOLE_LOGGER)
         ],
     }
+    check_functions_import([components["reward"]])
     check_reward_needs(components["reward"], run_config, prompts, eval_prompts)
     _check_sample_tokenizer_prompts(components["sample_tokenizer"], prompts)
     if run_config.loop.train_from:  # the recorded set is there and long enough, before any model loads

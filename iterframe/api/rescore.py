@@ -23,7 +23,7 @@ def _components(
     may be a function), else the source run's (from its ``config.yaml``), with the ``--set`` assignments on top.
     Code the source's config names and the caller does not is imported only when ``trusted``."""
     from iterframe.api.config_code import check_config_code
-    from iterframe.api.preparation import build_component
+    from iterframe.api.preparation import build_component, check_functions_import
     from iterframe.run_config import apply_overrides, normalise_config
     from iterframe.run_config.schema import SECTIONS, split_assignment
 
@@ -47,7 +47,9 @@ def _components(
     given_specs = [spec for spec in [given["reward"], *(given["filters"] or [])] if spec is not None]
     config_path = os.path.join(run_dir, CONFIG_FILE)
     check_config_code([reward_spec, *filter_specs], given_specs, config_path, trusted)
-    return build_component(reward_spec), [build_component(spec) for spec in filter_specs]
+    reward_component = build_component(reward_spec)
+    check_functions_import([reward_component])
+    return reward_component, [build_component(spec) for spec in filter_specs]
 
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:

@@ -9,6 +9,7 @@ import importlib.util
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,8 +31,28 @@ def _import_module(module_ref: str, spec: str):
         return module
     try:
         return importlib.import_module(module_ref)
+    except ModuleNotFoundError as error:
+        if error.name != module_ref.split(".")[0] or _current_directory_searched():
+            raise _import_error(module_ref, spec, error) from error
+    sys.path.append(os.getcwd())  # the current directory, searched as `python -m` would
+    try:
+        return importlib.import_module(module_ref)
     except ImportError as error:
-        raise ValueError(f"function={spec!r}: cannot import module {module_ref!r} ({error}).") from error
+        raise _import_error(module_ref, spec, error) from error
+
+
+def _current_directory_searched() -> bool:
+    here = os.getcwd()
+    return any(os.path.abspath(entry or ".") == here for entry in sys.path)
+
+
+def _import_error(module_ref: str, spec: str, error: ImportError) -> ValueError:
+    """A one-line error that names the module, why it did not import, and the ``file.py:function`` form."""
+    file_form = f"{module_ref.replace('.', os.sep)}.py:{spec.rpartition(':')[2]}"
+    return ValueError(
+        f"function={spec!r}: cannot import module {module_ref!r} ({error}); the current directory and Python's "
+        f"path were searched. Name the file instead, e.g. {file_form!r}."
+    )
 
 
 def load_callable(spec: str) -> Callable:
