@@ -384,3 +384,26 @@ def test_paths_from_the_home_folder_are_expanded():
     assert run.model == os.path.join(home, "models", "m")
     assert (run.dataset.path, run.dataset.eval_dataset) == (f"{home}/prompts.jsonl", f"{home}/eval.jsonl")
     assert _resolve(output_dir="~/runs/x").loop.output_dir == os.path.join(home, "runs", "x")
+
+
+def test_set_takes_the_dotted_paths_print_config_prints_for_component_options():
+    import yaml
+
+    from iterframe.run_config import config_text
+
+    printed = yaml.safe_load(config_text(_resolve({**BASE, "filters": ["threshold"]})))
+    assert printed["generator"]["options"]["max_new_tokens"] == 64  # printed as generator.options.max_new_tokens
+    run = _resolve(
+        {**BASE, "filters": ["threshold"]},
+        [
+            "generator.options.max_new_tokens=24",
+            "reward.options.ignore_case=true",
+            "filter.threshold.options.min_reward=0.5",
+        ],
+    )
+    assert run.generator.options["max_new_tokens"] == 24
+    assert run.reward.options["ignore_case"] is True
+    assert run.filters[0].options["min_reward"] == 0.5
+    assert run.to_config() == _resolve({**BASE, "filters": ["threshold"]}, [
+        "generator.max_new_tokens=24", "reward.ignore_case=true", "filter.threshold.min_reward=0.5"
+    ]).to_config()  # fmt: skip

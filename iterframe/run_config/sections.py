@@ -211,6 +211,11 @@ class SettingsSection(Section):
         return {name: getattr(value, name) for name in fields if name not in self.set_elsewhere}
 
 
+def _without_options_step(path: list[str]) -> list[str]:
+    """A component option as ``--print-config`` spells it (``options.max_new_tokens``) as ``--set`` takes it."""
+    return list(path[1:]) if len(path) == 2 and path[0] == "options" else list(path)
+
+
 class ComponentSection(Section):
     """One component (``generator``, ``reward``, ``sample_tokenizer``); ``default`` names it when absent."""
 
@@ -225,6 +230,7 @@ class ComponentSection(Section):
         return None if value is None else renamed(current, self.normalise(value, where))
 
     def assign(self, current, path, value, where, text):
+        path = _without_options_step(path)
         if len(path) == 1:
             base = current if current is not None else ComponentSpec(self.kind, None)
             if base.instance is not None:
@@ -290,6 +296,7 @@ class ComponentListSection(Section):
             if text:
                 value = [name.strip() for name in value.split(",") if name.strip()]
             return self.merge(current, value, self.key)
+        path = [path[0], *_without_options_step(path[1:])] if len(path) > 2 else path
         if len(path) > 2:
             raise _not_settable(where, [self.key, *path])
         entries = list(current if current is not None else self.default_specs())
