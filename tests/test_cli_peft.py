@@ -185,6 +185,13 @@ def test_bad_peft_options_are_refused_by_name(tiny_llama_path, tmp_path, overrid
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("text", ["q_proj,v_proj", "q_proj, v_proj", '["q_proj", "v_proj"]'])
+def test_target_modules_given_as_one_comma_separated_string_are_module_names(tiny_llama_path, tmp_path, text):
+    config = apply_flags({}, model=tiny_llama_path, output_dir=str(tmp_path), reward="answer-match", peft="lora")
+    peft = resolve_run_config(apply_overrides(config, [f"peft.target_modules={text}"])).peft
+    assert peft.target_modules == ["q_proj", "v_proj"]
+
+
 def test_peft_options_without_a_method_are_refused(tiny_llama_path, tmp_path):
     config = apply_flags({}, model=tiny_llama_path, output_dir=str(tmp_path), reward="answer-match")
     with pytest.raises(RunConfigError, match="no adapter method: pass --peft lora"):

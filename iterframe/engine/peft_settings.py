@@ -28,6 +28,10 @@ class PeftSettings:
     )
 
     def __post_init__(self):
+        # Module names hold no comma, so ``q_proj,v_proj`` (one string from the command line) names two modules.
+        self.target_modules = [
+            name.strip() for item in self.target_modules for name in str(item).split(",") if name.strip()
+        ]
         if self.method not in PEFT_METHODS:
             raise ValueError(f"method {self.method!r} is not supported; use one of: {', '.join(PEFT_METHODS)}.")
         if self.r < 1:
