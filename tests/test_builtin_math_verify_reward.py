@@ -26,7 +26,8 @@ ANSWER_PAIRS = [
     ("\\frac{\\sqrt{3}}{2}", "$\\sin 60^\\circ = \\boxed{\\frac{\\sqrt{3}}{2}}$", 1.0),
     ("2\\pi", "The circumference is $2\\pi$", 1.0),
     ("x^2+2x+1", "$(x+1)^2$", 1.0),
-    ("x = 5", "$x=5$", 1.0),
+    ("x = 5", "$x=5$", 1.0),  # the final answer of an equation is its value: 5 after the last '='
+    ("x = 5", "$x=6$", 0.0),
     ("10\\%", "$10\\%$", 1.0),
     ("-3", "\\boxed{-3}", 1.0),
     ("42", "The final answer is 42", 1.0),
