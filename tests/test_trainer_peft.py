@@ -101,3 +101,15 @@ def test_prompt_learning_adapters_are_refused_up_front_by_name(tmp_path, tiny_ll
     )
     with pytest.raises(ValueError, match=rf"{name}.*virtual tokens.*LoraConfig"):
         IterativeSFTTrainer(model, args=args)
+
+
+def test_adapters_start_from_weights_the_seed_decides(tmp_path, tiny_llama_path):
+    def lora_weights():
+        trainer = make_trainer(tmp_path, tiny_llama_path)
+        return {name: p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_" in name}
+
+    first = lora_weights()
+    torch.rand(1000)  # whatever ran before the trainer was built
+    second = lora_weights()
+    assert first.keys() == second.keys() and first
+    assert all(torch.equal(first[name], second[name]) for name in first)

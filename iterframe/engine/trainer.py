@@ -17,6 +17,7 @@ from transformers import (
     TrainerState,
     TrainingArguments,
     get_constant_schedule_with_warmup,
+    set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -96,6 +97,7 @@ class IterativeSFTTrainer(MicroBatchUpdates, Trainer):
                 stacklevel=2,
             )
         if peft_config is not None:
+            set_seed(args.seed)  # the adapters' random initial weights follow the run's seed, as in train()
             model = wrap_with_adapters(model, peft_config)
         check_adapters(model)
         if processing_class is None:
