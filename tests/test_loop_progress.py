@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import types
 
 from iterframe.loop.progress import Progress, echo
 
@@ -49,3 +50,15 @@ def test_echo_clears_the_bars_before_printing_and_draws_them_again_after(monkeyp
 def test_echo_prints_a_line_to_stdout_without_bars(capsys):
     echo("summary")
     assert capsys.readouterr().out == "summary\n"
+
+
+def test_a_long_stage_without_bars_says_how_far_it_got_at_most_every_30_seconds(monkeypatch):
+    from iterframe.loop import progress as progress_module
+
+    stream, clock = io.StringIO(), iter([0.0, 10.0, 31.0, 40.0, 65.0, 100.0])
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(progress_module, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    with Progress().bar(60, "generate") as bar:
+        for _ in range(5):  # at 10 s, 31 s, 40 s, 65 s and 100 s; the last one finishes the stage
+            bar.update(12)
+    assert stream.getvalue().splitlines() == ["  generate: 24/60", "  generate: 48/60"]

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from typing import Optional, TextIO
 
-__all__ = ["Progress", "bars_wanted", "echo"]
+__all__ = ["LINE_EVERY_S", "Progress", "bars_wanted", "echo"]
+
+#: Where no bars are drawn, a long stage says how far it got at most this often.
+LINE_EVERY_S = 30.0
 
 
 def bars_wanted() -> bool:
@@ -64,8 +68,27 @@ class Progress:
 
     @contextlib.contextmanager
     def bar(self, total: int, description: str):
-        """A transient bar for one stage of an iteration; call ``update(n)`` on what it yields."""
+        """A transient bar for one stage of an iteration; call ``update(n)`` on what it yields. Where no bars are
+        drawn, a line ``  DESCRIPTION: n/total`` on stderr at most every :data:`LINE_EVERY_S` seconds instead."""
+        if not self.disabled and not bars_wanted():
+            yield _ProgressLines(total, description)
+            return
         from tqdm.auto import tqdm
 
         with tqdm(total=total, desc=description, leave=False, disable=self._disable, position=1) as bar:
             yield bar
+
+
+class _ProgressLines:
+    """How far a stage got, as a line on stderr when :data:`LINE_EVERY_S` seconds passed since the last one."""
+
+    def __init__(self, total: int, description: str):
+        self.total, self.description, self.done = total, description, 0
+        self.last_line = time.monotonic()
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last_line >= LINE_EVERY_S and self.done < self.total:
+            echo(f"  {self.description}: {self.done}/{self.total}", file=sys.stderr)
+            self.last_line = now
