@@ -8,7 +8,7 @@ import sys
 import uuid
 
 import pytest
-from pool_rewards import survivors
+from pool_rewards import processes_with, survivors
 
 from iterframe.sandbox import Limits, isolation_available, run
 
@@ -39,6 +39,20 @@ def test_a_program_past_its_deadline_is_killed_with_the_processes_it_started(iso
     finished = python(_lingering_child(marker, detach=False), isolate=isolate, timeout_s=1.5)
     assert finished.timed_out and finished.returncode is None
     assert survivors(marker) == []
+
+
+@pytest.mark.parametrize("isolate", [False, pytest.param(True, marks=needs_isolation)])
+def test_run_returns_only_once_every_process_of_the_killed_group_has_exited(isolate):
+    marker = f"iterframe-test-{uuid.uuid4().hex}"
+    child = (
+        f"import time; memory = bytearray(100 * 2**20); memory[::4096] = bytes(25600); time.sleep(60)  # {marker}"
+    )
+    code = (
+        f"import subprocess, sys, time\nfor _ in range(3): subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+    )
+    finished = python(code + "time.sleep(60)", isolate=isolate, timeout_s=3.0)
+    assert finished.timed_out
+    assert processes_with(marker) == []  # at once: a killed process that still frees its memory is still running
 
 
 @needs_isolation

@@ -170,7 +170,36 @@ def stop_group(process: subprocess.Popen, grace_s: float = 0.0) -> Optional[int]
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    return process.wait()
+    status = process.wait()
+    _wait_group_ended(process.pid)
+    return status
+
+
+def _running_in_group(group: int) -> list[int]:
+    """Ids of the processes of ``group`` that have not exited yet (zombies have: they hold no memory or files)."""
+    running = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as file:
+                state, _, process_group = file.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(process_group) == group and state not in ("Z", "X"):
+            running.append(int(entry))
+    return running
+
+
+def _wait_group_ended(group: int, timeout_s: float = 10.0) -> None:
+    """Wait up to ``timeout_s`` until every process of ``group``, killed, has exited: a killed process still
+    runs (freeing its memory, in its directory) until the kernel schedules its exit, which on a loaded machine
+    takes a while after the group's leader was reaped. Without ``/proc``, returns at once."""
+    if not os.path.isdir("/proc"):
+        return
+    deadline = time.monotonic() + timeout_s
+    while _running_in_group(group) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 @dataclasses.dataclass
