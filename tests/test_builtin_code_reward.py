@@ -89,7 +89,8 @@ ADVERSARIES = {
 @pytest.mark.parametrize("behaviour", list(ADVERSARIES))
 def test_a_program_that_misbehaves_fails_with_its_verdict_and_leaves_nothing_running(sandbox_root, behaviour):
     program, verdict, detail = ADVERSARIES[behaviour]
-    sample = judge(program, ASSERTS)
+    # Only the loop meets its deadline; the others get one a slow Python start on a loaded machine cannot reach.
+    sample = judge(program, ASSERTS, timeout_s=1.0 if verdict == "timeout" else 10.0)
     assert sample.reward == 0.0 and sample.info["verdict"] == verdict
     assert detail in sample.info["verdict_detail"]
     assert processes_working_in(sandbox_root) == [] and os.listdir(sandbox_root) == []
