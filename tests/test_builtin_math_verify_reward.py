@@ -49,7 +49,10 @@ def samples_of(pairs) -> list[Sample]:
 
 @pytest.fixture
 def reward(plugin_manager):
-    reward = create_component("reward", "math-verify", {"workers": 0})
+    # Timeouts a loaded machine cannot reach: these tests judge answers (timeouts are faked where tested).
+    reward = create_component(
+        "reward", "math-verify", {"workers": 0, "parsing_timeout_s": 60, "verify_timeout_s": 60}
+    )
     reward.setup(CONTEXT)
     return reward
 
