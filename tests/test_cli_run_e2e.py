@@ -205,14 +205,14 @@ def test_failure_after_a_finished_iteration_keeps_it_for_resume(tiny_llama_path,
         "calls = []\n\n"
         "def score(prompts, completions, references):\n"
         "    calls.append(1)\n"
-        "    if len(calls) > 4:\n"
+        "    if len(calls) > 1:\n"
         "        raise ValueError('the reward service is down')\n"
         "    return [0.5] * len(completions)\n",
     )
     output_dir = str(tmp_path / "stops")
     args = _python_reward_args(tiny_llama_path, arithmetic_path, output_dir, function, "--iterations", "2")
     args = [arg for arg in args if arg not in ("--eval-fraction", "0.5")]  # no eval: 4 samples per iteration
-    args += ["--set", "reward.workers=0"]  # one call per sample, all in this process: iteration 1 fails
+    args += ["--set", "reward.workers=0"]  # one call per iteration, in this process: iteration 1 fails
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert "the reward service is down" in result.output

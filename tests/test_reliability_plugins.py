@@ -335,7 +335,7 @@ def test_cli_reports_a_crashing_reward_with_its_errors_and_the_resume_hint(tiny_
         "calls = []\n\n"
         "def score(prompts, completions, references):\n"
         "    calls.append(1)\n"
-        "    if len(calls) > 4:\n"
+        "    if len(calls) > 1:\n"
         "        raise ZeroDivisionError('the scorer divided by zero')\n"
         "    return [1.0] * len(completions)\n"
     )
