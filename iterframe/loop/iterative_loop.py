@@ -28,7 +28,13 @@ from iterframe.loop.progress import Progress, echo
 from iterframe.loop.prompt_sampler import PromptSampler
 from iterframe.loop.replay import ReplayBuffer
 from iterframe.loop.resume import claim_and_load, loop_state, restore_after_setup
-from iterframe.loop.run_state import BEST_DIR, complete_loop_checkpoint, save_final_model, write_training_state
+from iterframe.loop.run_state import (
+    BEST_DIR,
+    complete_loop_checkpoint,
+    remove_unfinished_checkpoints,
+    save_final_model,
+    write_training_state,
+)
 from iterframe.loop.sample_sets import TrainingSet, prompt_records, recorded_fates
 from iterframe.loop.sampling import SampleMaker
 from iterframe.loop.stages import FunctionReward, check_failed_rate, filter_samples
@@ -200,6 +206,8 @@ class IterativeLoop:
             self._print_summary()
         except BaseException as caught:
             error = caught
+            if self.is_main_process:  # the checkpoint of an iteration that failed after its training state
+                remove_unfinished_checkpoints(self.config.output_dir)
             raise
         finally:
             try:

@@ -44,6 +44,7 @@ __all__ = [
     "read_run_file",
     "record_in_run_file",
     "remove_temporary_files",
+    "remove_unfinished_checkpoints",
     "save_best_model",
     "save_final_model",
     "truncate_run",
@@ -122,7 +123,7 @@ def claim_output_dir(output_dir: str, existing_output: str, loop_settings: dict[
                 f"{output_dir!r} holds samples `iterframe rescore` wrote, not a run to resume: train on them in a "
                 f"new run with --train-from {output_dir}."
             )
-        _remove_temporary_checkpoints(output_dir)
+        remove_unfinished_checkpoints(output_dir)
         remove_temporary_files(output_dir)
         return latest_checkpoint(output_dir)
     if found:
@@ -142,7 +143,8 @@ def claim_output_dir(output_dir: str, existing_output: str, loop_settings: dict[
     return None
 
 
-def _remove_temporary_checkpoints(output_dir: str) -> None:
+def remove_unfinished_checkpoints(output_dir: str) -> None:
+    """Remove the checkpoints under their temporary names: a run that failed (or was killed) while writing one."""
     directory = os.path.join(output_dir, CHECKPOINTS_DIR)
     if os.path.isdir(directory):
         for name in os.listdir(directory):
