@@ -175,6 +175,19 @@ def test_run_returns_the_metrics_final_model_and_config(base_config):
     assert saved["reward"].options == {"function": f"{__name__}:exact_answer"}
 
 
+def test_only_the_main_process_writes_the_runs_config(base_config, monkeypatch):
+    """The main process claims the folder by removing the temporary files in it: another process of the launch
+    writing ``config.yaml`` through a temporary file at that moment would fail."""
+    import transformers
+
+    from iterframe.loop.iterative_loop import IterativeLoop
+
+    monkeypatch.setattr(transformers.TrainingArguments, "should_save", property(lambda self: False))
+    monkeypatch.setattr(IterativeLoop, "run", lambda self: [])  # what a process other than the main one writes
+    iterframe.run(base_config, reward=exact_answer)
+    assert not os.path.exists(os.path.join(base_config["output_dir"], "config.yaml"))
+
+
 def _readme_python_example() -> str:
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()

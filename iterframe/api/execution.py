@@ -95,7 +95,8 @@ def execute_run(prepared: PreparedRun) -> list[dict[str, Any]]:
             config=run_config.loop,
             run_config=run_config.to_config(),
         )
-        save_run_config(run_config, os.path.join(output_dir, CONFIG_FILE))
+        if loop.is_main_process:  # its claim of the folder removes temporary files, another's config among them
+            save_run_config(run_config, os.path.join(output_dir, CONFIG_FILE))
         rows = loop.run()
         if run_config.peft is not None and run_config.peft.merge_final and rows:
             _save_merged_final(trainer, output_dir)
