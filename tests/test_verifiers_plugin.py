@@ -108,7 +108,8 @@ def test_the_reward_is_the_weighted_sum_of_the_tasks_reward_functions(plugin_loa
 
 def test_the_reward_scores_in_the_worker_pool(plugin_loaded):
     records = prompts_of(SPEC)
-    reward = create_component("reward", "verifiers", {"workers": 1})
+    # A fresh worker's first scoring can take past the default 10 s on a loaded 2-core machine.
+    reward = create_component("reward", "verifiers", {"workers": 1, "timeout_s": 120})
     reward.setup(RunContext(trainer=None, tokenizer=None))
     pool = RewardPool(reward, "Reward 'verifiers'")
     try:
