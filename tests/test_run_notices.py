@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from loop_fakes import make_loop
 from safetensors.torch import load_file, save_file
@@ -82,3 +85,16 @@ def test_the_command_line_drops_deepspeeds_no_gpu_notice_and_keeps_its_other_war
     finally:
         deepspeed_logger.removeHandler(handler)
     assert handler.messages == ["ZeRO-3 needs more memory than this machine has."]
+
+
+def test_print_config_writes_only_yaml_to_stdout_when_wandb_is_offline(tiny_llama_path, arithmetic_path, tmp_path):
+    """transformers prints a notice to stdout when it first imports its integrations with WANDB_MODE=offline."""
+    command = [sys.executable, "-m", "iterframe", "run", "--model", tiny_llama_path, "--dataset", arithmetic_path]
+    command += ["--reference-column", "answer", "--reward", "answer-match"]
+    command += ["--output-dir", str(tmp_path / "run"), "--print-config"]
+    env = dict(os.environ, WANDB_MODE="offline")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.safe_load(result.stdout)
+    assert config["model"] == tiny_llama_path and config["dataset"]["reference_column"] == "answer"
+    assert "Running in WANDB offline mode" in result.stderr  # the notice was printed, on stderr

@@ -4,6 +4,8 @@ iterframe's info messages (why the hf generator fell back to ``generate()``, why
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
 import logging
 import sys
 
@@ -27,11 +29,46 @@ class _ExpectedNotices(logging.Filter):
         return not record.getMessage().startswith("Setting accelerator to CPU.")
 
 
+#: Modules that print to standard output when imported: transformers' integrations announce WANDB_MODE=offline.
+_PRINTING_MODULES = ("transformers.integrations.integration_utils",)
+
+
+class _StdoutToStderrLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):  # get_source, get_data, ... as the module's own loader has them
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with contextlib.redirect_stdout(sys.stderr):
+            self.loader.exec_module(module)
+
+
+class _StdoutToStderrOnImport(importlib.abc.MetaPathFinder):
+    """Imports the :data:`_PRINTING_MODULES` with their prints sent to stderr, so that what a command writes to
+    stdout (``--print-config``'s YAML) is all there is on it."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in _PRINTING_MODULES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _StdoutToStderrLoader(spec.loader)
+        return spec
+
+
 def silence_expected_notices() -> None:
-    """Install the :class:`_ExpectedNotices` filter on DeepSpeed's logger for the rest of the process."""
+    """For the rest of the process: install the :class:`_ExpectedNotices` filter on DeepSpeed's logger, and send
+    what the :data:`_PRINTING_MODULES` print when imported to stderr."""
     deepspeed_logger = logging.getLogger("DeepSpeed")
     if not any(isinstance(item, _ExpectedNotices) for item in deepspeed_logger.filters):
         deepspeed_logger.addFilter(_ExpectedNotices())
+    if not any(isinstance(finder, _StdoutToStderrOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _StdoutToStderrOnImport())
 
 
 @contextlib.contextmanager
