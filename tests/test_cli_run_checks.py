@@ -217,7 +217,7 @@ def test_an_unknown_flag_suggests_the_set_key(flag, key):
 def test_print_config_prints_the_training_settings_the_run_uses_given_or_not(tmp_path, dataset, captured):
     _model_folder(tmp_path / "model")
     args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", "train.learning_rate=1e-3")
-    config = yaml.safe_load(_run(*args, "--print-config").output)
+    config = yaml.safe_load(_run(*args, "--print-config").stdout)
     assert config["train"]["learning_rate"] == 1e-3  # given
     assert config["train"]["per_device_train_batch_size"] == 8  # defaults
     assert config["train"]["lr_scheduler_type"] == "constant_with_warmup"
@@ -231,7 +231,7 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, da
     printed = _run(*args, "--print-config")
     assert printed.exit_code == 0, printed.output
     assert not (tmp_path / "out").exists() and captured == []
-    config = yaml.safe_load(printed.output)
+    config = yaml.safe_load(printed.stdout)
     assert config["train"]["warmup_steps"] == 3
     assert config["generator"]["options"]["max_new_tokens"] == 64  # every option, at its value
     assert config["sample_tokenizer"] == {"name": "completion-only", "options": {"add_eos": True}}
@@ -247,7 +247,7 @@ def test_print_config_shows_stop_strings_byte_for_byte_as_the_run_gets_them(tmp_
         args = _args(str(tmp_path / "model"), dataset, tmp_path / "out", "--set", assignment)
         printed = _run(*args, "--print-config")
         assert printed.exit_code == 0, printed.output
-        assert yaml.safe_load(printed.output)["generator"]["options"]["stop"] == expected
+        assert yaml.safe_load(printed.stdout)["generator"]["options"]["stop"] == expected
         assert _run(*args).exit_code == 0
         assert captured.pop().config.generator.options["stop"] == expected
 
