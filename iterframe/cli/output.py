@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.machinery
+import io
 import logging
 import sys
 
@@ -29,7 +30,8 @@ class _ExpectedNotices(logging.Filter):
         return not record.getMessage().startswith("Setting accelerator to CPU.")
 
 
-#: Modules that print to standard output when imported: transformers' integrations announce WANDB_MODE=offline.
+#: Modules that print to standard output when imported: transformers' integrations announce WANDB_MODE=offline,
+#: which the user set (an expected notice, dropped like DeepSpeed's).
 _PRINTING_MODULES = ("transformers.integrations.integration_utils",)
 
 
@@ -44,13 +46,13 @@ class _StdoutToStderrLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(io.StringIO()):
             self.loader.exec_module(module)
 
 
 class _StdoutToStderrOnImport(importlib.abc.MetaPathFinder):
-    """Imports the :data:`_PRINTING_MODULES` with their prints sent to stderr, so that what a command writes to
-    stdout (``--print-config``'s YAML) is all there is on it."""
+    """Imports the :data:`_PRINTING_MODULES` with their prints dropped, so that what a command writes to stdout
+    (``--print-config``'s YAML) is all there is on it, and stderr starts with the run's own lines."""
 
     def find_spec(self, name, path, target=None):
         if name not in _PRINTING_MODULES:
@@ -62,8 +64,8 @@ class _StdoutToStderrOnImport(importlib.abc.MetaPathFinder):
 
 
 def silence_expected_notices() -> None:
-    """For the rest of the process: install the :class:`_ExpectedNotices` filter on DeepSpeed's logger, and send
-    what the :data:`_PRINTING_MODULES` print when imported to stderr."""
+    """For the rest of the process: install the :class:`_ExpectedNotices` filter on DeepSpeed's logger, and drop
+    what the :data:`_PRINTING_MODULES` print when imported."""
     deepspeed_logger = logging.getLogger("DeepSpeed")
     if not any(isinstance(item, _ExpectedNotices) for item in deepspeed_logger.filters):
         deepspeed_logger.addFilter(_ExpectedNotices())
