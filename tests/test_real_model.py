@@ -42,6 +42,17 @@ def test_the_generation_config_ends_generation_at_im_end(real_zoo):
     assert zoo_tests.generation_config_eos_ids(models[FAMILY]) == [IM_END]
 
 
+def test_the_built_tokenizer_has_the_released_special_tokens_and_adds_none(real_zoo):
+    tokenizer = real_zoo[0](FAMILY)[1]
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == (
+        "<|im_end|>",
+        "<|im_end|>",
+        "<|im_start|>",
+    )
+    assert tokenizer.eos_token_id == tokenizer.pad_token_id == IM_END
+    assert tokenizer("2 + 2")["input_ids"] == tokenizer("2 + 2", add_special_tokens=False)["input_ids"]
+
+
 def test_chat_prompts_render_as_apply_chat_template_does(plugin_manager, real_zoo):
     zoo_tests.test_chat_prompts_render_with_the_models_own_template_and_one_bos_at_most(
         plugin_manager, real_zoo[0], FAMILY

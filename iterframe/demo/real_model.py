@@ -106,6 +106,16 @@ def _fetch_gguf(scratch: str) -> str:
     return gguf_path
 
 
+def _as_released(tokenizer):
+    """The tokenizer's special tokens as the model's release sets them (transformers 4.x reads the GGUF file's
+    as eos ``<|im_start|>``, no pad and a bos added to every text; 5.x reads them right): bos ``<|im_start|>``,
+    eos and pad ``<|im_end|>``, nothing added (the chat template writes every special token)."""
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<|im_start|>", "<|im_end|>", "<|im_end|>"
+    if getattr(tokenizer, "add_bos_token", False):
+        tokenizer.add_bos_token = False
+    return tokenizer
+
+
 def build_real_model(path: str) -> str:
     """Fetch the GGUF file, load it (dequantized to float32) and save model, tokenizer (with its chat template) and
     generation config to ``path``, atomically (a temp folder renamed when complete). Returns ``path``."""
@@ -121,7 +131,7 @@ def build_real_model(path: str) -> str:
         with tempfile.TemporaryDirectory(dir=parent) as scratch:
             gguf_path = _fetch_gguf(scratch)
             with without_transformers_progress_bars():
-                model, tokenizer = load_model(gguf_path, {}), load_tokenizer(gguf_path)
+                model, tokenizer = load_model(gguf_path, {}), _as_released(load_tokenizer(gguf_path))
                 model.save_pretrained(temp_path)
                 tokenizer.save_pretrained(temp_path)
         with open(os.path.join(temp_path, _BUILT_MARKER), "w", encoding="utf-8") as handle:
