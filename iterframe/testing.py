@@ -233,7 +233,8 @@ def write_tiny_gguf(path: str, *, num_layers: int = 2, hidden_size: int = 32, se
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}  # 5.x / 4.x
+    writer.add_rope_freq_base(float(rope["rope_theta"]))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
@@ -241,6 +242,7 @@ def write_tiny_gguf(path: str, *, num_layers: int = 2, hidden_size: int = 32, se
     writer.add_token_types([3 if i in special_ids else 1 for i in range(len(tokenizer))])
     writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in vocab["merges"]])
     writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_add_bos_token(False)  # as the tokenizer encodes (transformers 4.x adds a bos without the key)
     writer.add_eos_token_id(tokenizer.eos_token_id)
     writer.add_pad_token_id(tokenizer.pad_token_id)
     writer.add_chat_template(CHATML_TEMPLATE)

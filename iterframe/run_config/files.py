@@ -46,7 +46,11 @@ def load_config_file(path: str) -> dict[str, Any]:
         config = {}
     if not isinstance(config, dict):
         raise RunConfigError(f"Config file {path!r} must hold a mapping of keys, got a {type(config).__name__}.")
-    draft = normalise_config(config)
+    try:
+        draft = normalise_config(config)
+    except RunConfigError as error:
+        message = str(error)
+        raise RunConfigError(message if path in message else f"Config file {path!r}: {message}") from None
     base_dir = os.path.dirname(os.path.abspath(path))
     draft["model"] = _local_path_next_to(draft["model"], base_dir)
     for key in ("path", "eval_dataset"):
