@@ -520,3 +520,10 @@ def test_the_folders_the_readme_commands_and_the_demo_write_are_git_ignored():
         cwd=root, capture_output=True, text=True,
     ).stdout.split()  # fmt: skip
     assert ignored == [f"{path}/x" for path in paths]
+
+
+def test_a_finished_run_leaves_its_process_group(captured, tmp_path, prompts_path, monkeypatch):
+    left = []
+    monkeypatch.setattr("iterframe.api.leave_process_group", lambda: left.append(len(captured)))
+    _prepared(captured, tmp_path, prompts_path)
+    assert left == [1]  # after the run

@@ -60,3 +60,23 @@ def test_gather_in_order_with_one_process_is_the_local_list():
 def test_largest_share_is_the_most_selected_items_any_process_holds(selected, world, largest):
     assert largest_share(selected, world) == largest
     assert largest == max(sum(shard(selected, rank, world)) for rank in range(world))
+
+
+def test_leave_process_group_waits_for_every_process_and_ends_the_group(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    from iterframe.api import leave_process_group
+
+    leave_process_group()  # one process, no group: nothing to do
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    barriers = []
+    real_barrier = dist.barrier
+    monkeypatch.setattr(dist, "barrier", lambda *args, **kwargs: barriers.append(1) or real_barrier())
+    try:
+        leave_process_group()
+        assert barriers == [1]
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

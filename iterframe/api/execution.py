@@ -13,7 +13,7 @@ from iterframe.api.output_dir import remove_unstarted_run
 from iterframe.api.preparation import PreparedRun
 from iterframe.run_config import CONFIG_FILE, RunConfig, RunConfigError, save_run_config
 
-__all__ = ["MERGED_DIR", "Terminated", "execute_run", "load_trainer", "stop_on_sigterm"]
+__all__ = ["MERGED_DIR", "Terminated", "execute_run", "leave_process_group", "load_trainer", "stop_on_sigterm"]
 
 #: Where ``peft.merge_final`` writes the merged model, inside ``final/``.
 MERGED_DIR = "merged"
@@ -140,3 +140,16 @@ def stop_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def leave_process_group() -> None:
+    """Once every process has finished, end the run's process group (a no-op in a one-process run).
+
+    A process that exits while the group's communication threads still run can abort ("terminate called without
+    an active exception") and make the launcher report a finished run as failed.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

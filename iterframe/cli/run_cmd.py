@@ -118,7 +118,7 @@ def command(config_file, assignments, resume, overwrite, trust_config_code, prin
     or dataset, runs the built-in offline demo (flags still apply, e.g. --iterations 2 --output-dir DIR); its
     settings, and those of a config file, take the place of the defaults shown here.
     """
-    from iterframe.api import Terminated, execute, prepare, resume_hint
+    from iterframe.api import Terminated, execute, leave_process_group, prepare, resume_hint
     from iterframe.plugins.errors import ComponentError
     from iterframe.plugins.manager import PluginLoadError
 
@@ -155,6 +155,7 @@ def command(config_file, assignments, resume, overwrite, trust_config_code, prin
     try:
         with output_mode(prepared.config.loop.quiet, prepared.config.loop.verbose):
             result = execute(prepared)
+        leave_process_group()
     except ValueError as error:  # errors for people (bad model, component setup, reward output): no traceback
         raise click.ClickException(f"{error}{resume_hint(output_dir)}") from None
     except ComponentError as error:  # a component's bug: its traceback, for its author, then what happened

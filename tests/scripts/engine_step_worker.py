@@ -15,6 +15,7 @@ import sys
 import torch
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+from iterframe.api import leave_process_group
 
 TEXTS = [
     "hello world",
@@ -162,6 +163,7 @@ def main(model_path: str, output_dir: str, updates: int, specs: list[str]) -> No
     for spec in specs:
         engine, accumulation = spec.split(":")
         train(model_path, output_dir, engine, int(accumulation), updates)
+    leave_process_group()  # a process leaving with the group's threads running may abort
 
 
 if __name__ == "__main__":
