@@ -11,6 +11,7 @@ from typing import Any, Optional
 import torch
 
 from iterframe.engine import batching, label_logits, packing, schedule
+from iterframe.engine.clipping import clip_grad_norm
 from iterframe.engine.loss import summed_token_loss
 from iterframe.engine.process_sync import accumulating, backward, equalized_across_processes, global_sum
 
@@ -89,7 +90,7 @@ class MicroBatchUpdates:
         grad_norm = None
         if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
             # under DeepSpeed the engine has clipped already; accelerate hands back its norm (or None)
-            norm = self.accelerator.clip_grad_norm_(self.model_wrapped.parameters(), self.args.max_grad_norm)
+            norm = clip_grad_norm(self.accelerator, self.model_wrapped.parameters(), self.args.max_grad_norm)
             grad_norm = None if norm is None else float(norm.item() if hasattr(norm, "item") else norm)
         self.control = self.callback_handler.on_pre_optimizer_step(self.args, self.state, self.control)
         self.optimizer.step()
