@@ -96,6 +96,38 @@ def test_rows_that_reach_eos_leave_the_batch_and_are_padded_as_generate_pads_the
     assert min(rows_seen) < len(PROMPTS), "a finished row should have left the batch"
 
 
+def unpadded_batch(tokenizer):
+    """The prompts' ids cut to the shortest one's length: a batch without padding."""
+    ids = [tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
+    return left_pad([row[: min(map(len, ids))] for row in ids], tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("model_path", MODEL_PATHS)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_batch_without_padding_decodes_without_a_mask_and_as_generate_does(request, model_path, attention):
+    model, tokenizer = load(request.getfixturevalue(model_path), attn_implementation=attention)
+    masks = {}
+    for name, (input_ids, attention_mask) in (
+        ("unpadded", unpadded_batch(tokenizer)),
+        ("padded", prompt_batch(tokenizer)),
+    ):
+        free_run = greedy_reference(model, input_ids, attention_mask, 10, -1, tokenizer.pad_token_id)
+        eos = int(free_run[0, 3])  # rows leave the batch on the way
+        expected = greedy_reference(model, input_ids, attention_mask, 10, eos, tokenizer.pad_token_id)
+        seen = []
+        handle = model.register_forward_pre_hook(
+            lambda module, args, kwargs, seen=seen: seen.append(kwargs["attention_mask"]), with_kwargs=True
+        )
+        try:
+            ours = greedy_decode(model, input_ids, attention_mask, 10, eos, tokenizer.pad_token_id)
+        finally:
+            handle.remove()
+        assert torch.equal(ours, expected), name
+        masks[name] = seen[1:]  # the decode steps, after the prompts' pass
+    assert masks["unpadded"] and all(mask is None for mask in masks["unpadded"])
+    assert masks["padded"] and all(mask is not None for mask in masks["padded"])
+
+
 def test_eos_is_held_back_until_min_new_tokens(tiny_llama_path):
     model, tokenizer = load(tiny_llama_path)
     input_ids, attention_mask = prompt_batch(tokenizer)

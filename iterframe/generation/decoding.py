@@ -245,10 +245,17 @@ class _Rows:
     def __post_init__(self):
         if self.output_rows is None:
             self.output_rows = torch.arange(self.keep.shape[0], device=self.keep.device)
+        self.padded = not bool(self.keep.all())
 
     def select(self, alive: torch.Tensor) -> None:
         self.keep, self.next_position = self.keep[alive], self.next_position[alive]
         self.output_rows = self.output_rows[alive]
+        self.padded = self.padded and not bool(self.keep.all())
+
+    def step_mask(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """The attention mask of a decoding step: none where no row has padding, so that the model builds its
+        own (none at all under SDPA, whose grouped-query kernel then reads the cache without repeating it)."""
+        return _additive_mask(self.keep, dtype) if self.padded else None
 
     def advance(self) -> torch.Tensor:
         """Extend every row by the token it just drew; its attention mask for the step."""
@@ -294,7 +301,7 @@ def _sample_steps(
         position = rows.advance()
         output = model(
             input_ids=tokens[:, None],
-            attention_mask=_additive_mask(rows.keep, mask_dtype),
+            attention_mask=rows.step_mask(mask_dtype),
             position_ids=position,
             use_cache=True,
             **{argument: cache},
