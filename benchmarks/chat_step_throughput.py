@@ -88,6 +88,7 @@ class ShapeResult:
     matmul_peaks: list
     total_params: int
     matmul_params: int
+    head_params: int
     stage_seconds: dict
     load_average: tuple
 
@@ -150,6 +151,7 @@ def measure_shape(args, model, tokenizer, shape: str, threads: int, trl_classes)
         matmul_peaks,
         sum(p.numel() for p in model.parameters()),
         matmul_parameter_count(model),
+        model.get_output_embeddings().weight.numel(),
         stage_seconds,
         os.getloadavg(),
     )
@@ -192,6 +194,38 @@ def print_shape(args, result: ShapeResult) -> None:
     total = sum(ours.round_seconds)
     stages = ", ".join(f"{stage} {seconds / total:.0%}" for stage, seconds in result.stage_seconds.items())
     print(f"iterframe time by stage: {stages}")
+    if len(result.runs) > 1:
+        print_work_bound(result, result.stage_seconds.get("clip + optimizer", 0.0) / total)
+
+
+def matmul_work_per_token(
+    body: int, head: int, padding: float, label_share: float, head_everywhere: bool
+) -> float:
+    """Multiply-adds of the weight matmuls per real token of a forward pass: the body at every position the model
+    runs on (padding included), the language-model head there too or only at label positions."""
+    positions = 1 / (1 - padding)
+    return body * positions + head * (positions if head_everywhere else label_share)
+
+
+def print_work_bound(result: ShapeResult, optimizer_share: float) -> None:
+    """What the work iterframe leaves out (padding, the head at prompt positions) allows: the ratio iterframe /
+    TRL at equal speed per multiply-add, with and without the optimizer's time, which both pay alike."""
+    ours, theirs = result.runs[0], result.runs[1]
+    label_share = sum(result.label_tokens) / sum(ours.round_tokens)
+    head, body = result.head_params, result.matmul_params - result.head_params
+    work = [
+        matmul_work_per_token(body, head, ours.padding.padding_fraction, label_share, head_everywhere=False),
+        matmul_work_per_token(body, head, theirs.padding.padding_fraction, label_share, head_everywhere=True),
+    ]
+    bound = work[1] / work[0]
+    with_optimizer = bound * (1 - optimizer_share) + optimizer_share
+    measured = result.label_rate(ours) / result.label_rate(theirs)
+    print(
+        f"work per real token (weight matmuls): iterframe {work[0] / 1e6:.1f}M, trl {work[1] / 1e6:.1f}M "
+        f"multiply-adds (label positions {label_share:.1%} of the real tokens); at equal speed per multiply-add "
+        f"iterframe / trl would be {bound:.2f}x, {with_optimizer:.2f}x with iterframe's {optimizer_share:.0%} of "
+        f"clip + optimizer paid alike; measured {measured:.2f}x = {measured / with_optimizer:.0%} of that"
+    )
 
 
 def parse_args(argv=None):

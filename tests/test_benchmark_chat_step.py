@@ -47,3 +47,13 @@ def test_benchmark_prints_label_tokens_per_second_memory_and_matmul_share(tmp_pa
     assert re.search(r"peak tensor memory of a step [1-9]\d* MiB", report)
     assert re.search(r"matmul-peak share: \d+\.\d%", report)
     assert "forward + loss" in report and "backward" in report
+
+
+def test_the_work_bound_counts_padding_for_both_and_the_head_at_label_positions_for_iterframe(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from chat_step_throughput import matmul_work_per_token
+
+    # body 100, head 25 multiply-adds a position; 20% of TRL's positions padding; labels on 20% of the tokens
+    assert matmul_work_per_token(100, 25, 0.0, 0.2, head_everywhere=False) == pytest.approx(105.0)
+    assert matmul_work_per_token(100, 25, 0.2, 0.2, head_everywhere=True) == pytest.approx(156.25)
+    assert matmul_work_per_token(100, 25, 0.5, 1.0, head_everywhere=False) == pytest.approx(225.0)
