@@ -36,6 +36,7 @@ from iterframe.engine.loading import (
     pad_token_id,
     resolve_args,
 )
+from iterframe.engine.mapped_weights import own_trainable_weights
 from iterframe.engine.model_card import write_model_card
 from iterframe.engine.model_support import vocab_size
 from iterframe.engine.updates import MicroBatchUpdates
@@ -132,6 +133,7 @@ class IterativeSFTTrainer(MicroBatchUpdates, Trainer):
             self.model.add_model_tags(self._tag_names)
         enable_activation_checkpointing(self.model, self.args)  # train() would; step() is called instead
         schedule.require_horizon(self.args)
+        own_trainable_weights(self.model)  # the first update would copy them page by page
         self.create_optimizer_and_scheduler(num_training_steps=max(self.args.max_steps, 0))
         self.model_wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.state = TrainerState(
