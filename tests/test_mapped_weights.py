@@ -84,7 +84,9 @@ def test_tied_weights_stay_tied_and_frozen_weights_stay_mapped(tmp_path):
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert not mapped(model.lm_head.weight)
     assert mapped(frozen)
-    trainable = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters() if p.requires_grad}
+    trainable = {
+        p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters() if p.requires_grad
+    }
     assert copied == sum(trainable.values())
     assert own_trainable_weights(model) == 0  # nothing left to copy
 

@@ -14,6 +14,7 @@ import test_resume_identical as resume_tests
 import test_zoo as zoo_tests
 import torch
 
+from iterframe.engine.mapped_weights import file_mapped_ranges, is_file_mapped
 from iterframe.loop.artifacts import read_metrics
 
 pytestmark = pytest.mark.real_model
@@ -140,6 +141,30 @@ def test_lora_trains_and_merge_final_gives_a_loadable_model(real_model_path, lor
 def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(lora_runs):
     whole_dir, resumed_dir = lora_runs
     assert resume_tests.outputs(resumed_dir, iterations=2) == resume_tests.outputs(whole_dir, iterations=2)
+
+
+@pytest.mark.skipif(file_mapped_ranges() is None, reason="the system has no /proc/self/maps")
+def test_the_trainer_owns_the_weights_it_trains_and_lora_leaves_the_base_mapped(real_model_path, tmp_path):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from iterframe import IterativeSFTConfig, IterativeSFTTrainer
+
+    def mapped(parameter):
+        return is_file_mapped(parameter, file_mapped_ranges())
+
+    args = IterativeSFTConfig(output_dir=str(tmp_path / "out"), report_to="none", save_strategy="no")
+    model = IterativeSFTTrainer(real_model_path, args=args).model
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert not any(mapped(parameter) for parameter in model.parameters())
+
+    base = AutoModelForCausalLM.from_pretrained(real_model_path)
+    assert all(mapped(parameter) for parameter in base.parameters())
+    lora = IterativeSFTTrainer(base, args=args, peft_config=LoraConfig(r=4, target_modules=["q_proj"])).model
+    trainable = [parameter for parameter in lora.parameters() if parameter.requires_grad]
+    frozen = [parameter for parameter in lora.parameters() if not parameter.requires_grad]
+    assert trainable and not any(mapped(parameter) for parameter in trainable)
+    assert frozen and all(mapped(parameter) for parameter in frozen)
 
 
 #: One short iteration of the example's recipe (``examples/smollm2/recipe.yaml``).

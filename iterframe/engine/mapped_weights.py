@@ -68,7 +68,9 @@ def own_trainable_weights(model: torch.nn.Module) -> int:
                 copies[key] = storage.clone()
                 copied += storage.nbytes()
             owned = torch.empty(0, dtype=parameter.dtype)
-            parameter.data = owned.set_(copies[key], parameter.storage_offset(), parameter.size(), parameter.stride())
+            parameter.data = owned.set_(
+                copies[key], parameter.storage_offset(), parameter.size(), parameter.stride()
+            )
     if copied:
         logger.debug("Copied %.1f MB of trainable weights out of their checkpoint's file mapping.", copied / 2**20)
     return copied
