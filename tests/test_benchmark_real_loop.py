@@ -31,3 +31,23 @@ def test_benchmark_reports_the_command_time_stage_seconds_and_held_out_reward(tm
         r"mean s per stage: generate [\d.]+, score [\d.]+, filter [\d.]+, train [\d.]+, eval [\d.]+", report
     )
     assert re.search(r"held-out reward \d\.\d{3} -> \d\.\d{3}; load average at the end [\d.]+", report)
+
+
+LOOP_TRAINING = BENCHMARK.parent / "loop_training_speed.py"
+
+
+@pytest.mark.skipif(not ZOO_FAMILY.is_dir(), reason=f"the model zoo is not at {ZOO_FAMILY}")
+@pytest.mark.parametrize("mapped", [False, True], ids=["owned", "keep-mapped"])
+def test_loop_training_speed_reports_each_step_call_beside_its_replay(tmp_path, mapped):
+    command = [sys.executable, str(LOOP_TRAINING), "--tiny", "--rounds", "1"] + (
+        ["--keep-mapped"] if mapped else []
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = result.stdout
+    assert re.search(r"nproc=\d+", report) and ("(weights left mapped)" in report) == mapped
+    calls = re.findall(r"  (\d+) samples, (\d+) tokens: [\d.]+ s, [\d.]+ tokens/s", report)
+    assert calls and all(int(tokens) > int(samples) for samples, tokens in calls)
+    for name in ("in the loop", "the same inputs replayed", "step-benchmark samples, as many"):
+        assert re.search(rf"RESULT {name}: [\d.]+ tokens/s", report), report[-2000:]
+    assert re.search(r"RESULT loop / benchmark-shaped: [\d.]+x", report)
