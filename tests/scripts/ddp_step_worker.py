@@ -3,9 +3,9 @@
 import sys
 
 import torch
+from engine_step_worker import leave_and_exit
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
-from iterframe.api import leave_process_group
 
 TEXTS = ["hello world", "abc", "the quick brown fox jumps over", "x y", "one two three four five six", "q"]
 
@@ -31,7 +31,7 @@ def main(model_path: str, output_path: str, batch_size: int, split: str) -> None
     torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, f"{output_path}.rank{rank}")
     if rank == 0:
         torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, output_path)
-    leave_process_group()  # a process leaving with the group's threads running may abort
+    leave_and_exit()
 
 
 if __name__ == "__main__":

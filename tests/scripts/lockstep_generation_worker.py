@@ -13,10 +13,9 @@ import string
 import sys
 
 import torch.distributed as dist
-from engine_step_worker import FSDPOnCPUTrainer, engine_settings, without_shared_memory_kernel
+from engine_step_worker import FSDPOnCPUTrainer, engine_settings, leave_and_exit, without_shared_memory_kernel
 
 from iterframe import IterativeSFTConfig, IterativeSFTTrainer
-from iterframe.api import leave_process_group
 from iterframe.generation import lockstep as lockstep_module
 from iterframe.plugins import create_component
 from iterframe.plugins.components import RunContext
@@ -50,7 +49,7 @@ def main(model_path: str, output_dir: str, engine: str, lockstep: bool) -> None:
     }
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as handle:
         json.dump(report, handle)
-    leave_process_group()  # a process leaving with the group's threads running may abort
+    leave_and_exit()
 
 
 if __name__ == "__main__":
